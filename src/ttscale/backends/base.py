@@ -1,0 +1,55 @@
+"""The backend protocol and the one function that builds a backend by name."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from ttscale.params import SamplingParams
+from ttscale.types import Chat, GenerateOutput, Prompt
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A model that samples. Implementations: ``llamacpp`` (default), ``openai``, ``fake``.
+
+    ``generate`` takes many prompts at once and returns, per prompt, ``params.n`` generations
+    in sample order, together with the ``Usage`` of the whole call.
+    """
+
+    name: str
+    model_id: str
+    params_count: int
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> GenerateOutput: ...
+
+    def count_tokens(self, prompt: Prompt) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def chat_to_openai(prompt: Chat) -> list[dict[str, str]]:
+    """OpenAI-shaped messages; a prefill becomes a trailing assistant message to continue."""
+    msgs = [{"role": m.role, "content": m.content} for m in prompt.messages]
+    if prompt.prefill:
+        msgs.append({"role": "assistant", "content": prompt.prefill})
+    return msgs
+
+
+def strip_prefill(text: str, prefill: str) -> str:
+    """Servers differ on whether a continued message repeats its prefix; drop it if so."""
+    return text[len(prefill):] if prefill and text.startswith(prefill) else text
+
+
+def load_backend(name: str = "llamacpp", **options: Any) -> Backend:
+    """Build a backend by registered name (built-ins and ``ttscale.backends`` entry points).
+
+    Example:
+        >>> load_backend("fake", responses=["The answer is 4."]).name
+        'fake'
+    """
+    from ttscale.registry import backends
+
+    factory = backends.get(name)
+    backend: Backend = factory(**options)
+    return backend

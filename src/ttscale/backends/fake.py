@@ -1,0 +1,97 @@
+"""A scripted backend for logic tests: no model, deterministic, counts words as tokens."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from ttscale.params import SamplingParams
+from ttscale.types import GenerateOutput, Generation, Prompt, TokenLogprob, Usage
+
+Script = Callable[[Prompt, int], str]
+
+
+def prompt_text(prompt: Prompt) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    return "\n".join(m.content for m in prompt.messages) + prompt.prefill
+
+
+class FakeBackend:
+    """Returns scripted texts: a list cycled over samples, or a function of (prompt, index).
+
+    A token is a whitespace-separated word; ``max_tokens`` truncates (finish ``length``).
+
+    Example:
+        >>> from ttscale.types import Chat
+        >>> fb = FakeBackend(responses=["It is 4.", "It is 5."])
+        >>> out = fb.generate([Chat.user("2+2?")], SamplingParams(n=3))
+        >>> [g.text for g in out.generations[0]]
+        ['It is 4.', 'It is 5.', 'It is 4.']
+        >>> out.usage.completion_tokens
+        9
+    """
+
+    name = "fake"
+
+    def __init__(
+        self,
+        responses: Sequence[str] | None = None,
+        script: Script | None = None,
+        model_id: str = "fake",
+        params_count: int = 1_000_000,
+        yes_logprob: float | None = None,
+    ) -> None:
+        if script is None:
+            texts = list(responses or ["The answer is 42."])
+            script = lambda _p, i: texts[i % len(texts)]  # noqa: E731
+        self.script = script
+        self.model_id = model_id
+        self.params_count = params_count
+        self.yes_logprob = yes_logprob
+        self.calls: list[tuple[Prompt, SamplingParams]] = []
+
+    def count_tokens(self, prompt: Prompt) -> int:
+        return len(prompt_text(prompt).split())
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> GenerateOutput:
+        start = time.perf_counter()
+        out: list[tuple[Generation, ...]] = []
+        usage = Usage()
+        for prompt in prompts:
+            self.calls.append((prompt, params))
+            p_tokens = self.count_tokens(prompt)
+            gens = []
+            for i in range(params.n):
+                words = self.script(prompt, params.seed + i).split()
+                finish = "length" if len(words) > params.max_tokens else "stop"
+                words = words[: params.max_tokens]
+                gens.append(
+                    Generation(
+                        text=" ".join(words),
+                        prompt_tokens=p_tokens,
+                        completion_tokens=len(words),
+                        finish_reason=finish,
+                        logprobs=self._logprobs(words, params),
+                        seed=params.seed + i,
+                    )
+                )
+                usage = usage + Usage.of(p_tokens, len(words), self.params_count, 0.0, calls=0)
+            usage = usage + Usage(calls=1)
+            out.append(tuple(gens))
+        seconds = time.perf_counter() - start
+        return GenerateOutput(tuple(out), usage + Usage(seconds=seconds))
+
+    def _logprobs(self, words: list[str], params: SamplingParams) -> tuple[TokenLogprob, ...] | None:
+        if not params.logprobs:
+            return None
+        lps = []
+        for w in words:
+            top: tuple[tuple[str, float], ...] = ()
+            if self.yes_logprob is not None:
+                import math
+
+                no = math.log1p(-math.exp(self.yes_logprob)) if self.yes_logprob < 0 else -30.0
+                top = (("Yes", self.yes_logprob), ("No", no))
+            lps.append(TokenLogprob(w, -0.1, top))
+        return tuple(lps)

@@ -1,0 +1,198 @@
+"""In-process llama.cpp through ``xllamacpp``: the embedded default backend.
+
+The server object of xllamacpp runs llama.cpp's own slot scheduler in-process: requests
+handed to it from several threads are decoded together in one batch (continuous batching),
+and ``n`` samples of one request share its prompt. Sample ``i`` of a request gets seed
+``seed + i`` from llama.cpp itself, so the same sample is reproduced whatever ``n`` is.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ttscale.backends.base import chat_to_openai, strip_prefill
+from ttscale.errors import BackendError, require
+from ttscale.params import SamplingParams
+from ttscale.types import Chat, GenerateOutput, Generation, Prompt, TokenLogprob, Usage
+
+
+def parse_logprobs(block: Any, want: bool) -> tuple[int, tuple[TokenLogprob, ...] | None]:
+    """Token count and (if wanted) log-probabilities from an OpenAI-shaped logprobs block."""
+    content = (block or {}).get("content") or []
+    if not want:
+        return len(content), None
+    lps = tuple(
+        TokenLogprob(
+            t.get("token", ""),
+            float(t.get("logprob", 0.0)),
+            tuple((c.get("token", ""), float(c.get("logprob", 0.0)))
+                  for c in t.get("top_logprobs") or ()),
+        )
+        for t in content
+    )
+    return len(content), lps
+
+
+class LlamaCppBackend:
+    """Runs a GGUF model in this process.
+
+    Args:
+        model: a named model (``ttscale models``), a ``.gguf`` path or ``hf:OWNER/REPO/FILE``.
+        parallel: decoding slots; samples beyond it wait for a free slot.
+        ctx_per_slot: context tokens per slot (prompt + completion of one sample).
+        threads: CPU threads (default: all cores).
+
+    Example:
+        >>> be = LlamaCppBackend("smollm2-135m", parallel=2)  # doctest: +SKIP
+        >>> be.generate([Chat.user("2+2?")], SamplingParams(n=2, max_tokens=8))  # doctest: +SKIP
+    """
+
+    name = "llamacpp"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        parallel: int = 8,
+        ctx_per_slot: int = 2048,
+        threads: int | None = None,
+    ) -> None:
+        from ttscale import models
+
+        model = model or models.DEFAULT_MODEL
+        path, spec = models.resolve(model)
+        xl: Any = require("xllamacpp", "llamacpp")
+        p = xl.CommonParams()
+        p.model.path = str(path)
+        p.n_parallel = parallel
+        p.n_ctx = parallel * ctx_per_slot
+        n_threads = threads or os.cpu_count() or 1
+        p.cpuparams.n_threads = n_threads
+        p.cpuparams_batch.n_threads = n_threads
+        p.warmup = False
+        p.verbosity = -1  # llama.cpp logs every slot event otherwise
+        try:
+            self._server = xl.Server(p)
+        except Exception as exc:
+            raise BackendError(f"llama.cpp could not load {path} ({exc}): check the file "
+                               "is a valid GGUF model") from exc
+        self.parallel = parallel
+        self.model_id = spec.name if spec else Path(path).stem
+        self.model_path = Path(path)
+        self.sha256 = spec.sha256 if spec else None
+        self.params_count = self._read_params_count(spec.params_count if spec else 0)
+        self._pool = ThreadPoolExecutor(max_workers=max(4, parallel), thread_name_prefix="llama")
+        self._lock = threading.Lock()
+
+    @property
+    def address(self) -> str:
+        """The OpenAI-compatible HTTP address the embedded server also listens on."""
+        return str(self._server.listening_address)
+
+    def _read_params_count(self, fallback: int) -> int:
+        import httpx
+
+        try:
+            meta = httpx.get(self.address + "/v1/models", timeout=5).json()["data"][0]["meta"]
+            return int(meta["n_params"])
+        except Exception:  # the count is informative only; the catalogue value is close
+            return fallback
+
+    def count_tokens(self, prompt: Prompt) -> int:
+        """Exact prompt tokens, chat template included (llama.cpp's own tokenizer)."""
+        import httpx
+
+        try:
+            if isinstance(prompt, Chat):
+                body = {"messages": chat_to_openai(prompt)}
+                text = httpx.post(self.address + "/apply-template", json=body, timeout=30).json()
+                prompt_text = str(text["prompt"])
+            else:
+                prompt_text = prompt
+            toks = httpx.post(self.address + "/tokenize",
+                              json={"content": prompt_text, "parse_special": True}, timeout=30)
+            return len(toks.json()["tokens"])
+        except Exception as exc:
+            raise BackendError(f"llama.cpp could not tokenize the prompt ({exc})") from exc
+
+    def _request(self, prompt: Prompt, params: SamplingParams, n: int, seed: int) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "max_tokens": params.max_tokens,
+            "n": n,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "seed": seed,
+        }
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if isinstance(prompt, Chat):
+            body["messages"] = chat_to_openai(prompt)
+            # logprobs are always asked for: llama.cpp reports usage for the first sample
+            # only, and the per-token list is the exact completion length of each sample.
+            body["logprobs"] = True
+            if params.logprobs and params.top_logprobs:
+                body["top_logprobs"] = params.top_logprobs
+        else:
+            body["prompt"] = prompt
+            body["logprobs"] = max(1, params.top_logprobs if params.logprobs else 1)
+        return body
+
+    def _call(self, prompt: Prompt, params: SamplingParams, n: int, seed: int) -> list[Generation]:
+        body = self._request(prompt, params, n, seed)
+        try:
+            if isinstance(prompt, Chat):
+                resp = self._server.handle_chat_completions(body)
+            else:
+                resp = self._server.handle_completions(body)
+        except Exception as exc:
+            raise BackendError(f"llama.cpp rejected the request: {exc}") from exc
+        if "error" in resp:
+            err = resp["error"]
+            raise BackendError(f"llama.cpp rejected the request: {err.get('message', err)}")
+        prompt_tokens = int(resp["usage"]["prompt_tokens"])
+        gens = []
+        for i, choice in enumerate(sorted(resp["choices"], key=lambda c: c["index"])):
+            if isinstance(prompt, Chat):
+                text = strip_prefill(choice["message"].get("content") or "", prompt.prefill)
+            else:
+                text = choice.get("text") or ""
+            count, lps = parse_logprobs(choice.get("logprobs"), params.logprobs)
+            finish = "length" if choice.get("finish_reason") == "length" else "stop"
+            gens.append(Generation(text, prompt_tokens, count, finish, lps, seed + i))
+        return gens
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> GenerateOutput:
+        """Sample ``params.n`` completions for every prompt, all decoded together."""
+        start = time.perf_counter()
+        # n is capped at the slot count by llama.cpp: split it, keeping the seed per sample.
+        jobs = []
+        for prompt in prompts:
+            for offset in range(0, params.n, self.parallel):
+                n = min(self.parallel, params.n - offset)
+                jobs.append(self._pool.submit(self._call, prompt, params, n, params.seed + offset))
+        results = [j.result() for j in jobs]
+        seconds = time.perf_counter() - start
+        out: list[tuple[Generation, ...]] = []
+        k = 0
+        usage = Usage(seconds=seconds)
+        for _ in prompts:
+            gens: list[Generation] = []
+            for _offset in range(0, params.n, self.parallel):
+                gens.extend(results[k])
+                k += 1
+                usage = usage + Usage(calls=1)
+            for g in gens:
+                usage = usage + Usage.of(g.prompt_tokens, g.completion_tokens,
+                                         self.params_count, 0.0, calls=0)
+            out.append(tuple(gens))
+        return GenerateOutput(tuple(out), usage)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._server = None

@@ -1,0 +1,82 @@
+"""Named plug-in points. Built-ins register exactly like third-party entry points."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any, Generic, TypeVar
+
+from ttscale.errors import ConfigError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Names to lazily imported factories (``"module:attr"``), extended by entry points.
+
+    Example:
+        >>> r: Registry[object] = Registry("thing", "ttscale.things", {"dict": "builtins:dict"})
+        >>> r.get("dict")() == {}
+        True
+        >>> r.names()
+        ['dict']
+    """
+
+    def __init__(self, kind: str, group: str, builtins: dict[str, str]) -> None:
+        self.kind = kind
+        self.group = group
+        self._targets = dict(builtins)
+        self._loaded_plugins = False
+
+    def _plugins(self) -> None:
+        if not self._loaded_plugins:
+            for ep in entry_points(group=self.group):
+                self._targets.setdefault(ep.name, ep.value)
+            self._loaded_plugins = True
+
+    def names(self) -> list[str]:
+        self._plugins()
+        return sorted(self._targets)
+
+    def register(self, name: str, target: str) -> None:
+        self._targets[name] = target
+
+    def get(self, name: str) -> Callable[..., Any]:
+        self._plugins()
+        target = self._targets.get(name)
+        if target is None:
+            raise ConfigError(
+                f"unknown {self.kind} {name!r}: choose one of {', '.join(self.names())}"
+            )
+        module, _, attr = target.partition(":")
+        obj: Callable[..., Any] = getattr(importlib.import_module(module), attr)
+        return obj
+
+
+backends: Registry[Any] = Registry(
+    "backend",
+    "ttscale.backends",
+    {
+        "llamacpp": "ttscale.backends.llamacpp:LlamaCppBackend",
+        "openai": "ttscale.backends.openai:OpenAIBackend",
+        "fake": "ttscale.backends.fake:FakeBackend",
+    },
+)
+
+strategies: Registry[Any] = Registry(
+    "strategy",
+    "ttscale.strategies",
+    {
+        "greedy": "ttscale.strategies.greedy:Greedy",
+        "majority": "ttscale.strategies.majority:Majority",
+        "best_of_n": "ttscale.strategies.best_of_n:BestOfN",
+        "weighted_best_of_n": "ttscale.strategies.best_of_n:WeightedBestOfN",
+    },
+)
+
+verifiers: Registry[Any] = Registry(
+    "verifier",
+    "ttscale.verifiers",
+    {"self_judge": "ttscale.verifiers.self_judge:SelfJudge"},
+)

@@ -1,0 +1,79 @@
+"""``solve``: one question in, the best answer the strategy can buy, every token counted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ttscale.backends.base import Backend, load_backend
+from ttscale.budget import Accountant, Budget
+from ttscale.errors import ConfigError
+from ttscale.params import SamplingParams
+from ttscale.registry import strategies, verifiers
+from ttscale.strategies.base import Env, Progress, run
+from ttscale.types import Result
+from ttscale.verifiers.base import Verifier
+
+
+def make_verifier(name: str | Verifier | None, backend: Backend) -> Verifier | None:
+    """A verifier by registered name, built on ``backend``; instances pass through."""
+    if name is None or not isinstance(name, str):
+        return name
+    factory = verifiers.get(name)
+    made: Verifier = factory(backend)
+    return made
+
+
+def make_strategy(name: str, n: int) -> Any:
+    factory = strategies.get(name)
+    fields = getattr(factory, "__dataclass_fields__", {})
+    return factory(n=n) if "n" in fields else factory()
+
+
+def solve(
+    question: str,
+    *,
+    model: str | None = None,
+    backend: Backend | str = "llamacpp",
+    strategy: str = "majority",
+    n: int = 8,
+    budget: Budget | int | None = None,
+    verifier: str | Verifier | None = None,
+    temperature: float = 0.7,
+    max_tokens: int = 1024,
+    seed: int = 0,
+    backend_options: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> Result:
+    """Answer ``question`` with a test-time scaling ``strategy``.
+
+    ``backend`` is a backend instance (reuse it across questions) or a registered name built
+    with ``model`` and ``backend_options``. ``budget`` is a ``Budget`` or a token cap.
+
+    Example:
+        >>> from ttscale.backends.fake import FakeBackend
+        >>> fb = FakeBackend(responses=["so \\\\boxed{4}", "so \\\\boxed{5}", "\\\\boxed{4.0}"])
+        >>> r = solve("What is 2+2?", backend=fb, strategy="majority", n=3)
+        >>> r.answer, r.classes[0].votes, r.usage.calls
+        ('4', 2, 1)
+    """
+    if not question or not question.strip():
+        raise ConfigError("the question is empty: give the question text to solve")
+    params = SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens, seed=seed)
+    strat = make_strategy(strategy, n)
+    if isinstance(budget, int):
+        budget = Budget(max_tokens=budget)
+    owned = isinstance(backend, str)
+    if isinstance(backend, str):
+        opts = dict(backend_options or {})
+        if model is not None:
+            opts["model"] = model
+        backend = load_backend(backend, **opts)
+    try:
+        if strat.needs_verifier and verifier is None:
+            raise ConfigError(f"strategy {strategy} needs a verifier: pass --verifier self_judge")
+        env = Env(backend, Accountant(budget or Budget()), params,
+                  make_verifier(verifier, backend), progress or (lambda _m: None))
+        return run(strat, question, env)
+    finally:
+        if owned:
+            backend.close()

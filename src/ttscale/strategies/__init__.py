@@ -1,0 +1,1 @@
+"""Test-time scaling strategies: one module each, state passed explicitly."""

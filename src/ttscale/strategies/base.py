@@ -1,0 +1,156 @@
+"""What every strategy shares: explicit state, the environment it runs in, and sampling
+that asks the accountant before it spends.
+
+A strategy is stateless; the caller holds the state: ``state = strategy.step(state, env)``
+until ``state.done``, then ``strategy.finish(state, env)`` builds the ``Result``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from ttscale.answers import extract_answer, group_answers, solve_prompt
+from ttscale.backends.base import Backend
+from ttscale.budget import Accountant
+from ttscale.errors import BudgetExceeded
+from ttscale.params import SamplingParams
+from ttscale.types import AnswerClass, Prompt, Result, Trace
+from ttscale.verifiers.base import Verifier
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Env:
+    """The world a strategy acts on: the backend, the accountant, an optional verifier."""
+
+    backend: Backend
+    accountant: Accountant
+    sampling: SamplingParams
+    verifier: Verifier | None = None
+    progress: Progress = field(default=lambda _msg: None)
+    _prompt_tokens: dict[Prompt, int] = field(default_factory=dict)
+
+    def prompt_tokens(self, prompt: Prompt) -> int:
+        if prompt not in self._prompt_tokens:
+            self._prompt_tokens[prompt] = self.backend.count_tokens(prompt)
+        return self._prompt_tokens[prompt]
+
+
+@dataclass(frozen=True)
+class State:
+    question: str
+    traces: tuple[Trace, ...] = ()
+    done: bool = False
+    budget_limited: bool = False
+    notes: tuple[str, ...] = ()
+    started: float = field(default_factory=time.perf_counter)
+
+
+class Strategy(Protocol):
+    name: str
+    needs_verifier: bool
+
+    def step(self, state: State, env: Env) -> State: ...
+
+    def finish(self, state: State, env: Env) -> Result: ...
+
+
+def sample(env: Env, state: State, want: int, *, extra_per_sample: int = 0,
+           params: SamplingParams | None = None, prompt: Prompt | None = None) -> State:
+    """Sample up to ``want`` traces in one batched call, as many as the budget allows.
+
+    ``extra_per_sample`` reserves tokens each sample will cost later (e.g. its verification).
+    Raises ``BudgetExceeded`` when nothing has been spent yet and not even one sample fits.
+    """
+    params = params or env.sampling
+    prompt = prompt or solve_prompt(state.question)
+    p_tokens = env.prompt_tokens(prompt)
+    k = env.accountant.affordable_samples(
+        prompt_tokens=p_tokens, max_tokens=params.max_tokens + extra_per_sample,
+        want=want, params_count=env.backend.params_count)
+    if k <= 0:
+        if not state.traces and env.accountant.spent.calls == 0:
+            raise BudgetExceeded(
+                f"the budget cannot pay for one sample (prompt {p_tokens} + up to "
+                f"{params.max_tokens + extra_per_sample} tokens): raise the budget or lower "
+                "max_tokens")
+        return replace(state, done=True, budget_limited=True)
+    env.progress(f"sampling {k} trace{'s' if k > 1 else ''}")
+    out = env.backend.generate([prompt], params.with_(n=k, seed=params.seed + len(state.traces)))
+    env.accountant.charge(out.usage)
+    new = tuple(
+        Trace(g.text, extract_answer(g.text), g.completion_tokens, g.finish_reason)
+        for g in out.generations[0]
+    )
+    return replace(state, traces=state.traces + new, budget_limited=k < want)
+
+
+def verify(env: Env, state: State) -> State:
+    """Score every unscored trace with the environment's verifier."""
+    if env.verifier is None:
+        return state
+    todo = [i for i, t in enumerate(state.traces) if t.score is None]
+    if not todo:
+        return state
+    env.progress(f"verifying {len(todo)} traces")
+    out = env.verifier.score(state.question, [state.traces[i].text for i in todo])
+    env.accountant.charge(out.usage)
+    traces = list(state.traces)
+    for i, steps in zip(todo, out.step_scores, strict=True):
+        traces[i] = replace(traces[i], step_scores=tuple(steps),
+                            score=env.verifier.reduce(steps))
+    return replace(state, traces=tuple(traces), notes=state.notes + tuple(out.notes))
+
+
+def classes_of(traces: Sequence[Trace], weight: str = "count") -> list[AnswerClass]:
+    """Merge equivalent answers. ``weight``: ``count`` (no score), ``sum`` or ``max`` of
+    the trace scores. Classes keep the order of their first trace."""
+    groups = group_answers([t.answer for t in traces])
+    out = []
+    for idx in groups:
+        scores = [traces[i].score for i in idx if traces[i].score is not None]
+        score: float | None = None
+        if weight == "sum" and scores:
+            score = float(sum(scores))
+        elif weight == "max" and scores:
+            score = float(max(scores))
+        rep = traces[idx[0]].answer
+        assert rep is not None  # grouped answers are never None
+        out.append(AnswerClass(rep, len(idx), score, tuple(idx)))
+    return out
+
+
+def pick(classes: Sequence[AnswerClass], by: str) -> str | None:
+    """The winning class by ``votes`` or ``score``; ties go to the earliest class."""
+    if not classes:
+        return None
+    if by == "votes":
+        return max(classes, key=lambda c: c.votes).answer  # max keeps the first of equals
+    return max(classes, key=lambda c: c.score if c.score is not None else float("-inf")).answer
+
+
+def result(state: State, env: Env, name: str, classes: Sequence[AnswerClass],
+           answer: str | None) -> Result:
+    return Result(
+        question=state.question,
+        answer=answer,
+        strategy=name,
+        classes=tuple(classes),
+        traces=state.traces,
+        usage=env.accountant.spent,
+        seconds=time.perf_counter() - state.started,
+        budget_limited=state.budget_limited,
+        notes=state.notes,
+    )
+
+
+def run(strategy: Strategy, question: str, env: Env) -> Result:
+    """Step a strategy to the end and build its result."""
+    state = State(question)
+    while not state.done:
+        state = strategy.step(state, env)
+    return strategy.finish(state, env)

@@ -1,0 +1,38 @@
+"""Majority voting / self-consistency (Wang et al. 2022).
+
+N samples are requested in one batched call; equivalent answers (math-verify) are merged
+into classes and the largest class wins. Ties go to the class whose first trace came first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ttscale.strategies.base import Env, State, classes_of, pick, result, sample
+from ttscale.types import Result
+
+
+@dataclass(frozen=True, kw_only=True)
+class Majority:
+    """Self-consistency over ``n`` samples.
+
+    Example:
+        >>> from ttscale.solve import solve
+        >>> from ttscale.backends.fake import FakeBackend
+        >>> fb = FakeBackend(responses=["\\\\boxed{0.5}", "\\\\boxed{3}", "\\\\boxed{1/2}"])
+        >>> r = solve("?", backend=fb, strategy="majority", n=3)
+        >>> r.answer, [c.votes for c in r.classes]
+        ('0.5', [2, 1])
+    """
+
+    n: int = 8
+    name: str = "majority"
+    needs_verifier: bool = False
+
+    def step(self, state: State, env: Env) -> State:
+        state = sample(env, state, self.n - len(state.traces))
+        return replace(state, done=True)
+
+    def finish(self, state: State, env: Env) -> Result:
+        classes = classes_of(state.traces)
+        return result(state, env, self.name, classes, pick(classes, "votes"))

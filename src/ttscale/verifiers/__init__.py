@@ -1,0 +1,1 @@
+"""Verifiers score traces per step; a reduction turns step scores into one trace score."""
