@@ -6,6 +6,7 @@ Equivalence is decided by math-verify, never by string matching, so ``1/2``, ``0
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Sequence
@@ -78,6 +79,10 @@ def extract_answer(text: str) -> str | None:
     if numbers:
         return str(numbers[-1]).replace(",", "")
     return None
+
+
+# math-verify warns on every call made without a timeout (which worker threads must do).
+logging.getLogger("math_verify").setLevel(logging.ERROR)
 
 
 def _timeout() -> int | None:

@@ -51,6 +51,11 @@ class Accountant:
     spent: Usage = field(default_factory=Usage)
     started: float = field(default_factory=time.monotonic)
 
+    @property
+    def counts_tokens(self) -> bool:
+        """Whether a cap depends on token counts (so prompts must be measured first)."""
+        return self.budget.max_tokens is not None or self.budget.max_flops is not None
+
     def charge(self, usage: Usage) -> None:
         self.spent = self.spent + usage
 

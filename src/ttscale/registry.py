@@ -7,7 +7,7 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
-from ttscale.errors import ConfigError
+from ttscale.errors import ConfigError, MissingExtra
 
 T = TypeVar("T")
 
@@ -50,7 +50,11 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {name!r}: choose one of {', '.join(self.names())}"
             )
         module, _, attr = target.partition(":")
-        obj: Callable[..., Any] = getattr(importlib.import_module(module), attr)
+        try:
+            obj: Callable[..., Any] = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise MissingExtra(f"{self.kind} {name!r} could not be loaded from {target} "
+                               f"({exc}): reinstall the package that provides it") from exc
         return obj
 
 

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from ttscale.params import SamplingParams
-from ttscale.types import GenerateOutput, Generation, Prompt, TokenLogprob, Usage
+from ttscale.types import FinishReason, GenerateOutput, Generation, Prompt, TokenLogprob, Usage
 
 Script = Callable[[Prompt, int], str]
 
@@ -51,6 +51,9 @@ class FakeBackend:
         self.yes_logprob = yes_logprob
         self.calls: list[tuple[Prompt, SamplingParams]] = []
 
+    def close(self) -> None:
+        """Nothing to release: the script holds no resources."""
+
     def count_tokens(self, prompt: Prompt) -> int:
         return len(prompt_text(prompt).split())
 
@@ -64,7 +67,7 @@ class FakeBackend:
             gens = []
             for i in range(params.n):
                 words = self.script(prompt, params.seed + i).split()
-                finish = "length" if len(words) > params.max_tokens else "stop"
+                finish: FinishReason = "length" if len(words) > params.max_tokens else "stop"
                 words = words[: params.max_tokens]
                 gens.append(
                     Generation(
@@ -82,7 +85,9 @@ class FakeBackend:
         seconds = time.perf_counter() - start
         return GenerateOutput(tuple(out), usage + Usage(seconds=seconds))
 
-    def _logprobs(self, words: list[str], params: SamplingParams) -> tuple[TokenLogprob, ...] | None:
+    def _logprobs(
+        self, words: list[str], params: SamplingParams
+    ) -> tuple[TokenLogprob, ...] | None:
         if not params.logprobs:
             return None
         lps = []

@@ -19,7 +19,15 @@ from typing import Any
 from ttscale.backends.base import chat_to_openai, strip_prefill
 from ttscale.errors import BackendError, require
 from ttscale.params import SamplingParams
-from ttscale.types import Chat, GenerateOutput, Generation, Prompt, TokenLogprob, Usage
+from ttscale.types import (
+    Chat,
+    FinishReason,
+    GenerateOutput,
+    Generation,
+    Prompt,
+    TokenLogprob,
+    Usage,
+)
 
 
 def parse_logprobs(block: Any, want: bool) -> tuple[int, tuple[TokenLogprob, ...] | None]:
@@ -163,7 +171,7 @@ class LlamaCppBackend:
             else:
                 text = choice.get("text") or ""
             count, lps = parse_logprobs(choice.get("logprobs"), params.logprobs)
-            finish = "length" if choice.get("finish_reason") == "length" else "stop"
+            finish: FinishReason = "length" if choice.get("finish_reason") == "length" else "stop"
             gens.append(Generation(text, prompt_tokens, count, finish, lps, seed + i))
         return gens
 

@@ -68,7 +68,8 @@ def sample(env: Env, state: State, want: int, *, extra_per_sample: int = 0,
     """
     params = params or env.sampling
     prompt = prompt or solve_prompt(state.question)
-    p_tokens = env.prompt_tokens(prompt)
+    # Counting prompt tokens costs a tokenizer round trip: only pay it when a cap needs it.
+    p_tokens = env.prompt_tokens(prompt) if env.accountant.counts_tokens else 0
     k = env.accountant.affordable_samples(
         prompt_tokens=p_tokens, max_tokens=params.max_tokens + extra_per_sample,
         want=want, params_count=env.backend.params_count)
@@ -112,7 +113,7 @@ def classes_of(traces: Sequence[Trace], weight: str = "count") -> list[AnswerCla
     groups = group_answers([t.answer for t in traces])
     out = []
     for idx in groups:
-        scores = [traces[i].score for i in idx if traces[i].score is not None]
+        scores = [s for i in idx if (s := traces[i].score) is not None]
         score: float | None = None
         if weight == "sum" and scores:
             score = float(sum(scores))

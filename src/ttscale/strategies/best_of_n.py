@@ -33,7 +33,8 @@ class BestOfN:
 
     def step(self, state: State, env: Env) -> State:
         reserve = 0
-        if env.verifier is not None:  # each sample must also pay for its verification
+        if env.verifier is not None and env.accountant.counts_tokens:
+            # each sample must also pay for its verification
             question_tokens = env.prompt_tokens(solve_prompt(state.question))
             reserve = env.verifier.reserve_tokens(env.sampling.max_tokens) + question_tokens
         state = sample(env, state, self.n - len(state.traces), extra_per_sample=reserve)

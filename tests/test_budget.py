@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import pytest
+
+from ttscale.budget import Accountant, Budget
+from ttscale.errors import ConfigError
+from ttscale.params import SamplingParams
+from ttscale.types import Usage
+
+
+def test_usage_sums_every_field() -> None:
+    u = Usage.of(10, 5, params_count=100, seconds=1.0) + Usage.of(2, 3, 100, 0.5)
+    assert (u.prompt_tokens, u.completion_tokens, u.calls, u.total_tokens) == (12, 8, 2, 20)
+    assert u.flops == 2 * 100 * 20
+    assert u.seconds == pytest.approx(1.5)
+
+
+def test_affordable_samples_counts_worst_case() -> None:
+    acc = Accountant(Budget(max_tokens=1000))
+    assert acc.affordable_samples(prompt_tokens=50, max_tokens=200, want=8, params_count=0) == 4
+    acc.charge(Usage(prompt_tokens=600, completion_tokens=0, calls=1))
+    assert acc.affordable_samples(prompt_tokens=50, max_tokens=200, want=8, params_count=0) == 1
+
+
+def test_flops_and_calls_caps() -> None:
+    acc = Accountant(Budget(max_flops=2 * 10 * 300 * 3))
+    assert acc.affordable_samples(prompt_tokens=100, max_tokens=200, want=8, params_count=10) == 3
+    acc2 = Accountant(Budget(max_calls=1))
+    acc2.charge(Usage(calls=1))
+    assert acc2.affordable_samples(prompt_tokens=1, max_tokens=1, want=8, params_count=0) == 0
+
+
+def test_seconds_cap_refuses_once_spent() -> None:
+    acc = Accountant(Budget(max_seconds=0.001))
+    acc.started -= 1.0
+    assert acc.affordable_samples(prompt_tokens=1, max_tokens=1, want=3, params_count=0) == 0
+
+
+@pytest.mark.parametrize("field", ["max_tokens", "max_flops", "max_calls", "max_seconds"])
+def test_budget_rejects_non_positive(field: str) -> None:
+    with pytest.raises(ConfigError, match=f"{field} must be positive"):
+        Budget(**{field: 0})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"n": 0}, "n must be a positive"), ({"temperature": -1}, "temperature must be >= 0, got -1"),
+     ({"max_tokens": 0}, "max_tokens"), ({"top_p": 0}, "top_p"), ({"seed": -2}, "seed")],
+)
+def test_sampling_params_validate(kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        SamplingParams(**kwargs)  # type: ignore[arg-type]

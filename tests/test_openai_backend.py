@@ -1,0 +1,568 @@
+"""The OpenAI-compatible backend: against a real llama.cpp server and small scripted servers.
+
+The real server is xllamacpp's in-process llama.cpp server with the 135M model; the
+scripted ones are stdlib HTTP servers that each misbehave in one way a real server can.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from ttscale.backends.base import Backend, load_backend
+from ttscale.backends.openai import OpenAIBackend, estimate_tokens
+from ttscale.errors import BackendError, ConfigError
+from ttscale.params import SamplingParams
+from ttscale.types import Chat
+
+# --------------------------------------------------------------------------------------
+# Scripted servers
+
+
+@dataclass
+class Seen:
+    """One request a scripted server received."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+Reply = tuple[int, Any, dict[str, str]]  # status, JSON value or raw bytes, extra headers
+App = Callable[[Seen], Reply]
+
+
+class FakeServer:
+    """A threaded stdlib HTTP server on 127.0.0.1 that answers with ``app``."""
+
+    def __init__(self, app: App) -> None:
+        self.seen: list[Seen] = []
+        lock = threading.Lock()
+        seen = self.seen
+
+        class Handler(BaseHTTPRequestHandler):
+            def _handle(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                req = Seen(self.command, self.path,
+                           {k.lower(): v for k, v in self.headers.items()},
+                           json.loads(raw) if raw else None)
+                with lock:
+                    seen.append(req)
+                status, payload, headers = app(req)
+                if isinstance(payload, bytes):
+                    data, ctype = payload, "text/html"
+                else:
+                    data, ctype = json.dumps(payload).encode(), "application/json"
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = _handle
+            do_POST = _handle
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # keep the test output clean
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,),
+                                       daemon=True)
+        self.thread.start()
+
+    def posts(self, path: str) -> list[Seen]:
+        return [s for s in self.seen if s.method == "POST" and s.path == path]
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[App], FakeServer]]:
+    servers: list[FakeServer] = []
+
+    def start(app: App) -> FakeServer:
+        server = FakeServer(app)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def sample_text(seed: int) -> str:
+    """What the scripted servers sample with ``seed``: ``seed + 1`` words."""
+    return " ".join([f"s{seed}"] + ["tok"] * seed)
+
+
+def openai_app(*, honour_n: bool = True, logprobs: bool = True, usage: bool = True,
+               echo_prefill: bool = False, delay: float = 0.0) -> App:
+    """An OpenAI-shaped server; sample ``i`` of a request with seed ``s`` says ``s + i``."""
+
+    def app(req: Seen) -> Reply:
+        if req.method == "GET" and req.path == "/v1/models":
+            return 200, {"object": "list", "data": [{"id": "scripted-model"}]}, {}
+        if req.path not in ("/v1/chat/completions", "/v1/completions"):
+            return 404, {"error": {"message": "not found"}}, {}
+        time.sleep(delay)
+        body = req.body
+        n = int(body.get("n", 1)) if honour_n else 1
+        chat = req.path == "/v1/chat/completions"
+        choices = []
+        for i in range(n):
+            seed = int(body["seed"]) + i
+            text = sample_text(seed)
+            words = text.split()
+            choice: dict[str, Any] = {
+                "index": i, "finish_reason": "length" if seed % 2 else "stop"}
+            if chat:
+                prefill = body["messages"][-1]["content"] if (
+                    body["messages"][-1]["role"] == "assistant") else ""
+                content = (prefill + text) if echo_prefill else text
+                choice["message"] = {"role": "assistant", "content": content}
+            else:
+                choice["text"] = text
+            if logprobs and body.get("logprobs"):
+                if chat:
+                    choice["logprobs"] = {"content": [
+                        {"token": w, "logprob": -0.5,
+                         "top_logprobs": [{"token": w, "logprob": -0.5},
+                                          {"token": "x", "logprob": -2.0}]}
+                        for w in words]}
+                else:  # the legacy completions shape
+                    choice["logprobs"] = {
+                        "tokens": words,
+                        "token_logprobs": [-0.5] * len(words),
+                        "top_logprobs": [{w: -0.5, "x": -2.0, "y": -3.0} for w in words],
+                        "text_offset": [0] * len(words)}
+            choices.append(choice)
+        answer: dict[str, Any] = {"object": "chat.completion", "choices": choices}
+        if usage:
+            # llama.cpp style: usage counts the first choice only.
+            answer["usage"] = {"prompt_tokens": 11,
+                               "completion_tokens": len(sample_text(int(body["seed"])).split())}
+        return 200, answer, {}
+
+    return app
+
+
+def backend(url: str, **options: Any) -> OpenAIBackend:
+    options.setdefault("model", "scripted-model")
+    options.setdefault("backoff", 0.0)
+    return OpenAIBackend(base_url=url, **options)
+
+
+CHAT = Chat.user("What is 2+2?")
+
+
+# --------------------------------------------------------------------------------------
+# Construction
+
+
+def test_base_url_is_normalised_and_bad_options_fail() -> None:
+    with OpenAIBackend("m", base_url="http://127.0.0.1:9") as be:
+        assert be.base_url == "http://127.0.0.1:9/v1"
+        assert be.root_url == "http://127.0.0.1:9"
+        assert isinstance(be, Backend)
+    with OpenAIBackend("m", base_url="http://127.0.0.1:9/v1/") as be:
+        assert be.base_url == "http://127.0.0.1:9/v1"
+    with pytest.raises(ConfigError, match="http://"):
+        OpenAIBackend("m", base_url="127.0.0.1:9")
+    with pytest.raises(ConfigError, match="concurrency"):
+        OpenAIBackend("m", concurrency=0)
+    with pytest.raises(ConfigError, match="timeout"):
+        OpenAIBackend("m", timeout=0)
+
+
+def test_registered_as_openai(serve: Callable[[App], FakeServer]) -> None:
+    srv = serve(openai_app())
+    be = load_backend("openai", base_url=srv.url)
+    try:
+        assert isinstance(be, OpenAIBackend)
+        assert be.name == "openai"
+        assert be.model_id == "scripted-model"  # from GET /models
+    finally:
+        be.close()
+
+
+# --------------------------------------------------------------------------------------
+# n, seeds and token counts
+
+
+def test_n_in_one_request(serve: Callable[[App], FakeServer]) -> None:
+    srv = serve(openai_app())
+    with backend(srv.url) as be:
+        out = be.generate([CHAT], SamplingParams(n=3, seed=5, max_tokens=32))
+    gens = out.generations[0]
+    assert [g.text for g in gens] == [sample_text(5), sample_text(6), sample_text(7)]
+    assert [g.seed for g in gens] == [5, 6, 7]
+    # exact per-sample counts from the logprobs asked for behind the user's back
+    assert [g.completion_tokens for g in gens] == [6, 7, 8]
+    assert all(g.logprobs is None for g in gens)
+    assert [g.finish_reason for g in gens] == ["length", "stop", "length"]
+    assert out.usage.calls == 1
+    assert out.usage.completion_tokens == 21
+    assert out.usage.prompt_tokens == 33
+    (req,) = srv.posts("/v1/chat/completions")
+    assert req.body["n"] == 3 and req.body["seed"] == 5 and req.body["logprobs"] is True
+    assert req.body["model"] == "scripted-model"
+
+
+def test_server_ignoring_n_falls_back_to_one_request_per_sample(
+        serve: Callable[[App], FakeServer]) -> None:
+    srv = serve(openai_app(honour_n=False, logprobs=False))
+    with backend(srv.url) as be:
+        out = be.generate([CHAT], SamplingParams(n=3, seed=0))
+        gens = out.generations[0]
+        assert [g.text for g in gens] == [sample_text(0), sample_text(1), sample_text(2)]
+        assert [g.seed for g in gens] == [0, 1, 2]
+        assert [g.completion_tokens for g in gens] == [1, 2, 3]  # usage of each request
+        assert out.usage.calls == 3
+        assert out.usage.completion_tokens == 6
+        assert be.use_n is False
+        first = srv.posts("/v1/chat/completions")
+        assert sorted(r.body["seed"] for r in first[1:]) == [1, 2]
+        # remembered: the next call sends no n at all
+        srv.seen.clear()
+        out = be.generate([CHAT], SamplingParams(n=2, seed=10))
+        assert [g.text for g in out.generations[0]] == [sample_text(10), sample_text(11)]
+        reqs = srv.posts("/v1/chat/completions")
+        assert len(reqs) == 2 and all("n" not in r.body for r in reqs)
+
+
+def test_n_above_llamacpp_slot_count_is_split(serve: Callable[[App], FakeServer]) -> None:
+    inner = openai_app()
+
+    def app(req: Seen) -> Reply:
+        if req.method == "POST" and req.body.get("n", 1) > 2:
+            msg = f"Field 'n': Value must be between 1 <= value <= 2, but got {req.body['n']}"
+            return 400, {"error": {"code": 400, "message": msg,
+                                   "type": "invalid_request_error"}}, {}
+        return inner(req)
+
+    srv = serve(app)
+    with backend(srv.url) as be:
+        out = be.generate([CHAT], SamplingParams(n=5, seed=3))
+        assert [g.text for g in out.generations[0]] == [sample_text(s) for s in range(3, 8)]
+        assert out.usage.calls == 3  # 2 + 2 + 1; the refused request is not a call
+        srv.seen.clear()
+        be.generate([CHAT], SamplingParams(n=3))
+        assert sorted(r.body.get("n", 1) for r in srv.posts("/v1/chat/completions")) == [1, 2]
+
+
+def test_server_refusing_n_falls_back(serve: Callable[[App], FakeServer]) -> None:
+    inner = openai_app()
+
+    def app(req: Seen) -> Reply:
+        if req.method == "POST" and req.body.get("n", 1) > 1:
+            return 400, {"error": {"message": "n must be 1 for this model"}}, {}
+        return inner(req)
+
+    srv = serve(app)
+    with backend(srv.url) as be:
+        out = be.generate([CHAT], SamplingParams(n=2, seed=1))
+        assert [g.text for g in out.generations[0]] == [sample_text(1), sample_text(2)]
+        assert be.use_n is False
+
+
+def test_logprobs_in_both_shapes(serve: Callable[[App], FakeServer]) -> None:
+    srv = serve(openai_app())
+    params = SamplingParams(n=1, seed=2, logprobs=True, top_logprobs=2)
+    with backend(srv.url) as be:
+        out = be.generate([CHAT, "2+2="], params)
+    chat, raw = out.generations[0][0], out.generations[1][0]
+    for g in (chat, raw):
+        assert g.logprobs is not None
+        assert [t.token for t in g.logprobs] == sample_text(2).split()
+        assert g.completion_tokens == 3
+        assert all(t.logprob == -0.5 and len(t.top) == 2 for t in g.logprobs)
+    assert raw.logprobs is not None and raw.logprobs[0].top == (("s2", -0.5), ("x", -2.0))
+    (chat_req,) = srv.posts("/v1/chat/completions")
+    assert chat_req.body["logprobs"] is True and chat_req.body["top_logprobs"] == 2
+    (raw_req,) = srv.posts("/v1/completions")
+    assert raw_req.body["logprobs"] == 2 and raw_req.body["prompt"] == "2+2="
+
+
+def test_repeated_prefill_is_stripped(serve: Callable[[App], FakeServer]) -> None:
+    srv = serve(openai_app(echo_prefill=True))
+    with backend(srv.url) as be:
+        out = be.generate([Chat(CHAT.messages, prefill="Step 1:")],
+                          SamplingParams(seed=4))
+    assert out.generations[0][0].text == sample_text(4)
+    (req,) = srv.posts("/v1/chat/completions")
+    assert req.body["messages"][-1] == {"role": "assistant", "content": "Step 1:"}
+
+
+def test_missing_usage_counts_prompt_with_tokenize(serve: Callable[[App], FakeServer]) -> None:
+    inner = openai_app(usage=False)
+
+    def app(req: Seen) -> Reply:  # vLLM's tokenize: "prompt"/"messages", answers a count
+        if req.path == "/tokenize":
+            if "prompt" not in req.body and "messages" not in req.body:
+                return 400, {"error": {"message": "field required"}}, {}
+            return 200, {"count": 7, "tokens": list(range(7)), "max_model_len": 4096}, {}
+        if req.path == "/apply-template":
+            return 404, b"<html>Not Found</html>", {}
+        return inner(req)
+
+    srv = serve(app)
+    with backend(srv.url) as be:
+        out = be.generate([CHAT], SamplingParams(n=2))
+        assert [g.prompt_tokens for g in out.generations[0]] == [7, 7]
+        assert be.count_tokens("hello") == 7
+
+
+def test_count_tokens_estimates_without_tokenize(serve: Callable[[App], FakeServer]) -> None:
+    srv = serve(openai_app())
+    with backend(srv.url) as be:
+        assert be.count_tokens("hello world") == estimate_tokens("hello world")
+        tried = len(srv.seen)
+        assert be.count_tokens(CHAT) == estimate_tokens("What is 2+2?")
+        assert len(srv.seen) == tried  # unavailability is remembered
+
+
+# --------------------------------------------------------------------------------------
+# Concurrency and threads
+
+
+def test_requests_are_concurrent_and_callable_from_a_running_loop(
+        serve: Callable[[App], FakeServer]) -> None:
+    srv = serve(openai_app(delay=0.5))
+    with backend(srv.url, concurrency=8) as be:
+        start = time.perf_counter()
+        out = be.generate(["a", "b", "c", "d"], SamplingParams(n=1))
+        assert time.perf_counter() - start < 1.5  # one after another would take 2 s
+        assert out.usage.calls == 4 and len(out.generations) == 4
+
+        async def inside_a_loop() -> int:
+            return len(be.generate([CHAT], SamplingParams(n=2)).generations[0])
+
+        assert asyncio.run(inside_a_loop()) == 2
+        with ThreadPoolExecutor(4) as pool:
+            counts = list(pool.map(
+                lambda s: be.generate([CHAT], SamplingParams(seed=s)).generations[0][0].text,
+                range(4)))
+        assert counts == [sample_text(s) for s in range(4)]
+
+
+def test_close_is_final_and_idempotent(serve: Callable[[App], FakeServer]) -> None:
+    srv = serve(openai_app())
+    be = backend(srv.url)
+    be.close()
+    be.close()
+    assert not be._thread.is_alive()
+    with pytest.raises(BackendError, match="closed"):
+        be.generate([CHAT], SamplingParams())
+
+
+# --------------------------------------------------------------------------------------
+# Failures: one clear line each
+
+
+def test_429_is_retried_honouring_retry_after(serve: Callable[[App], FakeServer]) -> None:
+    inner = openai_app()
+    refusals = iter(["0.3", "0"])
+
+    def app(req: Seen) -> Reply:
+        wait = next(refusals, None)
+        if wait is not None:
+            return 429, {"error": {"message": "slow down"}}, {"Retry-After": wait}
+        return inner(req)
+
+    srv = serve(app)
+    with backend(srv.url, max_retries=3) as be:
+        start = time.perf_counter()
+        out = be.generate([CHAT], SamplingParams())
+        assert time.perf_counter() - start >= 0.3
+    assert out.generations[0][0].text == sample_text(0)
+    assert out.usage.calls == 1
+    assert len(srv.posts("/v1/chat/completions")) == 3
+
+
+def test_503_gives_up_after_retries(serve: Callable[[App], FakeServer]) -> None:
+    srv = serve(lambda req: (503, {"error": {"message": "loading model"}}, {}))
+    with backend(srv.url, max_retries=2) as be, pytest.raises(BackendError) as info:
+        be.generate([CHAT], SamplingParams())
+    message = str(info.value)
+    assert "\n" not in message
+    assert message == (f"the server at {srv.url}/v1 answered 503 after 3 tries: check that "
+                       "it is running and not overloaded")
+    assert len(srv.seen) == 3
+
+
+def test_timeout_gives_up_with_the_fix(serve: Callable[[App], FakeServer]) -> None:
+    srv = serve(openai_app(delay=1.0))
+    with backend(srv.url, timeout=0.2, max_retries=1) as be, \
+            pytest.raises(BackendError) as info:
+        be.generate([CHAT], SamplingParams())
+    assert str(info.value) == (f"the server at {srv.url}/v1 did not answer within 0.2 s after "
+                               "2 tries: raise the timeout or lower the concurrency")
+
+
+def test_other_4xx_quotes_the_server_and_is_not_retried(
+        serve: Callable[[App], FakeServer]) -> None:
+    srv = serve(lambda req: (404, {"error": {"message": "The model `zzz` does not exist"}}, {}))
+    with backend(srv.url, max_retries=3) as be, pytest.raises(BackendError) as info:
+        be.generate([CHAT], SamplingParams())
+    assert "The model `zzz` does not exist" in str(info.value)
+    assert len(srv.seen) == 1
+
+
+@pytest.mark.parametrize("payload", [
+    b"<!DOCTYPE html>\n<html><body>Welcome to nginx!</body></html>\n",
+    {"hello": "world"},
+])
+def test_not_an_openai_server(serve: Callable[[App], FakeServer], payload: Any) -> None:
+    srv = serve(lambda req: (200, payload, {}))
+    with backend(srv.url) as be, pytest.raises(BackendError) as info:
+        be.generate(["2+2="], SamplingParams())
+    assert "did not answer like an OpenAI-compatible API" in str(info.value)
+    assert "\n" not in str(info.value)
+    with pytest.raises(BackendError, match="OpenAI-compatible"):
+        OpenAIBackend(base_url=srv.url, backoff=0)  # model=None asks GET /models
+
+
+def test_unreachable_server() -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    expected = (f"could not reach an OpenAI-compatible server at {url}/v1: start it or fix "
+                "--base-url")
+    with backend(url, max_retries=1) as be, pytest.raises(BackendError) as info:
+        be.generate([CHAT], SamplingParams())
+    assert str(info.value) == expected
+    with pytest.raises(BackendError) as info:
+        OpenAIBackend(base_url=url, max_retries=0)
+    assert str(info.value) == expected
+
+
+def test_api_key_is_sent_and_never_shown(serve: Callable[[App], FakeServer],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    inner = openai_app()
+    good = "sk-good-secret-1234"
+
+    def app(req: Seen) -> Reply:
+        auth = req.headers.get("authorization", "")
+        if auth != f"Bearer {good}":  # echo the key back, as some servers do
+            return 401, {"error": {"message": f"Incorrect API key provided: {auth}"}}, {}
+        return inner(req)
+
+    srv = serve(app)
+    monkeypatch.setenv("TTSCALE_TEST_KEY", good)
+    with backend(srv.url, api_key_env="TTSCALE_TEST_KEY") as be:
+        assert be.generate([CHAT], SamplingParams()).generations[0][0].text == sample_text(0)
+        assert good not in repr(be)
+    assert srv.seen[-1].headers["authorization"] == f"Bearer {good}"
+
+    bad = "sk-wrong-secret-5678"
+    monkeypatch.setenv("TTSCALE_TEST_KEY", bad)
+    with backend(srv.url, api_key_env="TTSCALE_TEST_KEY") as be, \
+            pytest.raises(BackendError) as info:
+        be.generate([CHAT], SamplingParams())
+    message = str(info.value)
+    assert bad not in message and "401" in message and "TTSCALE_TEST_KEY" in message
+
+    monkeypatch.delenv("TTSCALE_TEST_KEY")
+    with backend(srv.url, api_key_env="TTSCALE_TEST_KEY", max_retries=0) as be, \
+            pytest.raises(BackendError):
+        be.generate([CHAT], SamplingParams())
+    assert "authorization" not in srv.seen[-1].headers
+
+
+# --------------------------------------------------------------------------------------
+# A real llama.cpp server (xllamacpp, in this process) with the 135M model
+
+
+@pytest.fixture(scope="module")
+def llama_url() -> Iterator[str]:
+    # No skip when missing: the set-up installs both, and a skip would hide that it did not.
+    import xllamacpp as xl
+
+    from ttscale import models
+
+    path, _ = models.resolve("smollm2-135m")
+    p = xl.CommonParams()
+    p.model.path = str(path)
+    p.n_parallel = 4
+    p.n_ctx = 4 * 1024
+    p.cpuparams.n_threads = 2
+    p.cpuparams_batch.n_threads = 2
+    p.warmup = False
+    p.verbosity = -1
+    server = xl.Server(p)  # referenced until the module's tests are done: it stops with it
+    yield str(server.listening_address) + "/v1"
+    del server
+
+
+@pytest.fixture(scope="module")
+def real(llama_url: str) -> Iterator[OpenAIBackend]:
+    with OpenAIBackend(base_url=llama_url, timeout=300) as be:
+        yield be
+
+
+@pytest.mark.slow
+def test_real_model_is_detected(real: OpenAIBackend) -> None:
+    assert real.model_id.endswith(".gguf")
+    assert real.params_count > 100_000_000  # llama.cpp reports n_params
+
+
+@pytest.mark.slow
+def test_real_chat_n_and_seeds(real: OpenAIBackend) -> None:
+    chat = Chat.user("Name a colour.")
+    params = SamplingParams(n=3, temperature=1.0, max_tokens=8, seed=7)
+    out = real.generate([chat], params)
+    gens = out.generations[0]
+    assert len(gens) == 3 and all(g.text for g in gens)
+    assert all(0 < g.completion_tokens <= 8 for g in gens)
+    assert out.usage.calls == 1 and real.use_n is True
+    assert out.usage.completion_tokens == sum(g.completion_tokens for g in gens)
+    assert out.usage.prompt_tokens == 3 * gens[0].prompt_tokens
+    assert out.usage.flops == 2.0 * real.params_count * out.usage.total_tokens
+    # the prompt count is exact: it matches what the server charged
+    assert real.count_tokens(chat) == gens[0].prompt_tokens
+    # sample i of an n-request is the n=1 request with seed + i; same seed, same text
+    again = real.generate([chat], params.with_(n=1))
+    second = real.generate([chat], params.with_(n=1, seed=8))
+    assert again.generations[0][0].text == gens[0].text
+    assert second.generations[0][0].text == gens[1].text
+    assert second.generations[0][0].completion_tokens == gens[1].completion_tokens
+
+
+@pytest.mark.slow
+def test_real_completion_with_logprobs(real: OpenAIBackend) -> None:
+    params = SamplingParams(temperature=0.0, max_tokens=6, logprobs=True, top_logprobs=2)
+    out = real.generate(["The capital of France is", Chat.user("Hi!")], params)
+    for (g,) in out.generations:
+        assert g.text and g.logprobs is not None
+        assert len(g.logprobs) == g.completion_tokens > 0
+        assert all(t.logprob <= 0 and 1 <= len(t.top) <= 2 for t in g.logprobs)
+    assert real.count_tokens("hello world") == 2
+
+
+@pytest.mark.slow
+def test_real_prefill_returns_only_the_continuation(real: OpenAIBackend) -> None:
+    prefill = "Sure! Here is a poem about zebras:\n\n"
+    chat = Chat(Chat.user("Write a poem.").messages, prefill=prefill)
+    (g,) = real.generate([chat], SamplingParams(temperature=0.0, max_tokens=6)).generations[0]
+    assert g.text.strip() and not g.text.startswith(prefill.strip())
+    assert g.completion_tokens <= 6
+    assert real.count_tokens(chat) == g.prompt_tokens
