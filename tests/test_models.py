@@ -96,3 +96,13 @@ def test_registry_plugin_that_fails_to_import_is_one_sentence() -> None:
     reg: Registry[object] = Registry("backend", "ttscale.none", {"gone": "no_such_mod:Thing"})
     with pytest.raises(MissingExtra, match="backend 'gone' could not be loaded"):
         reg.get("gone")
+
+
+def test_hf_reference_needs_the_extra_or_the_network() -> None:
+    """Offline, an hf: model fails with one sentence: the extra to install, or the download."""
+    from ttscale.errors import MissingExtra
+
+    with pytest.raises((MissingExtra, ModelError)) as info:
+        models.resolve("hf:owner/repo/model.gguf")
+    assert "\n" not in str(info.value)
+    assert "pip install 'ttscale[hf]'" in str(info.value) or "Hugging Face" in str(info.value)

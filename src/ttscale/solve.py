@@ -29,6 +29,27 @@ def make_strategy(name: str, n: int) -> Any:
     return factory(n=n) if "n" in fields else factory()
 
 
+def check(question: str, *, strategy: str, verifier: str | Verifier | None, n: int,
+          temperature: float, max_tokens: int, seed: int) -> tuple[SamplingParams, Any]:
+    """Validate a solve request before anything is loaded: the sampling parameters and the
+    strategy object, or a ``ConfigError`` naming the fix.
+
+    Example:
+        >>> check("2+2?", strategy="majority", verifier=None, n=4, temperature=0.7,
+        ...       max_tokens=64, seed=0)[0].n
+        4
+    """
+    if not question or not question.strip():
+        raise ConfigError("the question is empty: give the question text to solve")
+    params = SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens, seed=seed)
+    strat = make_strategy(strategy, n)
+    if isinstance(verifier, str):
+        verifiers.get(verifier)  # unknown names fail here, listing the choices
+    if strat.needs_verifier and verifier is None:
+        raise ConfigError(f"strategy {strategy} needs a verifier: pass --verifier self_judge")
+    return params, strat
+
+
 def solve(
     question: str,
     *,
@@ -56,10 +77,8 @@ def solve(
         >>> r.answer, r.classes[0].votes, r.usage.calls
         ('4', 2, 1)
     """
-    if not question or not question.strip():
-        raise ConfigError("the question is empty: give the question text to solve")
-    params = SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens, seed=seed)
-    strat = make_strategy(strategy, n)
+    params, strat = check(question, strategy=strategy, verifier=verifier, n=n,
+                          temperature=temperature, max_tokens=max_tokens, seed=seed)
     if isinstance(budget, int):
         budget = Budget(max_tokens=budget)
     owned = isinstance(backend, str)
@@ -69,8 +88,6 @@ def solve(
             opts["model"] = model
         backend = load_backend(backend, **opts)
     try:
-        if strat.needs_verifier and verifier is None:
-            raise ConfigError(f"strategy {strategy} needs a verifier: pass --verifier self_judge")
         env = Env(backend, Accountant(budget or Budget()), params,
                   make_verifier(verifier, backend), progress or (lambda _m: None))
         return run(strat, question, env)

@@ -30,9 +30,8 @@ from ttscale.cli.render import (
     result_renderable,
 )
 from ttscale.errors import BudgetExceeded, ConfigError, TtscaleError
-from ttscale.params import SamplingParams
-from ttscale.registry import backends, strategies, verifiers
-from ttscale.solve import solve
+from ttscale.registry import backends
+from ttscale.solve import check, solve
 
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2  # click's own code for usage errors: bad option values read the same
@@ -53,6 +52,23 @@ models_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(models_app, name="models")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from ttscale import __version__
+
+        sys.stdout.write(f"ttscale {__version__}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Test-time scaling for LLM reasoning: sample, verify and vote, every token counted."""
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -118,20 +134,14 @@ def _check_options(
 
     ``solve`` checks these too; checking them here first only moves the failure earlier.
     """
-    if not question.strip():
-        raise ConfigError("the question is empty: give the question text to solve")
-    strategy_factory = strategies.get(strategy)  # ConfigError naming the choices
+    check(question, strategy=strategy, verifier=verifier, n=n, temperature=temperature,
+          max_tokens=max_tokens, seed=seed)
     backends.get(backend)
-    if verifier is not None:
-        verifiers.get(verifier)
-    SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens, seed=seed)
     if threads is not None and threads <= 0:
         raise ConfigError(f"threads must be a positive number of CPU threads, got {threads}")
     if base_url is not None and backend in ("llamacpp", "fake"):
         raise ConfigError(f"--base-url is for a server, not the {backend} backend: add "
                           "--backend openai")
-    if getattr(strategy_factory, "needs_verifier", False) and verifier is None:
-        raise ConfigError(f"strategy {strategy} needs a verifier: pass --verifier self_judge")
     return Budget(max_tokens=budget) if budget is not None else None
 
 
