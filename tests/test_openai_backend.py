@@ -566,3 +566,15 @@ def test_real_prefill_returns_only_the_continuation(real: OpenAIBackend) -> None
     assert g.text.strip() and not g.text.startswith(prefill.strip())
     assert g.completion_tokens <= 6
     assert real.count_tokens(chat) == g.prompt_tokens
+
+
+@pytest.mark.slow
+def test_real_solve_majority_through_the_server(real: OpenAIBackend) -> None:
+    from ttscale import Budget, solve
+
+    r = solve("What is 3 + 4?", backend=real, strategy="majority", n=3, max_tokens=32,
+              budget=Budget(max_tokens=2000))
+    assert len(r.traces) == 3 and r.usage.calls == 1
+    assert r.usage.completion_tokens == sum(t.completion_tokens for t in r.traces)
+    assert r.usage.total_tokens <= 2000
+    assert sum(c.votes for c in r.classes) == sum(t.answer is not None for t in r.traces)

@@ -9,7 +9,6 @@ and ``n`` samples of one request share its prompt. Sample ``i`` of a request get
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -96,7 +95,6 @@ class LlamaCppBackend:
         self.sha256 = spec.sha256 if spec else None
         self.params_count = self._read_params_count(spec.params_count if spec else 0)
         self._pool = ThreadPoolExecutor(max_workers=max(4, parallel), thread_name_prefix="llama")
-        self._lock = threading.Lock()
 
     @property
     def address(self) -> str:
@@ -152,6 +150,8 @@ class LlamaCppBackend:
         return body
 
     def _call(self, prompt: Prompt, params: SamplingParams, n: int, seed: int) -> list[Generation]:
+        if self._server is None:
+            raise BackendError("this llama.cpp backend is closed: create a new one")
         body = self._request(prompt, params, n, seed)
         try:
             if isinstance(prompt, Chat):
@@ -202,5 +202,6 @@ class LlamaCppBackend:
         return GenerateOutput(tuple(out), usage)
 
     def close(self) -> None:
+        """Stop the worker threads and free the model (its memory goes with the server)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._server = None
