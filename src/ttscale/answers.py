@@ -32,14 +32,28 @@ def solve_prompt(question: str, system: str = SYSTEM_PROMPT) -> Chat:
     return Chat.user(question.strip(), system=system)
 
 
-def _last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` or ``\\fbox{...}``, with nested braces."""
-    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` or ``\\fbox{...}``, with nested braces.
+
+    Example:
+        >>> last_boxed("so \\\\boxed{\\\\frac{1}{2}} or \\\\boxed{3}")
+        '3'
+        >>> last_boxed("x = \\\\boxed{\\\\frac{1}{2}}")
+        '\\\\frac{1}{2}'
+        >>> last_boxed("so $\\\\boxed 9$ and {x}"), last_boxed("\\\\boxed{}") is None
+        ('9', True)
+    """
+    boxed = text.rfind("\\boxed")
+    start = max(boxed, text.rfind("\\fbox"))
     if start < 0:
         return None
-    i = text.find("{", start)
-    if i < 0:
-        return None
+    i = start + (len("\\boxed") if start == boxed else len("\\fbox"))
+    while text.startswith(" ", i):
+        i += 1
+    if not text.startswith("{", i):
+        # "\\boxed 5$" (braces left out, as in a few MATH solutions): the token after it.
+        token = re.match(r"[^\s$]*", text[i:])
+        return token.group(0) if token and token.group(0) else None
     depth = 0
     for j in range(i, len(text)):
         if text[j] == "{":
@@ -47,7 +61,7 @@ def _last_boxed(text: str) -> str | None:
         elif text[j] == "}":
             depth -= 1
             if depth == 0:
-                return text[i + 1 : j].strip()
+                return text[i + 1 : j].strip() or None
     return None
 
 
@@ -69,7 +83,7 @@ def extract_answer(text: str) -> str | None:
         >>> extract_answer("no idea") is None
         True
     """
-    boxed = _last_boxed(text)
+    boxed = last_boxed(text)
     if boxed:
         return boxed
     matches = _ANSWER_IS.findall(text)

@@ -1,0 +1,139 @@
+"""A backend that remembers: stored samples are replayed, only missing ones are generated.
+
+Sample ``i`` of a request with seed ``s`` is the sample with index ``s + i`` (every ttscale
+backend seeds it so), so any contiguous range of samples can be generated on its own: asking
+``n=16`` after ``n=8`` with the same seed generates samples 8..15 only.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from ttscale.answers import extract_answer
+from ttscale.backends.base import Backend
+from ttscale.errors import BackendError
+from ttscale.params import SamplingParams
+from ttscale.store import NewGeneration, Store, prompt_json
+from ttscale.types import GenerateOutput, Generation, Prompt, Usage
+
+
+def missing_runs(have: set[int], first: int, stop: int) -> list[tuple[int, int]]:
+    """Contiguous ``(start, length)`` runs of indices in ``[first, stop)`` not in ``have``.
+
+    Example:
+        >>> missing_runs({0, 1, 4}, 0, 8)
+        [(2, 2), (5, 3)]
+    """
+    runs: list[tuple[int, int]] = []
+    for i in range(first, stop):
+        if i in have:
+            continue
+        if runs and runs[-1][0] + runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((i, 1))
+    return runs
+
+
+class CachedBackend:
+    """Wraps a backend with the run store's generation cache.
+
+    ``generate`` returns what an uncached call would, but its ``Usage`` counts only the
+    compute spent now; the compute the replayed samples once cost is returned by
+    ``generate_counted`` and summed in ``cached_usage``, so an evaluation can report the
+    full cost of every answer. ``model_sha256`` keys the cache to the exact model weights.
+
+    Example:
+        >>> import tempfile
+        >>> from ttscale.backends.fake import FakeBackend
+        >>> fake = FakeBackend(script=lambda _p, i: f"sample {i}")
+        >>> cb = CachedBackend(fake, Store.open(tempfile.mkdtemp(), {}), "sha-of-model")
+        >>> first = cb.generate(["2+2?"], SamplingParams(n=2))
+        >>> out = cb.generate(["2+2?"], SamplingParams(n=4))
+        >>> [g.text for g in out.generations[0]], fake.calls[-1][1].seed, fake.calls[-1][1].n
+        (['sample 0', 'sample 1', 'sample 2', 'sample 3'], 2, 2)
+        >>> out.usage.completion_tokens, cb.cached_usage.completion_tokens
+        (4, 4)
+    """
+
+    def __init__(self, backend: Backend, store: Store, model_sha256: str) -> None:
+        self.backend = backend
+        self.store = store
+        self.model_sha256 = model_sha256
+        self.name = backend.name
+        self.model_id = backend.model_id
+        self.params_count = backend.params_count
+        self.cached_usage = Usage()  # compute replayed from the store, summed over calls
+        self.cached_samples = 0
+        self.new_samples = 0
+        self._lock = threading.Lock()
+
+    def count_tokens(self, prompt: Prompt) -> int:
+        return self.backend.count_tokens(prompt)
+
+    def close(self) -> None:
+        """Close the wrapped backend; the store belongs to whoever opened it."""
+        self.backend.close()
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> GenerateOutput:
+        """Like ``Backend.generate``; ``usage`` is the newly spent compute only."""
+        return self.generate_counted(prompts, params)[0]
+
+    def generate_counted(self, prompts: Sequence[Prompt],
+                         params: SamplingParams) -> tuple[GenerateOutput, Usage]:
+        """The output (usage: new compute) and the usage of the samples replayed."""
+        first, stop = params.seed, params.seed + params.n
+        # A prompt repeated in one call is generated once: the copies are replays.
+        unique: dict[str, Prompt] = {}
+        for p in prompts:
+            unique.setdefault(prompt_json(p), p)
+        found: dict[str, dict[int, Generation]] = {}
+        shapes: dict[tuple[int, int], list[str]] = {}
+        for key, prompt in unique.items():
+            stored = self.store.get_generations(self.model_sha256, prompt, params, first, stop)
+            found[key] = {i: s.generation for i, s in stored.items()}
+            for run in missing_runs(set(stored), first, stop):
+                shapes.setdefault(run, []).append(key)
+        was_stored = {key: set(gens) for key, gens in found.items()}
+
+        new_usage = Usage()
+        for (start, length), keys in shapes.items():
+            out = self.backend.generate([unique[k] for k in keys],
+                                        params.with_(n=length, seed=start))
+            new_usage = new_usage + out.usage
+            rows = []
+            for key, gens in zip(keys, out.generations, strict=True):
+                if len(gens) != length:
+                    raise BackendError(f"{self.backend.name} returned {len(gens)} samples for "
+                                       f"n={length}: the backend must return n samples")
+                for j, g in enumerate(gens):
+                    found[key][start + j] = g
+                    # A failed sample is returned but not kept, so a rerun tries it again.
+                    if g.finish_reason != "error":
+                        rows.append(NewGeneration(self.model_sha256, unique[key], params,
+                                                  start + j, g, extract_answer(g.text)))
+            self.store.put_generations(rows)  # one transaction per call: a kill loses <= one
+
+        cached = Usage()
+        out_gens = []
+        generated: set[str] = set()
+        replayed = fresh = 0
+        for p in prompts:
+            key = prompt_json(p)
+            gens = tuple(found[key][i] for i in range(first, stop))
+            out_gens.append(gens)
+            # Replayed: stored before this call, or a repeat of a prompt generated above.
+            for i, g in zip(range(first, stop), gens, strict=True):
+                if i in was_stored[key] or key in generated:
+                    cached = cached + Usage.of(g.prompt_tokens, g.completion_tokens,
+                                               self.params_count, 0.0, calls=0)
+                    replayed += 1
+                else:
+                    fresh += 1
+            generated.add(key)
+        with self._lock:
+            self.cached_usage = self.cached_usage + cached
+            self.cached_samples += replayed
+            self.new_samples += fresh
+        return GenerateOutput(tuple(out_gens), new_usage), cached

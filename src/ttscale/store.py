@@ -1,0 +1,411 @@
+"""The run store: one SQLite file per run directory (``RUN_DIR/run.sqlite``, WAL mode).
+
+It holds the settings that define the run, every generation keyed by what produced it (model,
+prompt, sampling parameters, sample index), verifier scores, per-question results and free-form
+search trees. Each batch is one committed transaction, and inserts are ``OR IGNORE`` on the
+unique keys, so a process killed at any point loses at most the batch in flight and a rerun
+never duplicates a row.
+
+A sample is defined by its own seed: sample ``i`` of a request with seed ``s`` is sample index
+``s + i`` (every backend seeds it so), which is why ``n`` and ``seed`` are not part of the
+stored parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ttscale.errors import ConfigError
+from ttscale.params import SamplingParams
+from ttscale.types import Chat, FinishReason, Generation, Message, Prompt, TokenLogprob, Usage
+
+FILE_NAME = "run.sqlite"
+SCHEMA_VERSION = 1
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+_SCHEMA = (
+    """CREATE TABLE run (id INTEGER PRIMARY KEY CHECK (id = 1),
+        schema_version INTEGER NOT NULL, settings TEXT NOT NULL, created REAL NOT NULL)""",
+    """CREATE TABLE generations (id INTEGER PRIMARY KEY,
+        model_sha256 TEXT NOT NULL, prompt_hash TEXT NOT NULL, params_hash TEXT NOT NULL,
+        sample_index INTEGER NOT NULL, prompt TEXT NOT NULL, params TEXT NOT NULL,
+        text TEXT NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+        finish_reason TEXT NOT NULL, logprobs TEXT, token_logprobs TEXT, answer TEXT,
+        created REAL NOT NULL,
+        UNIQUE (model_sha256, prompt_hash, params_hash, sample_index))""",
+    """CREATE TABLE scores (generation_id INTEGER NOT NULL REFERENCES generations(id),
+        verifier TEXT NOT NULL, step_scores TEXT NOT NULL, score REAL, created REAL NOT NULL,
+        PRIMARY KEY (generation_id, verifier))""",
+    """CREATE TABLE results (id INTEGER PRIMARY KEY, run TEXT NOT NULL,
+        question_id TEXT NOT NULL, strategy TEXT NOT NULL, n INTEGER NOT NULL,
+        seed INTEGER NOT NULL, answer TEXT, correct INTEGER, usage TEXT NOT NULL,
+        created REAL NOT NULL, UNIQUE (run, question_id, strategy, n, seed))""",
+    """CREATE TABLE trees (id INTEGER PRIMARY KEY, question_id TEXT NOT NULL,
+        strategy TEXT NOT NULL, tree TEXT NOT NULL, created REAL NOT NULL)""",
+)
+# logprobs holds a summary (tokens, sum, mean, min); token_logprobs the full list, kept so a
+# replayed logprob request (a self-judge verdict) equals the original.
+TABLES = ("run", "generations", "scores", "results", "trees")
+
+
+def _default(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted, compact JSON (dataclasses as dicts): equal values give equal text.
+
+    Example:
+        >>> canonical_json({"b": (1, 2), "a": None})
+        '{"a":null,"b":[1,2]}'
+    """
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_default,
+                      ensure_ascii=False)
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def prompt_json(prompt: Prompt) -> str:
+    """A prompt as canonical JSON; its SHA-256 is the prompt's key.
+
+    Example:
+        >>> prompt_json(Chat.user("2+2?"))
+        '{"messages":[["user","2+2?"]],"prefill":""}'
+        >>> prompt_from_json(prompt_json(Chat.user("2+2?"))) == Chat.user("2+2?")
+        True
+    """
+    if isinstance(prompt, str):
+        return canonical_json({"text": prompt})
+    return canonical_json({"messages": [[m.role, m.content] for m in prompt.messages],
+                           "prefill": prompt.prefill})
+
+
+def prompt_from_json(text: str) -> Prompt:
+    """The prompt ``prompt_json`` wrote."""
+    data = json.loads(text)
+    if "text" in data:
+        return str(data["text"])
+    return Chat(tuple(Message(r, c) for r, c in data["messages"]), data["prefill"])
+
+
+def params_json(params: SamplingParams) -> str:
+    """Sampling parameters without ``n`` and ``seed``: the sample index stands for both.
+
+    Example:
+        >>> params_json(SamplingParams(n=8, seed=3)) == params_json(SamplingParams())
+        True
+    """
+    fields = dataclasses.asdict(params)
+    del fields["n"], fields["seed"]
+    return canonical_json(fields)
+
+
+def _summary(lps: tuple[TokenLogprob, ...] | None) -> str | None:
+    if lps is None:
+        return None
+    values = [t.logprob for t in lps]
+    return canonical_json({"tokens": len(values), "sum": sum(values),
+                           "mean": sum(values) / len(values) if values else None,
+                           "min": min(values) if values else None})
+
+
+@dataclass(frozen=True)
+class NewGeneration:
+    """A generation to store, with what produced it."""
+
+    model_sha256: str
+    prompt: Prompt
+    params: SamplingParams
+    sample_index: int
+    generation: Generation
+    answer: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredGeneration:
+    """A stored generation, rebuilt as the backend returned it (its seed is its index)."""
+
+    id: int
+    sample_index: int
+    generation: Generation
+    answer: str | None
+
+
+@dataclass(frozen=True)
+class ScoreRow:
+    generation_id: int
+    verifier: str
+    step_scores: tuple[float, ...]
+    score: float | None = None
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """The outcome of one (question, strategy, n, seed) in a run; ``usage`` is its full cost."""
+
+    run: str
+    question_id: str
+    strategy: str
+    n: int
+    seed: int
+    answer: str | None
+    correct: bool | None
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class TreeRow:
+    id: int
+    question_id: str
+    strategy: str
+    tree: Any
+
+
+class Store:
+    """The SQLite store of one run directory. Open it with ``Store.open``; safe across threads.
+
+    Example:
+        >>> import tempfile
+        >>> run_dir = tempfile.mkdtemp()
+        >>> with Store.open(run_dir, {"model": "m", "n": [1, 4]}) as s:
+        ...     s.settings["n"]
+        [1, 4]
+        >>> Store.open(run_dir, {"model": "m", "n": [1, 8]})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ttscale.errors.ConfigError: ... different n (stored [1,4], asked [1,8]): use a new ...
+    """
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, settings: dict[str, Any]) -> None:
+        self._conn = conn
+        self.path = path
+        self.settings = settings
+        # One connection shared by threads: sqlite3 objects are not safe to use concurrently.
+        self._lock = threading.RLock()
+
+    @classmethod
+    def open(cls, run_dir: str | Path, settings: Mapping[str, Any]) -> Store:
+        """Create the run's store, or reopen it when its stored settings equal ``settings``.
+
+        A different setting, or a file that is not a ttscale store, is a ``ConfigError``; an
+        existing file is never deleted or changed before it has been recognised.
+        """
+        run_dir = Path(run_dir)
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ConfigError(f"{run_dir} is a file, not a run directory: use a new --out name")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path = run_dir / FILE_NAME
+        asked = json.loads(canonical_json(dict(settings)))
+        _check_header(path)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60)
+        try:
+            stored = _init_or_read(conn, path, asked)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise ConfigError(f"{path} is not a readable ttscale run store ({exc}): move it "
+                              "away or use a new --out name") from exc
+        except BaseException:
+            conn.close()
+            raise
+        diffs = [k for k in sorted(set(stored) | set(asked)) if stored.get(k) != asked.get(k)]
+        if diffs:
+            conn.close()
+            told = " and ".join(f"{k} (stored {_show(stored.get(k))}, asked "
+                                f"{_show(asked.get(k))})" for k in diffs)
+            raise ConfigError(f"{run_dir} holds a run with different {told}: "
+                              "use a new --out name")
+        # WAL only now that the file is known to be ours: readers never block the writer, and
+        # NORMAL sync keeps every committed batch through a process kill (not a power cut).
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return cls(conn, path, stored)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _insert(self, sql: str, values: Sequence[tuple[Any, ...]]) -> int:
+        """One batch, one transaction; ``INSERT OR IGNORE`` keeps the first row of a key.
+        Returns how many rows were new."""
+        with self._transaction() as conn:
+            return max(conn.executemany(sql, values).rowcount, 0)
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            return self._conn.execute(sql, args).fetchall()
+
+    def journal_mode(self) -> str:
+        return str(self._query("PRAGMA journal_mode")[0][0])
+
+    def count(self, table: str) -> int:
+        """Rows in one of ``TABLES``."""
+        if table not in TABLES:
+            raise ConfigError(f"unknown table {table!r}: choose one of {', '.join(TABLES)}")
+        return int(self._query(f"SELECT COUNT(*) FROM {table}")[0][0])
+
+    def put_generations(self, rows: Sequence[NewGeneration]) -> int:
+        """Store a batch in one transaction; rows whose key is already stored are skipped.
+        Returns how many were new."""
+        now = time.time()
+        values = []
+        for r in rows:
+            p_json, s_json = prompt_json(r.prompt), params_json(r.params)
+            g = r.generation
+            tokens = None if g.logprobs is None else canonical_json(
+                [[t.token, t.logprob, [list(x) for x in t.top]] for t in g.logprobs])
+            values.append((r.model_sha256, _sha(p_json), _sha(s_json), r.sample_index, p_json,
+                           s_json, g.text, g.prompt_tokens, g.completion_tokens,
+                           g.finish_reason, _summary(g.logprobs), tokens, r.answer, now))
+        return self._insert(
+            "INSERT OR IGNORE INTO generations (model_sha256, prompt_hash, params_hash, "
+            "sample_index, prompt, params, text, prompt_tokens, completion_tokens, "
+            "finish_reason, logprobs, token_logprobs, answer, created) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", values)
+
+    def get_generations(self, model_sha256: str, prompt: Prompt, params: SamplingParams,
+                        first: int, stop: int) -> dict[int, StoredGeneration]:
+        """Stored samples with index in ``[first, stop)``, by sample index."""
+        rows = self._query(
+            "SELECT id, sample_index, text, prompt_tokens, completion_tokens, finish_reason, "
+            "token_logprobs, answer FROM generations WHERE model_sha256=? AND prompt_hash=? "
+            "AND params_hash=? AND sample_index>=? AND sample_index<?",
+            (model_sha256, _sha(prompt_json(prompt)), _sha(params_json(params)), first, stop))
+        out = {}
+        for gid, index, text, p_tok, c_tok, finish, tokens, answer in rows:
+            lps = None if tokens is None else tuple(
+                TokenLogprob(t, lp, tuple((a, b) for a, b in top))
+                for t, lp, top in json.loads(tokens))
+            reason: FinishReason = finish
+            gen = Generation(text, p_tok, c_tok, reason, lps, index)
+            out[index] = StoredGeneration(gid, index, gen, answer)
+        return out
+
+    def put_scores(self, rows: Sequence[ScoreRow]) -> int:
+        now = time.time()
+        return self._insert(
+            "INSERT OR IGNORE INTO scores (generation_id, verifier, step_scores, score, created) "
+            "VALUES (?,?,?,?,?)",
+            [(r.generation_id, r.verifier, canonical_json(list(r.step_scores)), r.score, now)
+             for r in rows])
+
+    def get_scores(self, verifier: str, generation_ids: Sequence[int]) -> dict[int, ScoreRow]:
+        out = {}
+        for gid in generation_ids:
+            for steps, score in self._query(
+                    "SELECT step_scores, score FROM scores WHERE generation_id=? AND verifier=?",
+                    (gid, verifier)):
+                out[gid] = ScoreRow(gid, verifier, tuple(json.loads(steps)), score)
+        return out
+
+    def put_results(self, rows: Sequence[ResultRow]) -> int:
+        now = time.time()
+        return self._insert(
+            "INSERT OR IGNORE INTO results (run, question_id, strategy, n, seed, answer, "
+            "correct, usage, created) VALUES (?,?,?,?,?,?,?,?,?)",
+            [(r.run, r.question_id, r.strategy, r.n, r.seed, r.answer,
+              None if r.correct is None else int(r.correct), canonical_json(r.usage), now)
+             for r in rows])
+
+    def results(self, run: str | None = None) -> list[ResultRow]:
+        """Result rows in the order they were written, of one ``run`` label or all."""
+        sql = ("SELECT run, question_id, strategy, n, seed, answer, correct, usage FROM results"
+               + (" WHERE run=?" if run is not None else "") + " ORDER BY id")
+        return [ResultRow(r, q, s, n, seed, a, None if c is None else bool(c),
+                          Usage(**json.loads(u)))
+                for r, q, s, n, seed, a, c, u in self._query(sql, () if run is None else (run,))]
+
+    def put_tree(self, question_id: str, strategy: str, tree: Any) -> int:
+        """Store a JSON-ready search tree; returns its id."""
+        with self._transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO trees (question_id, strategy, tree, created) VALUES (?,?,?,?)",
+                (question_id, strategy, canonical_json(tree), time.time()))
+            return int(cur.lastrowid or 0)
+
+    def trees(self, question_id: str | None = None) -> list[TreeRow]:
+        """Stored trees in the order they were written, of one question or all."""
+        sql = ("SELECT id, question_id, strategy, tree FROM trees"
+               + (" WHERE question_id=?" if question_id is not None else "") + " ORDER BY id")
+        rows = self._query(sql, () if question_id is None else (question_id,))
+        return [TreeRow(i, q, s, json.loads(t)) for i, q, s, t in rows]
+
+
+def _show(value: Any) -> str:
+    return "none" if value is None else canonical_json(value)
+
+
+def _check_header(path: Path) -> None:
+    # Refuse a foreign file before sqlite touches it: sqlite may write to what it opens.
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with path.open("rb") as f:
+        head = f.read(len(_SQLITE_MAGIC))
+    if head != _SQLITE_MAGIC:
+        raise ConfigError(f"{path} is not an SQLite file, so not a ttscale run store: move it "
+                          "away or use a new --out name")
+
+
+def _init_or_read(conn: sqlite3.Connection, path: Path, asked: dict[str, Any]) -> dict[str, Any]:
+    """The stored settings, creating the schema (with ``asked``) in a fresh file."""
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not names:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have created it between the check and the lock.
+            again = conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE type='table'")
+            if again.fetchone()[0] == 0:
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO run (id, schema_version, settings, created) "
+                             "VALUES (1, ?, ?, ?)",
+                             (SCHEMA_VERSION, canonical_json(asked), time.time()))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    missing = [t for t in TABLES if t not in names]
+    if missing:
+        raise ConfigError(f"{path} is an SQLite file without the ttscale tables "
+                          f"{', '.join(missing)}: move it away or use a new --out name")
+    row = conn.execute("SELECT schema_version, settings FROM run WHERE id=1").fetchone()
+    if row is None:
+        raise ConfigError(f"{path} has no run settings, so it is not a complete ttscale run "
+                          "store: move it away or use a new --out name")
+    if row[0] != SCHEMA_VERSION:
+        raise ConfigError(f"{path} was written with store schema {row[0]}, this ttscale reads "
+                          f"schema {SCHEMA_VERSION}: use a new --out name")
+    stored: dict[str, Any] = json.loads(row[1])
+    return stored
