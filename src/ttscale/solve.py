@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ttscale.backends.base import Backend, load_backend
@@ -30,7 +31,8 @@ def make_strategy(name: str, n: int) -> Any:
 
 
 def check(question: str, *, strategy: str, verifier: str | Verifier | None, n: int,
-          temperature: float, max_tokens: int, seed: int) -> tuple[SamplingParams, Any]:
+          temperature: float, max_tokens: int, seed: int, top_p: float = 1.0,
+          stop: Sequence[str] = ()) -> tuple[SamplingParams, Any]:
     """Validate a solve request before anything is loaded: the sampling parameters and the
     strategy object, or a ``ConfigError`` naming the fix.
 
@@ -41,7 +43,8 @@ def check(question: str, *, strategy: str, verifier: str | Verifier | None, n: i
     """
     if not question or not question.strip():
         raise ConfigError("the question is empty: give the question text to solve")
-    params = SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens, seed=seed)
+    params = SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens, seed=seed,
+                            top_p=top_p, stop=tuple(stop))
     strat = make_strategy(strategy, n)
     if isinstance(verifier, str):
         verifiers.get(verifier)  # unknown names fail here, listing the choices
@@ -62,6 +65,8 @@ def solve(
     temperature: float = 0.7,
     max_tokens: int = 1024,
     seed: int = 0,
+    top_p: float = 1.0,
+    stop: Sequence[str] = (),
     backend_options: dict[str, Any] | None = None,
     progress: Progress | None = None,
 ) -> Result:
@@ -69,6 +74,9 @@ def solve(
 
     ``backend`` is a backend instance (reuse it across questions) or a registered name built
     with ``model`` and ``backend_options``. ``budget`` is a ``Budget`` or a token cap.
+    ``top_p`` and ``stop`` go to every sample, like ``temperature``. ``progress`` is called
+    with a short message as each phase begins (``sampling 8 traces``); an exception it
+    raises stops the solve there, which is how a caller cancels one between phases.
 
     Example:
         >>> from ttscale.backends.fake import FakeBackend
@@ -78,7 +86,8 @@ def solve(
         ('4', 2, 1)
     """
     params, strat = check(question, strategy=strategy, verifier=verifier, n=n,
-                          temperature=temperature, max_tokens=max_tokens, seed=seed)
+                          temperature=temperature, max_tokens=max_tokens, seed=seed,
+                          top_p=top_p, stop=stop)
     if isinstance(budget, int):
         budget = Budget(max_tokens=budget)
     owned = isinstance(backend, str)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
+from ttscale.errors import ConfigError
 from ttscale.params import SamplingParams
 from ttscale.types import FinishReason, GenerateOutput, Generation, Prompt, TokenLogprob, Usage
 
@@ -21,6 +22,8 @@ class FakeBackend:
     """Returns scripted texts: a list cycled over samples, or a function of (prompt, index).
 
     A token is a whitespace-separated word; ``max_tokens`` truncates (finish ``length``).
+    ``delay`` makes every ``generate`` call take that many seconds, as a slow model would
+    (for queue, timeout and streaming tests).
 
     Example:
         >>> from ttscale.types import Chat
@@ -41,7 +44,10 @@ class FakeBackend:
         model_id: str = "fake",
         params_count: int = 1_000_000,
         yes_logprob: float | None = None,
+        delay: float = 0.0,
     ) -> None:
+        if delay < 0:
+            raise ConfigError(f"delay must be >= 0 seconds, got {delay:g}")
         if script is None:
             texts = list(responses or ["The answer is 42."])
             script = lambda _p, i: texts[i % len(texts)]  # noqa: E731
@@ -49,6 +55,7 @@ class FakeBackend:
         self.model_id = model_id
         self.params_count = params_count
         self.yes_logprob = yes_logprob
+        self.delay = delay
         self.calls: list[tuple[Prompt, SamplingParams]] = []
 
     def close(self) -> None:
@@ -59,10 +66,12 @@ class FakeBackend:
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> GenerateOutput:
         start = time.perf_counter()
+        self.calls.extend((prompt, params) for prompt in prompts)
+        if self.delay:
+            time.sleep(self.delay)
         out: list[tuple[Generation, ...]] = []
         usage = Usage()
         for prompt in prompts:
-            self.calls.append((prompt, params))
             p_tokens = self.count_tokens(prompt)
             gens = []
             for i in range(params.n):

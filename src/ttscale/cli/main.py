@@ -29,7 +29,7 @@ from ttscale.cli.render import (
     models_table,
     result_renderable,
 )
-from ttscale.errors import BudgetExceeded, ConfigError, TtscaleError
+from ttscale.errors import BudgetExceeded, ConfigError, TtscaleError, require
 from ttscale.registry import backends
 from ttscale.solve import check, solve
 
@@ -282,6 +282,90 @@ def install_command(
             markup=False, highlight=False)
         path = models.install(spec)
         sys.stdout.write(f"{path}\n")
+
+
+@app.command("serve")
+def serve_command(
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help=f"The model to serve (as for solve). Default: "
+                              f"{models.DEFAULT_MODEL}.", show_default=False)] = None,
+    backend: Annotated[str, typer.Option(
+        help="llamacpp (in this process), openai (an upstream server) or fake.")
+    ] = "llamacpp",
+    base_url: Annotated[str | None, typer.Option(
+        help="The upstream OpenAI-compatible server (vLLM, SGLang, llama.cpp), with "
+             "--backend openai.", show_default=False)] = None,
+    host: Annotated[str, typer.Option(help="Address to bind; keep 127.0.0.1 unless you "
+                                           "set API keys.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    api_key: Annotated[list[str] | None, typer.Option(
+        help="Accept this API key (repeatable); or set TTSCALE_API_KEYS=k1,k2, which "
+             "keeps keys out of the process list.", show_default=False)] = None,
+    default_strategy: Annotated[str, typer.Option(
+        help="Strategy when a request names none, e.g. majority@8 or greedy.")
+    ] = "majority@8",
+    max_concurrency: Annotated[int, typer.Option(help="Requests solved at once.")] = 4,
+    max_queue: Annotated[int, typer.Option(
+        help="Requests waiting for a slot; more are refused with 429.")] = 32,
+    max_n: Annotated[int, typer.Option(help="Samples per request, at most.")] = 32,
+    max_tokens: Annotated[int, typer.Option(
+        help="Completion tokens per sample, at most.")] = 2048,
+    max_budget: Annotated[int | None, typer.Option(
+        help="Tokens per request, at most (all samples and verification); also the budget "
+             "of requests that give none.", show_default=False)] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds per request, queue included.")
+                       ] = 600.0,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted.")
+                              ] = 1_000_000,
+    parallel: Annotated[int, typer.Option(
+        help="llamacpp decoding slots shared by all requests.")] = 8,
+    threads: Annotated[int | None, typer.Option(
+        help="CPU threads for llamacpp (default: all cores).", show_default=False)] = None,
+    # for the benches: seconds each call of the scripted fake backend takes
+    fake_delay: Annotated[float, typer.Option(hidden=True)] = 0.0,
+) -> None:
+    """Serve an OpenAI-compatible API that answers every request with a strategy.
+
+    Example: ttscale serve --model qwen2.5-coder-1.5b --port 8000
+    """
+    with _reported():
+        require("fastapi", "server")
+        require("uvicorn", "server")
+        from ttscale.server.run import KEYS_ENV, exposure_warning, keys_from, serve
+        from ttscale.server.service import Settings
+
+        backends.get(backend)
+        if base_url is not None and backend in ("llamacpp", "fake"):
+            raise ConfigError(f"--base-url is for a server, not the {backend} backend: add "
+                              "--backend openai")
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"port must be between 0 and 65535, got {port}")
+        if parallel <= 0 or (threads is not None and threads <= 0):
+            raise ConfigError("--parallel and --threads must be positive numbers")
+        keys = keys_from(api_key, os.environ.get(KEYS_ENV))
+        settings = Settings(
+            default_strategy=default_strategy, api_keys=keys,
+            aliases=(model,) if model else (), max_concurrency=max_concurrency,
+            max_queue=max_queue, max_n=max_n, max_tokens=max_tokens,
+            default_max_tokens=min(1024, max_tokens), max_budget=max_budget, timeout=timeout,
+            max_body_bytes=max_body_bytes)
+        warning = exposure_warning(host, keys)
+        if warning:
+            sys.stderr.write(warning + "\n")
+        if backend == "llamacpp":
+            # every slot must hold a prompt and the longest completion allowed
+            opts: dict[str, Any] = {"model": model, "parallel": parallel, "threads": threads,
+                                    "ctx_per_slot": max(2048, max_tokens + 512)}
+        elif backend == "fake":
+            opts = {"delay": fake_delay}
+        else:
+            opts = _backend_options(backend, model, base_url, threads, 1)
+        sys.stderr.write(_loading_message(backend, model, base_url) + "\n")
+        be = load_backend(backend, **opts)
+        try:
+            serve(be, settings, host=host, port=port)
+        finally:
+            be.close()
 
 
 def main() -> None:

@@ -1,0 +1,217 @@
+"""A ``Result`` in the OpenAI shapes: completions, chat completions and their stream chunks.
+
+The content of a choice is the text of the first trace of its answer class: choice 0 is
+the winning class, further choices (``n`` > 1) the next classes, best first. ``usage``
+counts every token spent inside: all samples, all verifier calls. The ``ttscale`` field
+says what the strategy did.
+
+Responses are built as plain dicts and serialised once: the pydantic models in
+``protocol.py`` document them (OpenAPI) and the tests check the two agree.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from ttscale import __version__
+from ttscale.server.service import Event, Plan
+from ttscale.types import AnswerClass, Result
+
+Kind = Literal["chat", "text"]
+FINGERPRINT = f"ttscale-{__version__}"
+_WORD_START = re.compile(r"(?<=\s)(?=\S)")
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON; text that is not valid UTF-8 (lone surrogates) is escaped, not fatal.
+
+    Example:
+        >>> dumps({"a": "é"})
+        b'{"a":"\\xc3\\xa9"}'
+    """
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode("ascii")
+
+
+def pieces(text: str, words: int = 4) -> list[str]:
+    """Split ``text`` into deltas of a few words each; joined, they give ``text`` back.
+
+    Example:
+        >>> pieces("one two three four five six", words=4)
+        ['one two three four ', 'five six']
+    """
+    parts = _WORD_START.split(text)
+    return ["".join(parts[i:i + words]) for i in range(0, len(parts), words)] or [""]
+
+
+def ranked(result: Result) -> list[AnswerClass]:
+    """The answer classes, the winner first, then by score (verifier strategies) or votes."""
+    classes = list(result.classes)
+    scored = any(c.score is not None for c in classes)
+    classes.sort(key=lambda c: -(c.score or 0.0) if scored else -c.votes)  # stable on ties
+    winner = [c for c in classes if c.answer == result.answer][:1]
+    return winner + [c for c in classes if c not in winner]
+
+
+def choices(result: Result, k: int) -> list[tuple[str, str]]:
+    """Up to ``k`` (text, finish reason) pairs; at least one, even when no answer was found."""
+    classes = ranked(result)[:k]
+    picks = [c.traces[0] for c in classes] or ([0] if result.traces else [])
+    out = []
+    for i in picks:
+        trace = result.traces[i]
+        out.append((trace.text, "length" if trace.finish_reason == "length" else "stop"))
+    return out or [("", "stop")]
+
+
+def summary(plan: Plan, result: Result) -> dict[str, Any]:
+    """The ``ttscale`` field: strategy, answer classes with votes and scores, compute."""
+    out: dict[str, Any] = {
+        "strategy": result.strategy,
+        "n": len(result.traces),
+        "verifier": plan.verifier,
+        "answer": result.answer,
+        "classes": [{"answer": c.answer, "votes": c.votes, "score": c.score,
+                     "traces": list(c.traces)} for c in result.classes],
+        "budget_limited": result.budget_limited,
+        "calls": result.usage.calls,
+        "flops": result.usage.flops,
+        "seconds": round(result.seconds, 6),
+        "notes": list(result.notes),
+    }
+    if plan.traces:
+        out["traces"] = [{"text": t.text, "answer": t.answer,
+                          "completion_tokens": t.completion_tokens,
+                          "finish_reason": t.finish_reason, "score": t.score}
+                         for t in result.traces]
+    return out
+
+
+def usage(result: Result) -> dict[str, int]:
+    u = result.usage
+    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+            "total_tokens": u.total_tokens}
+
+
+def new_id(kind: Kind) -> str:
+    return ("chatcmpl-" if kind == "chat" else "cmpl-") + secrets.token_hex(12)
+
+
+def response(kind: Kind, plan: Plan, result: Result) -> dict[str, Any]:
+    """The whole (non-streamed) response for one request.
+
+    Example:
+        >>> from ttscale.backends.fake import FakeBackend
+        >>> from ttscale.server.service import Settings, plan as make_plan
+        >>> from ttscale.solve import solve
+        >>> p = make_plan(question="?", model="majority@2", served=["fake"], settings=Settings())
+        >>> r = solve("?", backend=FakeBackend(), strategy="majority", n=2)
+        >>> body = response("chat", p, r)
+        >>> body["choices"][0]["message"]["content"], body["ttscale"]["classes"][0]["votes"]
+        ('The answer is 42.', 2)
+    """
+    picked = choices(result, plan.choices)
+    if kind == "chat":
+        out = [{"index": i, "message": {"role": "assistant", "content": text},
+                "finish_reason": finish, "logprobs": None}
+               for i, (text, finish) in enumerate(picked)]
+    else:
+        out = [{"index": i, "text": text, "finish_reason": finish, "logprobs": None}
+               for i, (text, finish) in enumerate(picked)]
+    return {
+        "id": new_id(kind),
+        "object": "chat.completion" if kind == "chat" else "text_completion",
+        "created": int(time.time()),
+        "model": plan.model,
+        "choices": out,
+        "usage": usage(result),
+        "system_fingerprint": FINGERPRINT,
+        "ttscale": summary(plan, result),
+    }
+
+
+class Chunks:
+    """The chunks of one stream, as SSE ``data:`` lines.
+
+    Progress comes as chunks with an empty delta (or empty text) and a ``ttscale`` field a
+    plain client ignores; then the answer as several content deltas; then a chunk with the
+    finish reason, usage and the ``ttscale`` summary; then ``data: [DONE]``. With
+    ``stream_options.include_usage`` the usage comes instead in the standard extra chunk
+    with no choices, so no client counts it twice.
+    """
+
+    def __init__(self, kind: Kind, plan: Plan, include_usage: bool) -> None:
+        self.kind = kind
+        self.plan = plan
+        self.include_usage = include_usage
+        self.id = new_id(kind)
+        self.created = int(time.time())
+
+    def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        body: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion.chunk" if self.kind == "chat" else "text_completion",
+            "created": self.created,
+            "model": self.plan.model,
+            "system_fingerprint": FINGERPRINT,
+            "choices": choices,
+            **extra,
+        }
+        return b"data: " + dumps(body) + b"\n\n"
+
+    def _choice(self, index: int, content: str | None, finish: str | None = None,
+                role: bool = False) -> dict[str, Any]:
+        if self.kind == "text":
+            return {"index": index, "text": content or "", "finish_reason": finish,
+                    "logprobs": None}
+        delta: dict[str, Any] = {"role": "assistant"} if role else {}
+        if content is not None:
+            delta["content"] = content
+        return {"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}
+
+    def start(self) -> bytes:
+        """The opening chunk (chat: the assistant role, as OpenAI sends first)."""
+        return self._chunk([self._choice(0, "" if self.kind == "chat" else None, role=True)])
+
+    def progress(self, event: Event) -> bytes:
+        return self._chunk([self._choice(0, None)],
+                           ttscale={"event": event.kind, "message": event.message})
+
+    def answer(self, result: Result) -> Iterator[bytes]:
+        """The content deltas of every choice, then the finish chunk(s) and ``[DONE]``."""
+        picked = choices(result, self.plan.choices)
+        for i, (text, _) in enumerate(picked):
+            for piece in pieces(text):
+                yield self._chunk([self._choice(i, piece)])
+        finals = [self._choice(i, None, finish) for i, (_, finish) in enumerate(picked)]
+        info = {"event": "result", **summary(self.plan, result)}
+        if self.include_usage:
+            yield self._chunk(finals, ttscale=info)
+            yield self._chunk([], usage=usage(result))
+        else:
+            yield self._chunk(finals, usage=usage(result), ttscale=info)
+        yield b"data: [DONE]\n\n"
+
+
+def error_body(message: str, type_: str, code: str | None = None,
+               param: str | None = None) -> dict[str, Any]:
+    """The OpenAI error object.
+
+    Example:
+        >>> error_body("bad", "invalid_request_error")["error"]["type"]
+        'invalid_request_error'
+    """
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def sse_error(body: dict[str, Any]) -> bytes:
+    """An error inside a stream that already answered 200: the OpenAI client raises it."""
+    return b"data: " + dumps(body) + b"\n\n"
