@@ -78,7 +78,8 @@ def test_fifty_concurrent_requests_with_steady_memory() -> None:
 
 @pytest.mark.slow
 def test_fifty_concurrent_requests_on_the_135m_model(small_backend: Any) -> None:
-    settings = Settings(max_concurrency=4, max_queue=8, max_tokens=64, timeout=300)
+    settings = Settings(max_concurrency=4, max_queue=8, max_tokens=64, default_max_tokens=32,
+                        timeout=300)
     with Background(small_backend, settings) as srv:
         codes = asyncio.run(wave(srv.url, 50, "majority@2", 16))
         check_wave(codes, 50, settings.capacity)
