@@ -14,22 +14,32 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import email.utils
 import os
 import random
 import re
 import threading
 import time
-from collections.abc import Awaitable, Coroutine, Sequence
-from dataclasses import dataclass
+from collections.abc import Coroutine, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
 
 from ttscale.backends.base import chat_to_openai, strip_prefill
-from ttscale.backends.llamacpp import parse_logprobs
-from ttscale.errors import BackendError, ConfigError, TtscaleError
+from ttscale.backends.openai_wire import (
+    NRejected,
+    RequestStats,
+    TokenizeUnavailable,
+    estimate_tokens,
+    gather,
+    normalize_base_url,
+    one_line,
+    parse_choice_logprobs,
+    prompt_text,
+    retry_after_seconds,
+    split_tokens,
+)
+from ttscale.errors import BackendError, ConfigError
 from ttscale.params import SamplingParams
 from ttscale.types import Chat, GenerateOutput, Generation, Prompt, TokenLogprob, Usage
 
@@ -42,149 +52,6 @@ MAX_RETRY_AFTER = 120.0
 _N_LIMIT = re.compile(r"'n'.*?<=\s*value\s*<=\s*(\d+)", re.IGNORECASE | re.DOTALL)
 # Other servers that refuse n > 1 say so naming the field.
 _N_FIELD = re.compile(r"(['\"`]n['\"`]|\bn\b\s*(must|should|is|has|>|<|=))", re.IGNORECASE)
-
-
-def estimate_tokens(text: str) -> int:
-    """A deliberately high token count for servers that cannot tokenize.
-
-    Real tokenizers average 3-4 bytes per token on English; two bytes per token plus a chat
-    template's worth of overhead errs on the side of spending less than the budget allows.
-
-    Example:
-        >>> estimate_tokens("hello world")
-        37
-    """
-    return len(text.encode()) // 2 + 32
-
-
-def normalize_base_url(base_url: str) -> str:
-    """The API root ending in ``/v1``, however the user wrote it.
-
-    Example:
-        >>> normalize_base_url("http://127.0.0.1:8080")
-        'http://127.0.0.1:8080/v1'
-        >>> normalize_base_url("http://127.0.0.1:8080/v1/")
-        'http://127.0.0.1:8080/v1'
-    """
-    url = base_url.strip().rstrip("/")
-    if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"base_url must start with http:// or https://, got {base_url!r}")
-    return url if url.endswith("/v1") else url + "/v1"
-
-
-def parse_choice_logprobs(block: Any, top_k: int) -> tuple[TokenLogprob, ...] | None:
-    """Token log-probabilities of one choice, in either OpenAI shape; None when absent.
-
-    Chat completions (and llama.cpp's completions) send
-    ``{"content": [{"token", "logprob", "top_logprobs": [{"token", "logprob"}]}]}``;
-    legacy completions send ``{"tokens", "token_logprobs", "top_logprobs": [{tok: lp}]}``.
-    Alternatives are kept up to ``top_k`` (some are fetched only to count tokens).
-
-    Example:
-        >>> lps = parse_choice_logprobs(
-        ...     {"tokens": ["4"], "token_logprobs": [-0.1], "top_logprobs": [{"4": -0.1}]}, 1)
-        >>> lps[0].token, lps[0].top
-        ('4', (('4', -0.1),))
-    """
-    if not isinstance(block, dict):
-        return None
-    if "content" in block:
-        _count, lps = parse_logprobs(block, True)
-        assert lps is not None  # parse_logprobs returns them when asked to
-        return tuple(TokenLogprob(t.token, t.logprob, t.top[:top_k]) for t in lps)
-    if "tokens" in block:
-        tokens = block.get("tokens") or []
-        values = block.get("token_logprobs") or []
-        tops = block.get("top_logprobs") or []
-        out = []
-        for i, token in enumerate(tokens):
-            value = values[i] if i < len(values) else None
-            alts = tops[i] if i < len(tops) and isinstance(tops[i], dict) else {}
-            top = tuple((str(k), float(v)) for k, v in alts.items() if v is not None)
-            # A None logprob is the unscored first token of an echoed prompt.
-            out.append(TokenLogprob(str(token), float(value) if value is not None else 0.0,
-                                    top[:top_k]))
-        return tuple(out)
-    return None
-
-
-def _split_tokens(total: int, texts: Sequence[str]) -> list[int]:
-    """Share a request's completion tokens among its choices by text length (an estimate)."""
-    sizes = [len(t.encode()) for t in texts]
-    whole = sum(sizes)
-    if whole == 0:
-        return [0] * len(texts)
-    return [max(1, round(total * s / whole)) if s else 0 for s in sizes]
-
-
-def _prompt_text(prompt: Prompt) -> str:
-    if isinstance(prompt, str):
-        return prompt
-    return "\n".join(m.content for m in prompt.messages) + prompt.prefill
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (seconds or an HTTP date); None when absent."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-class _NRejected(Exception):
-    """The server refused ``n`` > 1 (``limit``: the largest n it accepts, when it said)."""
-
-    def __init__(self, limit: int | None, message: str) -> None:
-        super().__init__(message)
-        self.limit = limit
-        self.message = message
-
-
-class _Unavailable(Exception):
-    """The server has no usable tokenize endpoint."""
-
-
-@dataclass
-class _Stats:
-    requests: int = 0
-
-
-def _first_error(exc: BaseException) -> BaseException:
-    """The error to report from a task group: a ttscale error if any task raised one."""
-    if isinstance(exc, BaseExceptionGroup):
-        leaves = [_first_error(e) for e in exc.exceptions]
-        for leaf in leaves:
-            if isinstance(leaf, TtscaleError):
-                return leaf
-        return leaves[0]
-    return exc
-
-
-async def _gather(coros: Sequence[Awaitable[T]]) -> list[T]:
-    """Run concurrently; the first failure cancels the rest and is raised as itself."""
-    tasks: list[asyncio.Task[T]] = []
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(_as_coroutine(c)) for c in coros]
-    except BaseExceptionGroup as eg:
-        raise _first_error(eg) from None
-    return [t.result() for t in tasks]
-
-
-async def _as_coroutine(aw: Awaitable[T]) -> T:
-    return await aw
 
 
 class OpenAIBackend:
@@ -344,7 +211,7 @@ class OpenAIBackend:
         """One line, with the API key blanked out should a server echo it back."""
         if self._api_key:
             message = message.replace(self._api_key, "***")
-        return _one_line(message, limit=400)
+        return one_line(message, limit=400)
 
     def _error(self, message: str) -> BackendError:
         return BackendError(self._clean(message))
@@ -352,7 +219,7 @@ class OpenAIBackend:
     def _shape_error(self, detail: str) -> BackendError:
         return self._error(
             f"the server at {self.base_url} did not answer like an OpenAI-compatible API "
-            f"({_one_line(detail, 120)}): check that --base-url points at its /v1 API")
+            f"({one_line(detail, 120)}): check that --base-url points at its /v1 API")
 
     def _delay(self, attempt: int, hint: float | None) -> float:
         if hint is not None:
@@ -383,7 +250,7 @@ class OpenAIBackend:
                 if code != 429 and (code < 500 or code == 501):
                     return response
                 failure = "status"
-                hint = _retry_after(response.headers.get("retry-after"))
+                hint = retry_after_seconds(response.headers.get("retry-after"))
             if attempt + 1 < tries:
                 await asyncio.sleep(self._delay(attempt, hint))
         plural = "try" if tries == 1 else "tries"
@@ -430,7 +297,7 @@ class OpenAIBackend:
         else:
             fix = "check the model name and sampling options"
         return self._error(f"the server at {self.base_url} rejected the request "
-                           f"({code}: {_one_line(message, 160)}): {fix}")
+                           f"({code}: {one_line(message, 160)}): {fix}")
 
     def _json(self, response: httpx.Response) -> dict[str, Any]:
         try:
@@ -477,29 +344,29 @@ class OpenAIBackend:
 
     async def _count_tokens(self, prompt: Prompt) -> int:
         if self._tokenize_ok is False:
-            return estimate_tokens(_prompt_text(prompt))
+            return estimate_tokens(prompt_text(prompt))
         try:
             if isinstance(prompt, Chat):
                 count = await self._count_chat(prompt)
             else:
                 count = await self._tokenize(prompt)
-        except _Unavailable:
+        except TokenizeUnavailable:
             self._tokenize_ok = False
-            return estimate_tokens(_prompt_text(prompt))
+            return estimate_tokens(prompt_text(prompt))
         self._tokenize_ok = True
         return count
 
     async def _post_root(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST to a non-OpenAI endpoint of the server; _Unavailable if it has none."""
+        """POST to a non-OpenAI endpoint of the server; TokenizeUnavailable if it has none."""
         response = await self._send("POST", self.root_url + path, body, raise_on_status=False)
         if response.status_code >= 400:
-            raise _Unavailable(path)
+            raise TokenizeUnavailable(path)
         try:
             data = response.json()
         except ValueError:
-            raise _Unavailable(path) from None
+            raise TokenizeUnavailable(path) from None
         if not isinstance(data, dict):
-            raise _Unavailable(path)
+            raise TokenizeUnavailable(path)
         return data
 
     @staticmethod
@@ -508,7 +375,7 @@ class OpenAIBackend:
             return int(data["count"])
         tokens = data.get("tokens")
         if not isinstance(tokens, list):
-            raise _Unavailable("tokens")
+            raise TokenizeUnavailable("tokens")
         return len(tokens)
 
     async def _tokenize(self, text: str) -> int:
@@ -521,13 +388,13 @@ class OpenAIBackend:
                 if count or not text:
                     self._tokenize_style = "llamacpp"
                     return count
-            except _Unavailable:
+            except TokenizeUnavailable:
                 if self._tokenize_style == "llamacpp":
                     raise
         count = self._token_count(await self._post_root(
             "/tokenize", {"model": self.model_id, "prompt": text, "add_special_tokens": True}))
         if text and not count:
-            raise _Unavailable("tokenize")
+            raise TokenizeUnavailable("tokenize")
         self._tokenize_style = "vllm"
         return count
 
@@ -538,8 +405,8 @@ class OpenAIBackend:
                 data = await self._post_root("/apply-template", {"messages": messages})
                 text = data.get("prompt")
                 if not isinstance(text, str):
-                    raise _Unavailable("apply-template")
-            except _Unavailable:
+                    raise TokenizeUnavailable("apply-template")
+            except TokenizeUnavailable:
                 self._template_ok = False
             else:
                 self._template_ok = True
@@ -549,7 +416,7 @@ class OpenAIBackend:
                                 "continue_final_message": bool(prompt.prefill)}
         count = self._token_count(await self._post_root("/tokenize", body))
         if not count:  # llama.cpp answers a body it does not understand with no tokens
-            raise _Unavailable("tokenize")
+            raise TokenizeUnavailable("tokenize")
         return count
 
     # -- sampling -----------------------------------------------------------------------
@@ -564,7 +431,7 @@ class OpenAIBackend:
             [2, 2]
         """
         start = time.perf_counter()
-        stats = _Stats()
+        stats = RequestStats()
         results = self._run(self._generate(prompts, params, stats))
         usage = Usage(calls=stats.requests, seconds=time.perf_counter() - start)
         for gens in results:
@@ -574,27 +441,27 @@ class OpenAIBackend:
         return GenerateOutput(tuple(tuple(g) for g in results), usage)
 
     async def _generate(self, prompts: Sequence[Prompt], params: SamplingParams,
-                        stats: _Stats) -> list[list[Generation]]:
+                        stats: RequestStats) -> list[list[Generation]]:
         # The per-prompt coroutines are made here, on the loop, so that a call refused
         # before it starts leaves none of them behind un-awaited.
-        return await _gather([self._chunk(p, params, 0, params.n, stats) for p in prompts])
+        return await gather([self._chunk(p, params, 0, params.n, stats) for p in prompts])
 
     async def _chunk(self, prompt: Prompt, params: SamplingParams, offset: int, size: int,
-                     stats: _Stats) -> list[Generation]:
+                     stats: RequestStats) -> list[Generation]:
         """Samples ``offset`` to ``offset + size - 1``, in one request when the server can."""
         if size == 1 or self._use_n is False:
-            singles = await _gather([self._request(prompt, params, 1, params.seed + offset + i,
+            singles = await gather([self._request(prompt, params, 1, params.seed + offset + i,
                                                    stats) for i in range(size)])
             return [gens[0] for gens in singles]
         if self._max_n is not None and size > self._max_n:
             step = self._max_n
-            parts = await _gather([
+            parts = await gather([
                 self._chunk(prompt, params, o, min(step, offset + size - o), stats)
                 for o in range(offset, offset + size, step)])
             return [g for part in parts for g in part]
         try:
             gens = await self._request(prompt, params, size, params.seed + offset, stats)
-        except _NRejected as exc:
+        except NRejected as exc:
             if exc.limit is not None and 1 <= exc.limit < size:
                 # llama.cpp caps n at its slot count: split, keeping seed + i per sample.
                 self._max_n = min(exc.limit, self._max_n or exc.limit)
@@ -602,12 +469,12 @@ class OpenAIBackend:
                 self._use_n = False
             else:
                 raise self._error(f"the server at {self.base_url} refused n={size} "
-                                  f"({_one_line(exc.message, 160)}): pass use_n=False") from None
+                                  f"({one_line(exc.message, 160)}): pass use_n=False") from None
             return await self._chunk(prompt, params, offset, size, stats)
         if len(gens) < size:
             if self._auto_n and len(gens) == 1:
                 self._use_n = False  # the server ignores n: one request per sample from now
-            rest = await _gather([self._request(prompt, params, 1, params.seed + offset + i,
+            rest = await gather([self._request(prompt, params, 1, params.seed + offset + i,
                                                 stats) for i in range(len(gens), size)])
             gens = gens + [r[0] for r in rest]
         elif self._auto_n:
@@ -643,7 +510,7 @@ class OpenAIBackend:
         return body
 
     async def _request(self, prompt: Prompt, params: SamplingParams, n: int, seed: int,
-                       stats: _Stats) -> list[Generation]:
+                       stats: RequestStats) -> list[Generation]:
         """One completion request; its choices in index order, sample seeds ``seed + i``."""
         path = "/chat/completions" if isinstance(prompt, Chat) else "/completions"
         response = await self._send("POST", self.base_url + path,
@@ -653,7 +520,7 @@ class OpenAIBackend:
             if n > 1 and response.status_code in (400, 422) and message is not None:
                 limit = _N_LIMIT.search(message)
                 if limit or _N_FIELD.search(message):
-                    raise _NRejected(int(limit.group(1)) if limit else None, message)
+                    raise NRejected(int(limit.group(1)) if limit else None, message)
             raise self._rejected(response, message)
         data = self._json(response)
         stats.requests += 1
@@ -709,5 +576,5 @@ class OpenAIBackend:
         if isinstance(reported, int):
             if len(texts) == 1:
                 return [reported]
-            return _split_tokens(reported, texts)  # a server without logprobs: an estimate
+            return split_tokens(reported, texts)  # a server without logprobs: an estimate
         return [estimate_tokens(t) - 32 if t else 0 for t in texts]

@@ -1,0 +1,160 @@
+"""Wire-level helpers of the OpenAI backend: base URLs, the two log-probability shapes,
+Retry-After hints, and task groups that raise the first real error."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ttscale.backends.llamacpp import parse_logprobs
+from ttscale.errors import ConfigError, TtscaleError
+from ttscale.types import Prompt, TokenLogprob
+
+T = TypeVar("T")
+
+
+def estimate_tokens(text: str) -> int:
+    """A deliberately high token count for servers that cannot tokenize.
+
+    Real tokenizers average 3-4 bytes per token on English; two bytes per token plus a chat
+    template's worth of overhead errs on the side of spending less than the budget allows.
+
+    Example:
+        >>> estimate_tokens("hello world")
+        37
+    """
+    return len(text.encode()) // 2 + 32
+
+
+def normalize_base_url(base_url: str) -> str:
+    """The API root ending in ``/v1``, however the user wrote it.
+
+    Example:
+        >>> normalize_base_url("http://127.0.0.1:8080")
+        'http://127.0.0.1:8080/v1'
+        >>> normalize_base_url("http://127.0.0.1:8080/v1/")
+        'http://127.0.0.1:8080/v1'
+    """
+    url = base_url.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"base_url must start with http:// or https://, got {base_url!r}")
+    return url if url.endswith("/v1") else url + "/v1"
+
+
+def parse_choice_logprobs(block: Any, top_k: int) -> tuple[TokenLogprob, ...] | None:
+    """Token log-probabilities of one choice, in either OpenAI shape; None when absent.
+
+    Chat completions (and llama.cpp's completions) send
+    ``{"content": [{"token", "logprob", "top_logprobs": [{"token", "logprob"}]}]}``;
+    legacy completions send ``{"tokens", "token_logprobs", "top_logprobs": [{tok: lp}]}``.
+    Alternatives are kept up to ``top_k`` (some are fetched only to count tokens).
+
+    Example:
+        >>> lps = parse_choice_logprobs(
+        ...     {"tokens": ["4"], "token_logprobs": [-0.1], "top_logprobs": [{"4": -0.1}]}, 1)
+        >>> lps[0].token, lps[0].top
+        ('4', (('4', -0.1),))
+    """
+    if not isinstance(block, dict):
+        return None
+    if "content" in block:
+        _count, lps = parse_logprobs(block, True)
+        assert lps is not None  # parse_logprobs returns them when asked to
+        return tuple(TokenLogprob(t.token, t.logprob, t.top[:top_k]) for t in lps)
+    if "tokens" in block:
+        tokens = block.get("tokens") or []
+        values = block.get("token_logprobs") or []
+        tops = block.get("top_logprobs") or []
+        out = []
+        for i, token in enumerate(tokens):
+            value = values[i] if i < len(values) else None
+            alts = tops[i] if i < len(tops) and isinstance(tops[i], dict) else {}
+            top = tuple((str(k), float(v)) for k, v in alts.items() if v is not None)
+            # A None logprob is the unscored first token of an echoed prompt.
+            out.append(TokenLogprob(str(token), float(value) if value is not None else 0.0,
+                                    top[:top_k]))
+        return tuple(out)
+    return None
+
+
+def split_tokens(total: int, texts: Sequence[str]) -> list[int]:
+    """Share a request's completion tokens among its choices by text length (an estimate)."""
+    sizes = [len(t.encode()) for t in texts]
+    whole = sum(sizes)
+    if whole == 0:
+        return [0] * len(texts)
+    return [max(1, round(total * s / whole)) if s else 0 for s in sizes]
+
+
+def prompt_text(prompt: Prompt) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    return "\n".join(m.content for m in prompt.messages) + prompt.prefill
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (seconds or an HTTP date); None when absent."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class NRejected(Exception):
+    """The server refused ``n`` > 1 (``limit``: the largest n it accepts, when it said)."""
+
+    def __init__(self, limit: int | None, message: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.message = message
+
+
+class TokenizeUnavailable(Exception):
+    """The server has no usable tokenize endpoint."""
+
+
+@dataclass
+class RequestStats:
+    requests: int = 0
+
+
+def first_error(exc: BaseException) -> BaseException:
+    """The error to report from a task group: a ttscale error if any task raised one."""
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = [first_error(e) for e in exc.exceptions]
+        for leaf in leaves:
+            if isinstance(leaf, TtscaleError):
+                return leaf
+        return leaves[0]
+    return exc
+
+
+async def gather(coros: Sequence[Awaitable[T]]) -> list[T]:
+    """Run concurrently; the first failure cancels the rest and is raised as itself."""
+    tasks: list[asyncio.Task[T]] = []
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(_as_coroutine(c)) for c in coros]
+    except BaseExceptionGroup as eg:
+        raise first_error(eg) from None
+    return [t.result() for t in tasks]
+
+
+async def _as_coroutine(aw: Awaitable[T]) -> T:
+    return await aw
