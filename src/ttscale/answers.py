@@ -116,17 +116,24 @@ def _parsed(answer: str) -> tuple[Any, ...]:
     return tuple(parsed)
 
 
+_INTEGER = re.compile(r"-?[0-9]{1,100}")
+
+
 def equivalent(a: str, b: str) -> bool:
     """True when two answers are mathematically the same (math-verify).
 
     Example:
         >>> equivalent("1/2", "0.5") and equivalent("\\\\frac{1}{2}", "0.5")
         True
-        >>> equivalent("3", "4")
-        False
+        >>> equivalent("3", "4"), equivalent("007", "7")
+        (False, True)
     """
-    if a.strip() == b.strip():
+    sa, sb = a.strip(), b.strip()
+    if sa == sb:
         return True
+    if _INTEGER.fullmatch(sa) and _INTEGER.fullmatch(sb):
+        # Two integer literals: equal values, no parsing needed (replays compare thousands).
+        return int(sa) == int(sb)
     pa, pb = _parsed(a), _parsed(b)
     if not pa or not pb:
         return False

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -52,6 +53,13 @@ models_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(models_app, name="models")
+eval_app = typer.Typer(
+    help="Evaluate from stored samples: import sample sets, replay strategies over them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(eval_app, name="eval")
 
 
 def _print_version(value: bool) -> None:
@@ -366,6 +374,47 @@ def serve_command(
             serve(be, settings, host=host, port=port)
         finally:
             be.close()
+
+
+@eval_app.command("import-samples")
+def import_samples_command(
+    file: Annotated[Path, typer.Argument(help="The sample file (JSONL).", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="The run directory to store into.",
+                                      show_default=False)],
+    fmt: Annotated[str, typer.Option("--format", help="The file's format: boinf.")] = "boinf",
+) -> None:
+    """Store a sample set with its gold answers in RUN_DIR, for ttscale eval replay.
+
+    Example: ttscale eval import-samples aime.jsonl --format boinf --out runs/aime
+    """
+    from ttscale.cli.evaluate import import_samples
+
+    with _reported():
+        import_samples(file, out, fmt)
+
+
+@eval_app.command("replay")
+def replay_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory made by import-samples.",
+                                            show_default=False)],
+    strategies: Annotated[str, typer.Option(
+        help="Comma-separated: majority, weighted_best_of_n.")] = "majority",
+    n: Annotated[str, typer.Option("--n", help="Sample counts, increasing: 1,2,4,8.")
+                 ] = "1,2,4,8",
+    resamples: Annotated[int, typer.Option(help="Random subsets per question and n.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the subset draws.")] = 0,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the points as JSON lines, nothing else.")] = False,
+) -> None:
+    """Replay strategies over stored samples: accuracy ± 95% CI and tokens per n; writes
+    RUN_DIR/results.jsonl.
+
+    Example: ttscale eval replay runs/aime --strategies majority --n 1,4,16,80
+    """
+    from ttscale.cli.evaluate import replay
+
+    with _reported():
+        replay(run_dir, strategies, n, resamples=resamples, seed=seed, as_json=as_json)
 
 
 def main() -> None:
