@@ -45,7 +45,7 @@ _SCHEMA = (
         UNIQUE (model_sha256, prompt_hash, params_hash, sample_index))""",
     """CREATE TABLE scores (generation_id INTEGER NOT NULL REFERENCES generations(id),
         verifier TEXT NOT NULL, step_scores TEXT NOT NULL, score REAL, created REAL NOT NULL,
-        PRIMARY KEY (generation_id, verifier))""",
+        usage TEXT, PRIMARY KEY (generation_id, verifier))""",
     """CREATE TABLE results (id INTEGER PRIMARY KEY, run TEXT NOT NULL,
         question_id TEXT NOT NULL, strategy TEXT NOT NULL, n INTEGER NOT NULL,
         seed INTEGER NOT NULL, answer TEXT, correct INTEGER, usage TEXT NOT NULL,
@@ -53,9 +53,15 @@ _SCHEMA = (
     """CREATE TABLE trees (id INTEGER PRIMARY KEY, question_id TEXT NOT NULL,
         strategy TEXT NOT NULL, tree TEXT NOT NULL, created REAL NOT NULL)""",
 )
+# Added after the first release: created on open when missing, so older stores still open.
+_LATER = (
+    """CREATE TABLE IF NOT EXISTS questions (position INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE, question TEXT NOT NULL, gold TEXT NOT NULL,
+        meta TEXT NOT NULL)""",
+)
 # logprobs holds a summary (tokens, sum, mean, min); token_logprobs the full list, kept so a
 # replayed logprob request (a self-judge verdict) equals the original.
-TABLES = ("run", "generations", "scores", "results", "trees")
+TABLES = ("run", "generations", "scores", "results", "trees", "questions")
 
 
 def _default(obj: Any) -> Any:
@@ -147,10 +153,23 @@ class StoredGeneration:
 
 @dataclass(frozen=True)
 class ScoreRow:
+    """A verifier's scores of one stored generation and the compute the scoring cost."""
+
     generation_id: int
     verifier: str
     step_scores: tuple[float, ...]
     score: float | None = None
+    usage: Usage = dataclasses.field(default_factory=Usage)
+
+
+@dataclass(frozen=True)
+class QuestionRow:
+    """A question of an evaluation run, kept so a report needs no dataset at hand."""
+
+    id: str
+    question: str
+    gold: str
+    meta: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -315,19 +334,39 @@ class Store:
     def put_scores(self, rows: Sequence[ScoreRow]) -> int:
         now = time.time()
         return self._insert(
-            "INSERT OR IGNORE INTO scores (generation_id, verifier, step_scores, score, created) "
-            "VALUES (?,?,?,?,?)",
-            [(r.generation_id, r.verifier, canonical_json(list(r.step_scores)), r.score, now)
-             for r in rows])
+            "INSERT OR IGNORE INTO scores (generation_id, verifier, step_scores, score, created, "
+            "usage) VALUES (?,?,?,?,?,?)",
+            [(r.generation_id, r.verifier, canonical_json(list(r.step_scores)), r.score, now,
+              canonical_json(r.usage)) for r in rows])
 
     def get_scores(self, verifier: str, generation_ids: Sequence[int]) -> dict[int, ScoreRow]:
         out = {}
         for gid in generation_ids:
-            for steps, score in self._query(
-                    "SELECT step_scores, score FROM scores WHERE generation_id=? AND verifier=?",
-                    (gid, verifier)):
-                out[gid] = ScoreRow(gid, verifier, tuple(json.loads(steps)), score)
+            for steps, score, usage in self._query(
+                    "SELECT step_scores, score, usage FROM scores WHERE generation_id=? AND "
+                    "verifier=?", (gid, verifier)):
+                used = Usage() if usage is None else Usage(**json.loads(usage))
+                out[gid] = ScoreRow(gid, verifier, tuple(json.loads(steps)), score, used)
         return out
+
+    def verifiers(self) -> list[str]:
+        """Names of the verifiers that scored anything in this store, sorted."""
+        return [r[0] for r in self._query("SELECT DISTINCT verifier FROM scores ORDER BY 1")]
+
+    def put_questions(self, rows: Sequence[QuestionRow]) -> int:
+        """Record the run's questions in order; a question already stored keeps its place."""
+        with self._lock:
+            start = int(self._query("SELECT COALESCE(MAX(position), -1) FROM questions")[0][0])
+        return self._insert(
+            "INSERT OR IGNORE INTO questions (position, id, question, gold, meta) "
+            "VALUES (?,?,?,?,?)",
+            [(start + 1 + i, r.id, r.question, r.gold, canonical_json(dict(r.meta)))
+             for i, r in enumerate(rows)])
+
+    def questions(self) -> list[QuestionRow]:
+        """The run's questions in the order they were first recorded."""
+        return [QuestionRow(i, q, g, json.loads(m)) for i, q, g, m in self._query(
+            "SELECT id, question, gold, meta FROM questions ORDER BY position")]
 
     def put_results(self, rows: Sequence[ResultRow]) -> int:
         now = time.time()
@@ -386,7 +425,7 @@ def _init_or_read(conn: sqlite3.Connection, path: Path, asked: dict[str, Any]) -
             # Another process may have created it between the check and the lock.
             again = conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE type='table'")
             if again.fetchone()[0] == 0:
-                for statement in _SCHEMA:
+                for statement in _SCHEMA + _LATER:
                     conn.execute(statement)
                 conn.execute("INSERT INTO run (id, schema_version, settings, created) "
                              "VALUES (1, ?, ?, ?)",
@@ -396,7 +435,7 @@ def _init_or_read(conn: sqlite3.Connection, path: Path, asked: dict[str, Any]) -
             conn.execute("ROLLBACK")
             raise
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    missing = [t for t in TABLES if t not in names]
+    missing = [t for t in TABLES if t not in names and t != "questions"]
     if missing:
         raise ConfigError(f"{path} is an SQLite file without the ttscale tables "
                           f"{', '.join(missing)}: move it away or use a new --out name")
@@ -408,4 +447,14 @@ def _init_or_read(conn: sqlite3.Connection, path: Path, asked: dict[str, Any]) -
         raise ConfigError(f"{path} was written with store schema {row[0]}, this ttscale reads "
                           f"schema {SCHEMA_VERSION}: use a new --out name")
     stored: dict[str, Any] = json.loads(row[1])
+    _upgrade(conn)
     return stored
+
+
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Add what later versions store to an older file; nothing stored is changed."""
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(scores)")}
+    if "usage" not in columns:
+        conn.execute("ALTER TABLE scores ADD COLUMN usage TEXT")
+    for statement in _LATER:
+        conn.execute(statement)

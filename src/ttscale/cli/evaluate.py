@@ -1,22 +1,54 @@
-"""The work behind ``ttscale eval import-samples`` and ``ttscale eval replay``."""
+"""The work behind ``ttscale eval``, ``ttscale eval import-samples`` and ``ttscale eval
+replay``: generation runs, imports, and their curves, tables and files."""
 
 from __future__ import annotations
 
 import json
 import sys
+import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
+from ttscale.backends.base import load_backend
+from ttscale.cli.render import format_flops
 from ttscale.errors import ConfigError
+from ttscale.evaluation.cache import CachedBackend
+from ttscale.evaluation.datasets import Problem, load_dataset
+from ttscale.evaluation.harness import (
+    VERIFIED,
+    EvalConfig,
+    EvalOutcome,
+    Harness,
+    Tick,
+    check_same_questions,
+    run_settings,
+)
 from ttscale.evaluation.importers import FORMATS, import_boinf
 from ttscale.evaluation.metrics import CurvePoint, curve
-from ttscale.evaluation.runs import load_run, max_n, store_imported
+from ttscale.evaluation.records import (
+    load_records,
+    question_samples,
+    solved_curve,
+    with_costs,
+)
+from ttscale.evaluation.runs import max_n, store_imported
+from ttscale.store import FILE_NAME, Store
 
-STRATEGIES = ("majority", "weighted_best_of_n")
+STRATEGIES = ("majority", "best_of_n", "weighted_best_of_n", "pass@k")
 RESULTS = "results.jsonl"
 
 
@@ -68,42 +100,220 @@ def parse_strategies(text: str) -> list[str]:
     return names
 
 
-def _table(points: list[CurvePoint]) -> Table:
-    table = Table(title="replay from stored samples")
+def _table(points: list[CurvePoint], title: str) -> Table:
+    table = Table(title=title)
     for name, justify in (("strategy", "left"), ("n", "right"), ("accuracy", "right"),
                           ("95% CI", "right"), ("tokens/question", "right"),
+                          ("FLOPs/question", "right"), ("s/question", "right"),
                           ("easy/medium/hard", "right")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for p in points:
         half = (p.ci_high - p.ci_low) / 2
         bins = " / ".join("-" if acc is None else f"{acc:.0%}" for _, _, acc in p.bins)
         table.add_row(p.strategy, str(p.n), f"{p.accuracy:.1%}", f"± {half:.1%}",
-                      f"{p.mean_tokens:,.0f}", bins)
+                      f"{p.mean_tokens:,.0f}",
+                      "-" if p.mean_flops is None else format_flops(p.mean_flops),
+                      "-" if p.mean_seconds is None else f"{p.mean_seconds:.1f}", bins)
     return table
 
 
-def replay(run_dir: Path, strategies: str, n: str, *, resamples: int, seed: int,
-           as_json: bool) -> list[CurvePoint]:
-    """Replay each strategy at each n, print the table (or JSON lines), write results.jsonl."""
-    names, ns = parse_strategies(strategies), parse_ns(n)
-    if resamples <= 0:
-        raise ConfigError(f"--resamples must be a positive number, got {resamples}")
-    questions = load_run(run_dir)
-    most = max_n(questions)
-    if ns[-1] > most:
-        raise ConfigError(f"--n {ns[-1]} is more than the {most} samples stored per question: "
-                          f"ask for at most {most}")
-    if "weighted_best_of_n" in names and all(s[2] is None for q in questions
-                                              for s in q.samples):
-        raise ConfigError(f"{run_dir} has no verifier scores, so weighted_best_of_n cannot be "
-                          "replayed: use --strategies majority")
-    points = [p for name in names
-              for p in curve(questions, ns, name, resamples=resamples, seed=seed)]
+def write_outputs(run_dir: Path, points: Sequence[CurvePoint], *, as_json: bool,
+                  resamples: int, seed: int, title: str = "accuracy against compute") -> None:
+    """results.jsonl, the terminal table (or JSON lines), curves.png and report.html."""
     lines = [json.dumps({**asdict(p), "resamples": resamples, "seed": seed}) for p in points]
     (Path(run_dir) / RESULTS).write_text("".join(line + "\n" for line in lines),
                                          encoding="utf-8")
     if as_json:
         sys.stdout.write("".join(line + "\n" for line in lines))
     else:
-        Console().print(_table(points))
+        Console().print(_table(list(points), title))
+    render_files(run_dir, points)
+
+
+def render_files(run_dir: Path, points: Sequence[CurvePoint]) -> None:
+    """curves.png and report.html of a run (matplotlib is needed for the plot)."""
+    from ttscale.evaluation import report
+
+    report.write_report(run_dir, points)
+
+
+def replay(run_dir: Path, strategies: str, n: str, *, resamples: int, seed: int,
+           as_json: bool) -> list[CurvePoint]:
+    """Replay each strategy at each n over a stored run (generated or imported): print the
+    table (or JSON lines), write results.jsonl, curves.png and report.html."""
+    names, ns = parse_strategies(strategies), parse_ns(n)
+    if resamples <= 0:
+        raise ConfigError(f"--resamples must be a positive number, got {resamples}")
+    _settings, records = load_records(run_dir)
+    questions = question_samples(records)
+    most = max_n(questions)
+    if most == 0:
+        raise ConfigError(f"{run_dir} holds no samples yet: run ttscale eval into it first")
+    if ns[-1] > most:
+        raise ConfigError(f"--n {ns[-1]} is more than the {most} samples stored per question: "
+                          f"ask for at most {most}")
+    if any(s in VERIFIED for s in names) and all(s[2] is None for q in questions
+                                                 for s in q.samples):
+        raise ConfigError(f"{run_dir} has no verifier scores, so {', '.join(VERIFIED)} cannot "
+                          "be replayed: use --strategies majority")
+    points = with_costs([p for name in names
+                         for p in curve(questions, ns, name, resamples=resamples, seed=seed)],
+                        records)
+    write_outputs(run_dir, points, as_json=as_json, resamples=resamples, seed=seed,
+                  title="replay from stored samples")
     return points
+
+
+def parse_ids(text: str | None) -> tuple[list[str] | None, list[int] | None]:
+    """``--ids``: problem ids, or positions in the split (``0-39``, ``3,5``), or both.
+
+    Example:
+        >>> parse_ids("0-2,7")
+        (None, [0, 1, 2, 7])
+        >>> parse_ids("gsm8k-test-3")
+        (['gsm8k-test-3'], None)
+    """
+    if text is None:
+        return None, None
+    names: list[str] = []
+    positions: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        low, dash, high = part.partition("-")
+        if low.isdigit() and (not dash or high.isdigit()):
+            first, last = int(low), int(high) if dash else int(low)
+            if last < first:
+                raise ConfigError(f"--ids range {part} runs backwards: write it as "
+                                  f"{last}-{first}")
+            positions.extend(range(first, last + 1))
+        else:
+            names.append(part)
+    return names or None, positions or None
+
+
+def select_problems(dataset: str, split: str, limit: int | None, ids: str | None,
+                    question_field: str | None, answer_field: str | None) -> list[Problem]:
+    """The problems an eval asks for: by id or position, then the first ``limit``."""
+    names, positions = parse_ids(ids)
+    problems = load_dataset(dataset, split, ids=names, question_field=question_field,
+                            answer_field=answer_field)
+    if positions is not None:
+        if names is not None:
+            raise ConfigError("--ids mixes problem ids and positions: give one kind")
+        beyond = [i for i in positions if i >= len(problems)]
+        if beyond:
+            raise ConfigError(f"--ids {beyond[0]} is past the end of {dataset} {split} "
+                              f"({len(problems)} problems, positions 0-{len(problems) - 1})")
+        problems = [problems[i] for i in positions]
+    if limit is not None:
+        if limit <= 0:
+            raise ConfigError(f"--limit must be a positive number of problems, got {limit}")
+        problems = problems[:limit]
+    return problems
+
+
+def model_identity(backend: str, model: str | None, base_url: str | None) -> tuple[str, str]:
+    """(model name, the key its samples are cached under): a GGUF's SHA-256 for llama.cpp."""
+    from ttscale import models
+
+    if backend == "llamacpp":
+        name = model or models.DEFAULT_MODEL
+        path, spec = models.resolve(name)
+        return name, spec.sha256 if spec is not None else models.sha256_of(path)
+    return model or "default", f"{backend}:{base_url or ''}:{model or ''}"
+
+
+def eval_run(out: Path, *, cfg: EvalConfig, dataset: str, split: str, limit: int | None,
+             ids: str | None, question_field: str | None, answer_field: str | None,
+             backend: str, model: str | None, base_url: str | None, threads: int | None,
+             as_json: bool, fake_delay: float = 0.0) -> list[CurvePoint]:
+    """``ttscale eval``: generate what is missing, then replay, report and plot the run."""
+    problems = select_problems(dataset, split, limit, ids, question_field, answer_field)
+    name, sha = model_identity(backend, model, base_url)
+    settings = run_settings(cfg, model=name, model_sha256=sha, dataset=dataset, split=split)
+    err = Console(stderr=True)
+    with Store.open(out, settings) as store:
+        check_same_questions(store, problems)
+        if backend == "llamacpp":
+            # one slot per sample in flight; every slot holds a prompt, a trace and a verdict
+            opts: dict[str, Any] = {"model": model, "threads": threads,
+                                    "parallel": min(32, cfg.concurrency * cfg.n_max),
+                                    "ctx_per_slot": cfg.max_tokens + 1024}
+        elif backend == "openai":
+            opts = {"model": model, "base_url": base_url}
+        else:
+            opts = {"delay": fake_delay or None}
+        err.print(f"loading {name} ({backend})...", markup=False, highlight=False)
+        be = load_backend(backend, **{k: v for k, v in opts.items() if v is not None})
+        cached = CachedBackend(be, store, sha)
+        try:
+            outcome = _with_progress(err, cfg, cached, store, problems)
+        finally:
+            cached.close()
+    err.print(f"{outcome.questions} questions: {outcome.new_samples} samples generated now, "
+              f"{outcome.cached_samples} replayed from {out / FILE_NAME}; "
+              f"{outcome.new_usage.total_tokens:,} new tokens in {outcome.seconds:.0f} s",
+              markup=False, highlight=False)
+    return summarise(out, cfg, as_json=as_json, only=[p.id for p in problems])
+
+
+def _with_progress(err: Console, cfg: EvalConfig, cached: CachedBackend, store: Store,
+                   problems: Sequence[Problem]) -> EvalOutcome:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("questions"), TimeElapsedColumn(), TextColumn("ETA"),
+               TimeRemainingColumn(), TextColumn("{task.fields[rate]}"))
+    started = time.perf_counter()
+    with Progress(*columns, console=err, transient=False) as bar:
+        task = bar.add_task("eval", total=len(problems), rate="")
+
+        def tick(t: Tick) -> None:
+            rate = t.new_tokens / max(time.perf_counter() - started, 1e-9)
+            bar.update(task, completed=t.done, rate=f"{rate:,.1f} tok/s")
+
+        try:
+            return Harness(cfg, cached, store, tick).run(problems)
+        except KeyboardInterrupt:
+            err.print(f"interrupted: everything generated so far is stored in {store.path}; "
+                      "run the same command again to resume", markup=False, highlight=False)
+            raise
+
+
+def summarise(run_dir: Path, cfg: EvalConfig, *, as_json: bool,
+              only: Sequence[str] | None = None) -> list[CurvePoint]:
+    """Curves of a stored eval run: replayed strategies from the samples, the others from
+    their result rows; printed, written to results.jsonl, plotted and reported."""
+    _settings, records = load_records(run_dir)
+    if only is not None:
+        wanted = set(only)
+        records = [r for r in records if r.id in wanted]
+    points: list[CurvePoint] = []
+    samples = question_samples(records)
+    for name in [*cfg.replayed, "pass@k"]:
+        if name in VERIFIED and all(s[2] is None for q in samples for s in q.samples):
+            continue
+        points.extend(curve(samples, [n for n in cfg.ns if n <= max_n(samples)], name,
+                            resamples=cfg.resamples, seed=cfg.replay_seed))
+    for name in cfg.solved:
+        points.extend(solved_curve(records, name, cfg.ns))
+    points = with_costs(points, records)
+    write_outputs(run_dir, points, as_json=as_json, resamples=cfg.resamples,
+                  seed=cfg.replay_seed, title=f"{len(records)} questions")
+    return points
+
+
+def rebuild_report(run_dir: Path) -> Path:
+    """report.html and curves.png again, from results.jsonl (or, without it, no curves)."""
+    from ttscale.evaluation import report
+
+    load_records(run_dir)  # fails with one sentence when RUN_DIR is not a run
+    path = Path(run_dir) / RESULTS
+    points: list[CurvePoint] = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            row.pop("resamples", None)
+            row.pop("seed", None)
+            row["bins"] = tuple(tuple(b) for b in row["bins"])
+            points.append(CurvePoint(**row))
+    return report.write_report(Path(run_dir), points)

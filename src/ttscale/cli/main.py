@@ -54,7 +54,8 @@ models_app = typer.Typer(
 )
 app.add_typer(models_app, name="models")
 eval_app = typer.Typer(
-    help="Evaluate from stored samples: import sample sets, replay strategies over them.",
+    help="Evaluate strategies on a dataset: accuracy against compute, every sample stored; "
+         "or import sample sets and replay strategies over them.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -376,6 +377,80 @@ def serve_command(
             be.close()
 
 
+@eval_app.callback(invoke_without_command=True)
+def eval_command(
+    ctx: typer.Context,
+    dataset: Annotated[str | None, typer.Option(
+        "--dataset", "-d", help="A dataset (see ttscale datasets), gym:TASK, hf:OWNER/NAME or "
+                                "a .jsonl file.", show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="The run directory: created, or resumed when its settings match.",
+        show_default=False)] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help=f"As for solve. Default: {models.DEFAULT_MODEL}.",
+        show_default=False)] = None,
+    split: Annotated[str, typer.Option(help="The dataset split.")] = "test",
+    limit: Annotated[int | None, typer.Option(help="Only the first LIMIT problems.",
+                                              show_default=False)] = None,
+    ids: Annotated[str | None, typer.Option(
+        help="Problems by position (0-39,50) or by id.", show_default=False)] = None,
+    strategies: Annotated[str, typer.Option(
+        help="Comma-separated strategies, e.g. majority,weighted_best_of_n,greedy.")
+    ] = "majority",
+    n: Annotated[str, typer.Option("--n", help="Sample counts, increasing: 1,2,4,8,16.")
+                 ] = "1,2,4,8",
+    seeds: Annotated[int, typer.Option(help="Independent sample sets per question.")] = 1,
+    verifier: Annotated[str | None, typer.Option(
+        help="Scores samples for best_of_n / weighted_best_of_n (default self_judge).",
+        show_default=False)] = None,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold.")] = 1.0,
+    max_tokens: Annotated[int, typer.Option(help="Completion tokens per sample, at most.")
+                          ] = 1024,
+    concurrency: Annotated[int, typer.Option(help="Questions in flight at once.")] = 2,
+    resamples: Annotated[int, typer.Option(help="Random subsets per question and n.")] = 200,
+    question_field: Annotated[str | None, typer.Option(
+        help="The question's field in a JSONL or hf: dataset.", show_default=False)] = None,
+    answer_field: Annotated[str | None, typer.Option(
+        help="The gold answer's field in a JSONL or hf: dataset.", show_default=False)] = None,
+    backend: Annotated[str, typer.Option(help="llamacpp, openai or fake.")] = "llamacpp",
+    base_url: Annotated[str | None, typer.Option(
+        help="An OpenAI-compatible server, with --backend openai.", show_default=False)] = None,
+    threads: Annotated[int | None, typer.Option(
+        help="CPU threads for llamacpp (default: all cores).", show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the curve points as JSON lines, nothing else.")] = False,
+    # for the tests: seconds each call of the scripted fake backend takes
+    fake_delay: Annotated[float, typer.Option(hidden=True)] = 0.0,
+) -> None:
+    """Evaluate strategies on a dataset: every sample is stored as it arrives, so a stopped
+    run resumes and larger N reuses smaller N; prints accuracy ± 95% CI against tokens, and
+    writes results.jsonl, curves.png and report.html into the run directory.
+
+    Example: ttscale eval --dataset gsm8k --ids 0-39 --strategies majority --n 1,4,16
+    --out runs/gsm8k
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from ttscale.cli.evaluate import eval_run, parse_ns
+    from ttscale.evaluation.harness import EvalConfig
+
+    with _reported():
+        if dataset is None or out is None:
+            raise ConfigError("ttscale eval needs --dataset and --out: e.g. ttscale eval "
+                              "--dataset gsm8k --limit 10 --out runs/gsm8k")
+        backends.get(backend)
+        cfg = EvalConfig(strategies=tuple(s.strip() for s in strategies.split(",")
+                                          if s.strip()),
+                         ns=tuple(parse_ns(n)), seeds=seeds, temperature=temperature,
+                         top_p=top_p, max_tokens=max_tokens, verifier=verifier,
+                         concurrency=concurrency, resamples=resamples)
+        eval_run(out, cfg=cfg, dataset=dataset, split=split, limit=limit, ids=ids,
+                 question_field=question_field, answer_field=answer_field, backend=backend,
+                 model=model, base_url=base_url, threads=threads, as_json=as_json,
+                 fake_delay=fake_delay)
+
+
 @eval_app.command("import-samples")
 def import_samples_command(
     file: Annotated[Path, typer.Argument(help="The sample file (JSONL).", show_default=False)],
@@ -415,6 +490,41 @@ def replay_command(
 
     with _reported():
         replay(run_dir, strategies, n, resamples=resamples, seed=seed, as_json=as_json)
+
+
+@app.command("report")
+def report_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (ttscale eval or "
+                                                 "import-samples).", show_default=False)],
+) -> None:
+    """Rebuild RUN_DIR/report.html and curves.png from the run's store and results.jsonl.
+
+    Example: ttscale report runs/gsm8k
+    """
+    from ttscale.cli.evaluate import rebuild_report
+
+    with _reported():
+        path = rebuild_report(run_dir)
+        sys.stdout.write(f"{path}\n")
+
+
+@app.command("datasets")
+def datasets_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")
+                       ] = False,
+) -> None:
+    """List the datasets ttscale loads: name, splits with sizes, source.
+
+    Example: ttscale datasets
+    """
+    from ttscale.cli.render import datasets_table
+    from ttscale.evaluation.datasets import DATASETS
+
+    with _reported():
+        if as_json:
+            sys.stdout.write(json.dumps([asdict(d) for d in DATASETS]) + "\n")
+        else:
+            Console().print(datasets_table(DATASETS))
 
 
 def main() -> None:

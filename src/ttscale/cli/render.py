@@ -19,6 +19,7 @@ from rich.progress import Progress, ProgressColumn, SpinnerColumn, Task, TaskID,
 from rich.table import Table
 from rich.text import Text
 
+from ttscale.evaluation.datasets import DatasetInfo
 from ttscale.types import Result
 
 
@@ -148,6 +149,18 @@ def usage_table(result: Result) -> Table:
     table.add_row("calls", str(u.calls))
     table.add_row("FLOPs", f"{format_flops(u.flops)} (estimated)")
     table.add_row("time", f"{result.seconds:.2f} s")
+    return table
+
+
+def datasets_table(rows: Sequence[DatasetInfo]) -> Table:
+    """The datasets ``ttscale datasets`` lists: splits with their sizes, and the source."""
+    table = Table(title="datasets")
+    for name in ("name", "splits", "source", "description"):
+        table.add_column(name)
+    for d in rows:
+        splits = ", ".join(f"{s} ({size:,})" for s, size in zip(d.splits, d.sizes, strict=False)
+                           ) if d.sizes else (", ".join(d.splits) or "any")
+        table.add_row(Text(d.name), Text(splits), Text(d.source), Text(d.description))
     return table
 
 

@@ -20,10 +20,14 @@ from dataclasses import dataclass
 from ttscale.answers import equivalent, group_answers
 from ttscale.errors import ConfigError
 
-Sample = tuple[str | None, int, float | None]
-"""One stored sample: its answer (``None``: none given), completion tokens, score or ``None``."""
+Sample = tuple[str | None, int, float | None] | tuple[str | None, int, float | None, int]
+"""One stored sample: its answer (``None``: none given), tokens, verifier score or ``None``,
+and optionally the tokens its verification cost (counted only by aggregates that use scores)."""
 
-AGGREGATES = ("majority", "weighted")
+AGGREGATES = ("majority", "weighted", "best", "pass")
+# strategy names a curve accepts -> the aggregate that replays them
+STRATEGY_AGGREGATES = {"majority": "majority", "weighted": "weighted",
+                       "weighted_best_of_n": "weighted", "best_of_n": "best", "pass@k": "pass"}
 BINS = (("easy", 0.5, 1.0), ("medium", 0.1, 0.5), ("hard", 0.0, 0.1))
 Z95 = 1.959963984540054
 
@@ -53,6 +57,13 @@ class Prepared:
     tokens: tuple[int, ...]
     scores: tuple[float, ...]
     correct: tuple[bool, ...]
+    verify_tokens: tuple[int, ...] = ()
+
+    def cost(self, i: int, aggregate: str) -> int:
+        """Tokens sample ``i`` costs under ``aggregate``: its verification too if scored."""
+        if aggregate in ("weighted", "best") and self.verify_tokens:
+            return self.tokens[i] + self.verify_tokens[i]
+        return self.tokens[i]
 
     @property
     def pass_rate(self) -> float:
@@ -72,7 +83,8 @@ def prepare(samples: Sequence[Sample], gold: str) -> Prepared:
         ((0, 1, 0, -1), (True, False))
     """
     distinct: list[str] = []
-    for answer, _, _ in samples:
+    for sample in samples:
+        answer = sample[0]
         if answer is not None and answer not in distinct:
             distinct.append(answer)
     class_of: dict[str, int] = {}
@@ -82,18 +94,27 @@ def prepare(samples: Sequence[Sample], gold: str) -> Prepared:
         for i in group:
             class_of[distinct[i]] = cid
     return Prepared(
-        tuple(-1 if a is None else class_of[a] for a, _, _ in samples),
-        tuple(t for _, t, _ in samples),
-        tuple(0.0 if s is None else float(s) for _, _, s in samples),
-        tuple(equivalent(rep, gold) for rep in reps))
+        tuple(-1 if s[0] is None else class_of[s[0]] for s in samples),
+        tuple(s[1] for s in samples),
+        tuple(0.0 if s[2] is None else float(s[2]) for s in samples),
+        tuple(equivalent(rep, gold) for rep in reps),
+        tuple(s[3] if len(s) > 3 else 0 for s in samples))
 
 
 def _vote(p: Prepared, drawn: Sequence[int], aggregate: str) -> bool:
-    """Whether the vote of the drawn samples is correct; ties go to the earliest-drawn class."""
+    """Whether the vote of the drawn samples is correct; ties go to the earliest-drawn class.
+    ``pass`` is correct when any drawn sample is."""
     weight: dict[int, float] = {}  # insertion order = order first drawn
     for i in drawn:
         c = p.classes[i]
-        if c >= 0:
+        if c < 0:
+            continue
+        if aggregate == "pass":
+            if p.correct[c]:
+                return True
+        elif aggregate == "best":
+            weight[c] = max(weight.get(c, 0.0), p.scores[i])
+        else:
             weight[c] = weight.get(c, 0.0) + (1.0 if aggregate == "majority" else p.scores[i])
     if not weight:
         return False
@@ -121,13 +142,18 @@ def replay(p: Prepared, k: int, resamples: int, rng: random.Random,
         raise ConfigError(f"k must be between 1 and the {n} samples of the question, got {k}")
     if resamples < 1:
         raise ConfigError(f"resamples must be a positive number, got {resamples}")
+    if aggregate == "pass":
+        # exact, no draws: the unbiased estimator, with the mean tokens of k samples
+        c = sum(cl >= 0 and p.correct[cl] for cl in p.classes)
+        return pass_at_k(n, c, k), k * sum(p.tokens) / n
     if k == n:
-        return float(_vote(p, range(n), aggregate)), float(sum(p.tokens))
+        return float(_vote(p, range(n), aggregate)), float(sum(p.cost(i, aggregate)
+                                                               for i in range(n)))
     hits, tokens = 0, 0
     for _ in range(resamples):
         drawn = rng.sample(range(n), k)
         hits += _vote(p, drawn, aggregate)
-        tokens += sum(p.tokens[i] for i in drawn)
+        tokens += sum(p.cost(i, aggregate) for i in drawn)
     return hits / resamples, tokens / resamples
 
 
@@ -160,7 +186,8 @@ class QuestionSamples:
 @dataclass(frozen=True)
 class CurvePoint:
     """Accuracy at ``n`` samples: mean over questions, 95% normal-approximation interval,
-    mean tokens per question, and per difficulty bin ``(name, questions, accuracy)``."""
+    mean tokens per question, per difficulty bin ``(name, questions, accuracy)``, and the
+    mean FLOPs and wall seconds per question when the run recorded them."""
 
     strategy: str
     n: int
@@ -170,6 +197,8 @@ class CurvePoint:
     mean_tokens: float
     questions: int
     bins: tuple[tuple[str, int, float | None], ...]
+    mean_flops: float | None = None  # per question, where the run measured it
+    mean_seconds: float | None = None  # wall seconds per question, where measured
 
 
 def difficulty(pass_rate: float) -> str:
@@ -208,8 +237,9 @@ def curve(questions: Sequence[QuestionSamples], ks: Sequence[int], strategy: str
           resamples: int = 200, seed: int = 0) -> list[CurvePoint]:
     """Accuracy and tokens against the number of samples, one point per ``k``.
 
-    ``strategy``: ``majority`` or ``weighted`` (also ``weighted_best_of_n``). One
-    ``random.Random(seed)`` draws every subset, so a curve is reproducible.
+    ``strategy``: ``majority``, ``weighted`` (also ``weighted_best_of_n``), ``best_of_n`` or
+    ``pass@k`` (unbiased, exact). One ``random.Random(seed)`` draws every subset, so a curve
+    is reproducible.
 
     Example:
         >>> qs = [QuestionSamples("a", "2", (("2", 5, None), ("3", 5, None), ("2", 5, None))),
@@ -218,7 +248,7 @@ def curve(questions: Sequence[QuestionSamples], ks: Sequence[int], strategy: str
         >>> p.accuracy, p.mean_tokens, p.bins
         (0.5, 13.5, (('easy', 1, 1.0), ('medium', 0, None), ('hard', 1, 0.0)))
     """
-    aggregate = "weighted" if strategy in ("weighted", "weighted_best_of_n") else strategy
+    aggregate = STRATEGY_AGGREGATES.get(strategy, strategy)
     _check_aggregate(aggregate)
     prepared = [prepare(q.samples, q.gold) for q in questions]
     bins = [difficulty(p.pass_rate) for p in prepared]

@@ -11,11 +11,13 @@ from ttscale.types import Usage
 
 @dataclass(frozen=True)
 class VerifierOutput:
-    """Per trace, its step scores in (0, 1); the call's usage; remarks for the result."""
+    """Per trace, its step scores in (0, 1); the call's usage; remarks for the result;
+    and, where the verifier can tell, each trace's own share of the usage (``per_trace``)."""
 
     step_scores: tuple[tuple[float, ...], ...]
     usage: Usage
     notes: tuple[str, ...] = ()
+    per_trace: tuple[Usage, ...] = ()
 
 
 @runtime_checkable

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from ttscale.backends.base import Backend
 from ttscale.params import SamplingParams
-from ttscale.types import Chat, Generation
+from ttscale.types import Chat, Generation, Usage
 from ttscale.verifiers.base import VerifierOutput
 from ttscale.verifiers.reduce import reduce_scores
 
@@ -72,8 +72,12 @@ class SelfJudge:
     def score(self, question: str, traces: Sequence[str]) -> VerifierOutput:
         out = self.backend.generate([self.prompt(question, t) for t in traces], self.params)
         scores = []
+        per_trace = []
         missing = 0
+        params_count = getattr(self.backend, "params_count", 0)
         for gens in out.generations:
+            per_trace.append(Usage.of(gens[0].prompt_tokens, gens[0].completion_tokens,
+                                      params_count, 0.0))
             p = yes_probability(gens[0])
             if p is None:
                 missing += 1
@@ -82,4 +86,4 @@ class SelfJudge:
         notes: tuple[str, ...] = ()
         if missing:
             notes = (f"self_judge gave no verdict on {missing} trace(s); scored 0.5",)
-        return VerifierOutput(tuple(scores), out.usage, notes)
+        return VerifierOutput(tuple(scores), out.usage, notes, tuple(per_trace))

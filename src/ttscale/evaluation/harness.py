@@ -1,0 +1,369 @@
+"""``ttscale eval``: generate a run's samples once, store them as they arrive, replay curves.
+
+A run is defined by what its samples depend on (model weights, dataset split, prompt and
+sampling parameters); everything else (strategies, sample counts, how many questions or
+seeds) can change between invocations of the same run directory, because every sample is
+cached by (model SHA-256, prompt, parameters, sample index): asking for N=16 after N=8
+generates samples 8..15 only, and a killed run resumes where it stopped.
+
+Seed ``k`` owns sample indices ``k * SEED_STRIDE + i``. Strategies that need only independent
+samples (``REPLAYED``) are never run sample by sample: each question gets ``max(ns)`` samples
+per seed, the verifier scores them once, and every ``n`` is replayed from the store. Other
+registered strategies run through :func:`ttscale.solve.solve` on the cached backend.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import Any
+
+from ttscale.answers import SYSTEM_PROMPT, equivalent, solve_prompt
+from ttscale.errors import ConfigError
+from ttscale.evaluation.cache import CachedBackend
+from ttscale.evaluation.datasets import Problem
+from ttscale.evaluation.records import SEED_STRIDE
+from ttscale.params import SamplingParams
+from ttscale.registry import strategies as strategy_registry
+from ttscale.registry import verifiers as verifier_registry
+from ttscale.store import QuestionRow, ResultRow, ScoreRow, Store, StoredGeneration, params_json
+from ttscale.types import Usage
+from ttscale.verifiers.base import Verifier
+
+KIND = "eval"
+RUN_LABEL = "eval"
+# strategy -> how a subset of stored samples is aggregated when replayed
+REPLAYED = {"majority": "majority", "best_of_n": "best", "weighted_best_of_n": "weighted"}
+VERIFIED = ("best_of_n", "weighted_best_of_n")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What to evaluate; validated on construction.
+
+    Example:
+        >>> EvalConfig(strategies=("majority",), ns=(1, 4, 16)).n_max
+        16
+        >>> EvalConfig(strategies=("weighted_best_of_n",)).verifier
+        'self_judge'
+        >>> EvalConfig(ns=(4, 2))
+        Traceback (most recent call last):
+        ...
+        ttscale.errors.ConfigError: --n must be strictly increasing, got 4,2: list them from \
+smallest to largest, e.g. 1,2,4,8
+    """
+
+    strategies: tuple[str, ...] = ("majority",)
+    ns: tuple[int, ...] = (1, 2, 4, 8)
+    seeds: int = 1
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_tokens: int = 1024
+    verifier: str | None = None
+    concurrency: int = 2
+    resamples: int = 200
+    replay_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.ns or any(k <= 0 for k in self.ns):
+            raise ConfigError(f"--n must list positive sample counts, got "
+                              f"{','.join(map(str, self.ns)) or 'nothing'}: write e.g. 1,2,4,8")
+        if any(b <= a for a, b in pairwise(self.ns)):
+            raise ConfigError(f"--n must be strictly increasing, got "
+                              f"{','.join(map(str, self.ns))}: list them from smallest to "
+                              "largest, e.g. 1,2,4,8")
+        if not self.strategies:
+            raise ConfigError("no strategy given: pass e.g. --strategies majority")
+        for name in self.strategies:
+            if name not in REPLAYED:
+                strategy_registry.get(name)  # unknown names fail here, listing the choices
+        if self.seeds <= 0 or self.concurrency <= 0 or self.resamples <= 0:
+            raise ConfigError("--seeds, --concurrency and --resamples must be positive numbers")
+        if self.n_max >= SEED_STRIDE:
+            raise ConfigError(f"--n {self.n_max} is too large: ask for fewer than "
+                              f"{SEED_STRIDE} samples")
+        if self.verifier is None and any(s in VERIFIED for s in self.strategies):
+            object.__setattr__(self, "verifier", "self_judge")
+        if self.verifier is not None:
+            verifier_registry.get(self.verifier)
+        self.sampling  # validates temperature, top_p and max_tokens  # noqa: B018
+
+    @property
+    def n_max(self) -> int:
+        return self.ns[-1]
+
+    @property
+    def sampling(self) -> SamplingParams:
+        """The parameters of every sample (``n`` and ``seed`` set per call). The top-5
+        log-probabilities of every token are kept for confidence-based methods."""
+        return SamplingParams(n=1, temperature=self.temperature, top_p=self.top_p,
+                              max_tokens=self.max_tokens, logprobs=True, top_logprobs=5)
+
+    @property
+    def replayed(self) -> tuple[str, ...]:
+        return tuple(s for s in self.strategies if s in REPLAYED)
+
+    @property
+    def solved(self) -> tuple[str, ...]:
+        return tuple(s for s in self.strategies if s not in REPLAYED)
+
+
+def run_settings(cfg: EvalConfig, *, model: str, model_sha256: str, dataset: str,
+                 split: str) -> dict[str, Any]:
+    """The settings that define a run's samples; a run directory refuses any other.
+
+    Example:
+        >>> s = run_settings(EvalConfig(), model="m", model_sha256="ab", dataset="gsm8k",
+        ...                  split="test")
+        >>> s["kind"], s["model_sha256"], s["sampling"]["temperature"]
+        ('eval', 'ab', 0.7)
+    """
+    import json
+
+    return {"kind": KIND, "model": model, "model_sha256": model_sha256, "dataset": dataset,
+            "split": split, "system_prompt": SYSTEM_PROMPT,
+            "sampling": json.loads(params_json(cfg.sampling))}
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Progress after one question: questions done, total, tokens generated so far."""
+
+    done: int
+    total: int
+    new_tokens: int
+    question_id: str
+
+
+@dataclass
+class _Counter:
+    done: int = 0
+    new_tokens: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass(frozen=True)
+class EvalOutcome:
+    """What one invocation did: questions, samples generated now and replayed from the
+    store, the compute spent now, wall seconds."""
+
+    questions: int
+    new_samples: int
+    cached_samples: int
+    new_usage: Usage
+    seconds: float
+
+
+def _seed_params(cfg: EvalConfig, seed: int, n: int) -> SamplingParams:
+    return cfg.sampling.with_(n=n, seed=seed * SEED_STRIDE)
+
+
+class Harness:
+    """Runs an evaluation over a cached backend and records everything in the store.
+
+    Example:
+        >>> import tempfile
+        >>> from ttscale.backends.fake import FakeBackend
+        >>> fb = FakeBackend(script=lambda _p, i: f"\\\\boxed{{{i % 2}}}")
+        >>> cfg = EvalConfig(ns=(1, 3))
+        >>> store = Store.open(tempfile.mkdtemp(), {"kind": "eval"})
+        >>> h = Harness(cfg, CachedBackend(fb, store, "sha"), store)
+        >>> h.run([Problem("q0", "1-1?", "0")]).new_samples
+        3
+        >>> [(r.n, r.answer, r.correct) for r in store.results()]
+        [(1, '0', True), (3, '0', True)]
+    """
+
+    def __init__(self, cfg: EvalConfig, backend: CachedBackend, store: Store,
+                 on_tick: Callable[[Tick], None] | None = None) -> None:
+        self.cfg = cfg
+        self.backend = backend
+        self.store = store
+        self.on_tick = on_tick or (lambda _t: None)
+        self.verifier: Verifier | None = None
+        if cfg.verifier is not None:
+            # The verifier calls the backend itself: its scores are stored, not its samples.
+            self.verifier = verifier_registry.get(cfg.verifier)(backend.backend)
+
+    def run(self, problems: Sequence[Problem]) -> EvalOutcome:
+        """Generate, score and record every question; resumable at any point."""
+        self.store.put_questions([QuestionRow(p.id, p.question, p.gold, dict(p.meta))
+                                  for p in problems])
+        start = time.perf_counter()
+        counter = _Counter()
+        before = (self.backend.new_samples, self.backend.cached_samples)
+        new_usage = Usage()
+        usage_lock = threading.Lock()
+
+        def one(problem: Problem) -> None:
+            nonlocal new_usage
+            spent = self._question(problem)
+            with usage_lock:
+                new_usage = new_usage + spent
+            with counter.lock:
+                counter.done += 1
+                counter.new_tokens += spent.total_tokens
+                tick = Tick(counter.done, len(problems), counter.new_tokens, problem.id)
+            self.on_tick(tick)
+
+        if self.cfg.concurrency == 1 or len(problems) <= 1:
+            for p in problems:
+                one(p)
+        else:
+            with ThreadPoolExecutor(self.cfg.concurrency) as pool:
+                # list(): re-raise the first failure here, after the others stop
+                list(pool.map(one, problems))
+        return EvalOutcome(len(problems), self.backend.new_samples - before[0],
+                           self.backend.cached_samples - before[1], new_usage,
+                           time.perf_counter() - start)
+
+    def _question(self, problem: Problem) -> Usage:
+        spent = Usage()
+        rows: list[ResultRow] = []
+        for seed in range(self.cfg.seeds):
+            if self.cfg.replayed:
+                began = time.perf_counter()
+                stored, used = self._samples(problem, seed)
+                spent = spent + used
+                rows.extend(self._replay_rows(problem, seed, stored,
+                                              time.perf_counter() - began))
+            for name in self.cfg.solved:
+                row, used = self._solve(problem, name, seed)
+                spent = spent + used
+                rows.extend(row)
+        self.store.put_results(rows)
+        return spent
+
+    def _samples(self, problem: Problem,
+                 seed: int) -> tuple[list[tuple[StoredGeneration, ScoreRow | None]], Usage]:
+        """The question's ``n_max`` samples of one seed (generated if missing) with scores."""
+        prompt = solve_prompt(problem.question)
+        params = _seed_params(self.cfg, seed, self.cfg.n_max)
+        out = self.backend.generate([prompt], params)
+        spent = out.usage
+        first = params.seed
+        stored = self.store.get_generations(self.backend.model_sha256, prompt, params, first,
+                                            first + params.n)
+        # A failed sample is not stored: it is generated again on the next run.
+        gens = [stored[i] for i in sorted(stored)]
+        scores: dict[int, ScoreRow] = {}
+        if self.verifier is not None:
+            name = self.cfg.verifier or ""
+            scores = self.store.get_scores(name, [g.id for g in gens])
+            todo = [g for g in gens if g.id not in scores]
+            if todo:
+                verdict = self.verifier.score(problem.question, [g.generation.text for g in todo])
+                spent = spent + verdict.usage
+                per = _per_trace(verdict.usage, verdict.per_trace, len(todo))
+                new = [ScoreRow(g.id, name, steps, self.verifier.reduce(steps), u)
+                       for g, steps, u in zip(todo, verdict.step_scores, per, strict=True)]
+                self.store.put_scores(new)
+                scores.update({r.generation_id: r for r in new})
+        return [(g, scores.get(g.id)) for g in gens], spent
+
+    def _replay_rows(self, problem: Problem, seed: int,
+                     stored: list[tuple[StoredGeneration, ScoreRow | None]],
+                     seconds: float) -> list[ResultRow]:
+        """Each replayed strategy at each n: the vote of the seed's first n samples. Its
+        seconds are the n/N share of the wall time the question's samples took now (the
+        first row stored for a key is kept, so a later replay does not overwrite them)."""
+        rows = []
+        for name in self.cfg.replayed:
+            for n in self.cfg.ns:
+                first = stored[:n]
+                if len(first) < n:
+                    continue  # some samples failed; a rerun completes them
+                answer = vote([(g.answer, None if s is None else s.score) for g, s in first],
+                              REPLAYED[name])
+                usage = Usage(seconds=seconds * n / self.cfg.n_max)
+                for g, s in first:
+                    usage = usage + Usage.of(g.generation.prompt_tokens,
+                                             g.generation.completion_tokens,
+                                             self.backend.params_count, 0.0)
+                    if name in VERIFIED and s is not None:
+                        usage = usage + s.usage
+                correct = answer is not None and equivalent(problem.gold, answer)
+                rows.append(ResultRow(RUN_LABEL, problem.id, name, n, seed, answer, correct,
+                                      usage))
+        return rows
+
+    def _solve(self, problem: Problem, name: str, seed: int) -> tuple[list[ResultRow], Usage]:
+        from ttscale.solve import solve
+
+        done = {(r.strategy, r.n, r.seed) for r in self.store.results(RUN_LABEL)
+                if r.question_id == problem.id}
+        rows, spent = [], Usage()
+        for n in self.cfg.ns:
+            if (name, n, seed) in done:
+                continue
+            cached_before = self.backend.cached_usage
+            r = solve(problem.question, backend=self.backend, strategy=name, n=n,
+                      verifier=self.cfg.verifier, temperature=self.cfg.temperature,
+                      top_p=self.cfg.top_p, max_tokens=self.cfg.max_tokens,
+                      seed=seed * SEED_STRIDE)
+            spent = spent + r.usage
+            # the full cost: what was generated now plus what the cache replayed
+            full = r.usage + _minus(self.backend.cached_usage, cached_before)
+            correct = r.answer is not None and equivalent(problem.gold, r.answer)
+            rows.append(ResultRow(RUN_LABEL, problem.id, name, n, seed, r.answer, correct, full))
+        return rows, spent
+
+
+def _minus(a: Usage, b: Usage) -> Usage:
+    return Usage(a.prompt_tokens - b.prompt_tokens, a.completion_tokens - b.completion_tokens,
+                 a.calls - b.calls, a.seconds - b.seconds, a.flops - b.flops)
+
+
+def _per_trace(total: Usage, per: Sequence[Usage], count: int) -> list[Usage]:
+    """Each trace's share of a verifier call: its own usage when the verifier reports it."""
+    if len(per) == count:
+        return list(per)
+    share = 1.0 / max(count, 1)
+    return [Usage(round(total.prompt_tokens * share), round(total.completion_tokens * share),
+                  0, total.seconds * share, total.flops * share)] * count
+
+
+def vote(samples: Sequence[tuple[str | None, float | None]], aggregate: str) -> str | None:
+    """The answer ``aggregate`` picks from ``(answer, score)`` samples, in sampling order.
+
+    ``majority`` counts votes per equivalence class, ``weighted`` sums scores, ``best`` takes
+    the best-scored sample; ties go to the class seen first.
+
+    Example:
+        >>> vote([("1", 0.9), ("2", 0.4), ("2.0", 0.4)], "majority")
+        '2'
+        >>> vote([("1", 0.9), ("2", 0.4), ("2.0", 0.4)], "best")
+        '1'
+        >>> vote([(None, 0.9)], "weighted") is None
+        True
+    """
+    from ttscale.answers import group_answers
+
+    answered = [(a, s) for a, s in samples if a is not None]
+    if not answered:
+        return None
+    groups = group_answers([a for a, _ in answered])
+    best_key: tuple[float, int] | None = None
+    winner = None
+    for order, group in enumerate(sorted(groups, key=min)):
+        scores = [answered[i][1] or 0.0 for i in group]
+        weight = {"majority": float(len(group)), "weighted": sum(scores),
+                  "best": max(scores)}[aggregate]
+        key = (weight, -order)
+        if best_key is None or key > best_key:
+            best_key, winner = key, answered[min(group)][0]
+    return winner
+
+
+def check_same_questions(store: Store, problems: Sequence[Problem]) -> None:
+    """Refuse a run whose stored question of an id differs (another file under one name)."""
+    stored: Mapping[str, QuestionRow] = {q.id: q for q in store.questions()}
+    for p in problems:
+        q = stored.get(p.id)
+        if q is not None and (q.question != p.question or q.gold != p.gold):
+            raise ConfigError(f"question {p.id} in {store.path.parent} differs from the one in "
+                              "the dataset now: use a new --out name")

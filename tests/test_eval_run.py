@@ -1,0 +1,277 @@
+"""``ttscale eval`` generation runs: the harness over a cached backend, resuming, larger N
+reusing smaller N, stored verifier scores, bad input, and a kill -9 of the real command."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import ttscale
+from ttscale.backends.fake import FakeBackend
+from ttscale.errors import ConfigError
+from ttscale.evaluation.cache import CachedBackend
+from ttscale.evaluation.datasets import Problem
+from ttscale.evaluation.harness import EvalConfig, Harness, run_settings, vote
+from ttscale.evaluation.metrics import curve
+from ttscale.evaluation.records import load_records, question_samples
+from ttscale.store import FILE_NAME, Store
+
+SRC = str(Path(ttscale.__file__).resolve().parents[1])
+PROBLEMS = [Problem(f"q{i}", f"What is {i} + 1?", str(i + 1)) for i in range(4)]
+
+
+def script(_prompt: object, i: int) -> str:
+    # sample i answers 1, 2, 3, 1, 2, 3, ...: every question has a right answer somewhere
+    return f"Step one.\n\nThe answer is \\boxed{{{i % 3 + 1}}}."
+
+
+def open_run(tmp: Path, cfg: EvalConfig, fake: FakeBackend) -> tuple[Store, Harness]:
+    settings = run_settings(cfg, model="fake", model_sha256="f" * 64, dataset="t",
+                            split="test")
+    store = Store.open(tmp, settings)
+    return store, Harness(cfg, CachedBackend(fake, store, "f" * 64), store)
+
+
+def test_larger_n_generates_only_the_missing_samples(tmp_path: Path) -> None:
+    fake = FakeBackend(script=script)
+    store, h = open_run(tmp_path, EvalConfig(ns=(1, 2)), fake)
+    first = h.run(PROBLEMS)
+    assert (first.new_samples, first.cached_samples) == (8, 0)
+    store.close()
+    store, h = open_run(tmp_path, EvalConfig(ns=(1, 4, 8)), fake)
+    second = h.run(PROBLEMS)
+    assert (second.new_samples, second.cached_samples) == (24, 8)
+    # one batched call per question and missing range: samples 2..7 only
+    assert [p.seed for _, p in fake.calls[-4:]] == [2, 2, 2, 2]
+    assert store.count("generations") == 32
+    store.close()
+    _settings, records = load_records(tmp_path)
+    assert [len(r.traces) for r in records] == [8, 8, 8, 8]
+    assert [t.answer for t in records[0].traces[:4]] == ["1", "2", "3", "1"]
+
+
+def test_results_are_the_vote_of_the_first_n_samples(tmp_path: Path) -> None:
+    store, h = open_run(tmp_path, EvalConfig(ns=(1, 3, 4)), FakeBackend(script=script))
+    h.run(PROBLEMS[:2])
+    rows = {(r.question_id, r.n): r for r in store.results()}
+    assert rows[("q0", 1)].answer == "1" and rows[("q0", 1)].correct  # gold of q0 is 1
+    assert rows[("q1", 3)].answer == "1" and not rows[("q1", 3)].correct  # a 3-way tie
+    assert rows[("q1", 4)].answer == "1"  # 1 has two votes of four
+    # the cost of n samples is n samples' prompt and completion tokens
+    one, four = rows[("q0", 1)].usage, rows[("q0", 4)].usage
+    assert four.total_tokens == 4 * one.total_tokens and four.calls == 4
+    store.close()
+
+
+def test_verifier_scores_are_stored_once_and_counted(tmp_path: Path) -> None:
+    fake = FakeBackend(script=script, yes_logprob=-0.3)
+    cfg = EvalConfig(strategies=("majority", "weighted_best_of_n"), ns=(2, 4))
+    store, h = open_run(tmp_path, cfg, fake)
+    h.run(PROBLEMS[:1])
+    assert cfg.verifier == "self_judge"
+    assert store.count("scores") == 4
+    judged = len(fake.calls)
+    store.close()
+    store, h = open_run(tmp_path, cfg, fake)
+    again = h.run(PROBLEMS[:1])
+    assert again.new_samples == 0 and len(fake.calls) == judged  # nothing generated or judged
+    rows = {(r.strategy, r.n): r for r in store.results()}
+    # weighted best-of-N pays for the judge too
+    assert (rows[("weighted_best_of_n", 4)].usage.total_tokens
+            > rows[("majority", 4)].usage.total_tokens)
+    store.close()
+    _s, records = load_records(tmp_path)
+    samples = question_samples(records)
+    assert all(s[2] is not None and s[3] > 0 for s in samples[0].samples)
+    weighted = curve(samples, [4], "weighted_best_of_n")[0]
+    majority = curve(samples, [4], "majority")[0]
+    assert weighted.mean_tokens > majority.mean_tokens
+
+
+def test_vote_breaks_ties_toward_the_first_class() -> None:
+    assert vote([("2", 0.1), ("3", 0.1)], "majority") == "2"
+    assert vote([("2", 0.1), ("3", 0.1), ("3", 0.05)], "weighted") == "3"
+    assert vote([("2", 0.3), ("3", 0.2), ("3", 0.2)], "best") == "2"
+    assert vote([], "majority") is None
+
+
+def test_config_refuses_bad_values() -> None:
+    with pytest.raises(ConfigError, match="positive sample counts"):
+        EvalConfig(ns=(0, 2))
+    with pytest.raises(ConfigError, match="unknown strategy"):
+        EvalConfig(strategies=("nonsense",))
+    with pytest.raises(ConfigError, match="positive numbers"):
+        EvalConfig(seeds=0)
+
+
+# --- the command as a user runs it -----------------------------------------------------------
+
+def _ttscale(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([SRC, *filter(None, [env.get("PYTHONPATH")])])
+    return subprocess.run([sys.executable, "-m", "ttscale", *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _questions(tmp_path: Path, count: int = 6) -> Path:
+    f = tmp_path / "qs.jsonl"
+    # the fake backend always answers 42: questions with gold 42 are right
+    f.write_text("".join(json.dumps({"question": f"Question {i}?",
+                                     "answer": "42" if i % 2 else str(i)}) + "\n"
+                         for i in range(count)))
+    return f
+
+
+def _eval(data: Path, out: Path, *extra: str, n: str = "1,2,4") -> list[str | Path]:
+    return ["eval", "--dataset", data, "--backend", "fake", "--strategies", "majority",
+            "--n", n, "--out", out, "--concurrency", "1", *extra]
+
+
+def test_eval_command_writes_results_and_refuses_other_settings(tmp_path: Path) -> None:
+    data, out = _questions(tmp_path), tmp_path / "run"
+    done = _ttscale(*_eval(data, out), "--json")
+    assert done.returncode == 0, done.stderr
+    points = [json.loads(line) for line in done.stdout.splitlines()]
+    majority = [p for p in points if p["strategy"] == "majority"]
+    assert [p["n"] for p in majority] == [1, 2, 4]
+    assert all(p["accuracy"] == 0.5 and p["questions"] == 6 for p in majority)
+    assert (out / "results.jsonl").read_text().splitlines()[0] == done.stdout.splitlines()[0]
+    assert "24 samples generated now" in done.stderr
+
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (out / "report.html").unlink()
+    rebuilt = _ttscale("report", out)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert rebuilt.stdout.strip() == str(out / "report.html")
+    assert "Question 0?" in (out / "report.html").read_text()
+
+    more = _ttscale(*_eval(data, out, n="1,8"), "--json")
+    assert more.returncode == 0, more.stderr
+    assert "24 samples generated now, 24 replayed" in more.stderr
+
+    other = _ttscale(*_eval(data, out), "--temperature", "0.3")
+    assert other.returncode == 2
+    assert "different sampling" in other.stderr and "use a new --out name" in other.stderr
+    assert "Traceback" not in other.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--dataset", "nope"], "unknown dataset 'nope'"),
+    (["--dataset", "gsm8k", "--split", "dev"], "gsm8k has no split 'dev'"),
+    (["--dataset", "gsm8k", "--n", "4,2"], "--n must be strictly increasing"),
+    (["--dataset", "gsm8k", "--n", "0,2"], "--n must list positive sample counts"),
+    (["--dataset", "gsm8k", "--ids", "5000"], "past the end of gsm8k test"),
+])
+def test_eval_bad_input_is_one_sentence(tmp_path: Path, args: list[str], message: str) -> None:
+    done = _ttscale("eval", "--backend", "fake", "--out", tmp_path / "r", *args)
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1
+
+
+def test_eval_jsonl_missing_field_names_the_line(tmp_path: Path) -> None:
+    f = tmp_path / "bad.jsonl"
+    f.write_text('{"question": "a?", "answer": "1"}\n{"question": "b?"}\n')
+    done = _ttscale(*_eval(f, tmp_path / "r"))
+    assert done.returncode == 2 and "line 2" in done.stderr, done.stderr
+
+
+def test_eval_refuses_a_corrupted_store_and_keeps_it(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / FILE_NAME).write_bytes(b"not a database at all" * 10)
+    done = _ttscale(*_eval(_questions(tmp_path), out))
+    assert done.returncode == 2 and "not an SQLite file" in done.stderr
+    assert (out / FILE_NAME).read_bytes() == b"not a database at all" * 10
+
+
+def _generations(out: Path) -> list[tuple[object, ...]]:
+    conn = sqlite3.connect(out / FILE_NAME)
+    try:
+        return conn.execute("SELECT prompt_hash, sample_index, text FROM generations "
+                            "ORDER BY prompt_hash, sample_index").fetchall()
+    except sqlite3.OperationalError:
+        return []  # the tables are not created yet
+    finally:
+        conn.close()
+
+
+def _numbers(out: Path) -> list[dict[str, object]]:
+    """The curve points of a run without wall seconds, which are measured, not computed."""
+    points = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    for p in points:
+        del p["mean_seconds"]
+    return points
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
+def test_eval_killed_with_sigkill_resumes_to_the_same_numbers(tmp_path: Path) -> None:
+    data = _questions(tmp_path, 8)
+    whole = tmp_path / "whole"
+    assert _ttscale(*_eval(data, whole, "--json")).returncode == 0
+    reference = _numbers(whole)
+
+    killed = tmp_path / "killed"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([SRC, *filter(None, [env.get("PYTHONPATH")])])
+    proc = subprocess.Popen([sys.executable, "-m", "ttscale",
+                             *map(str, _eval(data, killed, "--fake-delay", "0.4"))],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if (killed / FILE_NAME).exists() and 2 <= len(_generations(killed)) // 4 < 8:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    partial = _generations(killed)
+    assert 0 < len(partial) < 32
+
+    again = _ttscale(*_eval(data, killed, "--json"))
+    assert again.returncode == 0, again.stderr
+    assert f"{32 - len(partial)} samples generated now" in again.stderr
+    final = _generations(killed)
+    assert final == _generations(whole) and len(set(final)) == 32
+    assert _numbers(killed) == reference
+
+
+def test_report_of_a_directory_without_a_run_is_one_sentence(tmp_path: Path) -> None:
+    done = _ttscale("report", tmp_path)
+    assert done.returncode == 2 and "holds no run store" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_datasets_lists_the_offline_sets_with_sizes() -> None:
+    done = _ttscale("datasets", "--json")
+    assert done.returncode == 0, done.stderr
+    rows = {d["name"]: d for d in json.loads(done.stdout)}
+    assert rows["gsm8k"]["splits"] == ["test", "train"]
+    assert rows["gsm8k"]["sizes"] == [1319, 7473]
+    assert {"math500", "math", "svamp", "asdiv", "gym:TASK", "PATH.jsonl"} <= set(rows)
+    table = _ttscale("datasets")
+    assert "1,319" in table.stdout and "math500" in table.stdout
+
+
+@pytest.mark.slow
+def test_eval_on_the_real_small_model(tmp_path: Path) -> None:
+    out = tmp_path / "real"
+    done = _ttscale("eval", "--dataset", "gsm8k", "--ids", "0-1", "--model", "smollm2-135m",
+                    "--strategies", "majority,weighted_best_of_n", "--n", "1,2",
+                    "--max-tokens", "96", "--out", out, "--json", timeout=600)
+    assert done.returncode == 0, done.stderr
+    _s, records = load_records(out)
+    assert [len(r.traces) for r in records] == [2, 2]
+    trace = records[0].traces[0]
+    assert trace.completion_tokens > 0 and trace.prompt_tokens > 0
+    assert trace.score is not None and 0.0 <= trace.score <= 1.0
+    points = [json.loads(line) for line in done.stdout.splitlines()]
+    assert {p["strategy"] for p in points} == {"majority", "weighted_best_of_n", "pass@k"}
