@@ -192,12 +192,32 @@ def parse_ids(text: str | None) -> tuple[list[str] | None, list[int] | None]:
     return names or None, positions or None
 
 
+def parse_options(items: Sequence[str]) -> dict[str, Any]:
+    """``--option KEY=VALUE`` pairs; a value that reads as JSON (a number, true) is that.
+
+    Example:
+        >>> parse_options(["seed=3", "name=chain", "exact=true"])
+        {'seed': 3, 'name': 'chain', 'exact': True}
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"--option {item!r} is not KEY=VALUE: write e.g. --option seed=1")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
 def select_problems(dataset: str, split: str, limit: int | None, ids: str | None,
-                    question_field: str | None, answer_field: str | None) -> list[Problem]:
+                    question_field: str | None, answer_field: str | None,
+                    options: dict[str, Any] | None = None) -> list[Problem]:
     """The problems an eval asks for: by id or position, then the first ``limit``."""
     names, positions = parse_ids(ids)
     problems = load_dataset(dataset, split, ids=names, question_field=question_field,
-                            answer_field=answer_field)
+                            answer_field=answer_field, **(options or {}))
     if positions is not None:
         if names is not None:
             raise ConfigError("--ids mixes problem ids and positions: give one kind")
@@ -227,9 +247,11 @@ def model_identity(backend: str, model: str | None, base_url: str | None) -> tup
 def eval_run(out: Path, *, cfg: EvalConfig, dataset: str, split: str, limit: int | None,
              ids: str | None, question_field: str | None, answer_field: str | None,
              backend: str, model: str | None, base_url: str | None, threads: int | None,
-             as_json: bool, fake_delay: float = 0.0) -> list[CurvePoint]:
+             as_json: bool, fake_delay: float = 0.0,
+             options: dict[str, Any] | None = None) -> list[CurvePoint]:
     """``ttscale eval``: generate what is missing, then replay, report and plot the run."""
-    problems = select_problems(dataset, split, limit, ids, question_field, answer_field)
+    problems = select_problems(dataset, split, limit, ids, question_field, answer_field,
+                               options)
     name, sha = model_identity(backend, model, base_url)
     settings = run_settings(cfg, model=name, model_sha256=sha, dataset=dataset, split=split)
     err = Console(stderr=True)

@@ -413,6 +413,10 @@ def eval_command(
         help="The question's field in a JSONL or hf: dataset.", show_default=False)] = None,
     answer_field: Annotated[str | None, typer.Option(
         help="The gold answer's field in a JSONL or hf: dataset.", show_default=False)] = None,
+    option: Annotated[list[str] | None, typer.Option(
+        help="KEY=VALUE for a gym: dataset (repeatable): seed, size and the task's "
+             "difficulty settings, e.g. --option seed=1 --option max_terms=4.",
+        show_default=False)] = None,
     backend: Annotated[str, typer.Option(help="llamacpp, openai or fake.")] = "llamacpp",
     base_url: Annotated[str | None, typer.Option(
         help="An OpenAI-compatible server, with --backend openai.", show_default=False)] = None,
@@ -432,7 +436,7 @@ def eval_command(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from ttscale.cli.evaluate import eval_run, parse_ns
+    from ttscale.cli.evaluate import eval_run, parse_ns, parse_options
     from ttscale.evaluation.harness import EvalConfig
 
     with _reported():
@@ -448,7 +452,7 @@ def eval_command(
         eval_run(out, cfg=cfg, dataset=dataset, split=split, limit=limit, ids=ids,
                  question_field=question_field, answer_field=answer_field, backend=backend,
                  model=model, base_url=base_url, threads=threads, as_json=as_json,
-                 fake_delay=fake_delay)
+                 fake_delay=fake_delay, options=parse_options(option or []))
 
 
 @eval_app.command("import-samples")
