@@ -407,7 +407,7 @@ def eval_command(
     top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold.")] = 1.0,
     max_tokens: Annotated[int, typer.Option(help="Completion tokens per sample, at most.")
                           ] = 1024,
-    concurrency: Annotated[int, typer.Option(help="Questions in flight at once.")] = 2,
+    concurrency: Annotated[int, typer.Option(help="Questions in flight at once.")] = 4,
     resamples: Annotated[int, typer.Option(help="Random subsets per question and n.")] = 200,
     question_field: Annotated[str | None, typer.Option(
         help="The question's field in a JSONL or hf: dataset.", show_default=False)] = None,

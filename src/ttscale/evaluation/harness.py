@@ -31,7 +31,7 @@ from ttscale.params import SamplingParams
 from ttscale.registry import strategies as strategy_registry
 from ttscale.registry import verifiers as verifier_registry
 from ttscale.store import QuestionRow, ResultRow, ScoreRow, Store, StoredGeneration, params_json
-from ttscale.types import Usage
+from ttscale.types import GenerateOutput, Usage
 from ttscale.verifiers.base import Verifier
 
 KIND = "eval"
@@ -185,6 +185,9 @@ class Harness:
         self.store = store
         self.on_tick = on_tick or (lambda _t: None)
         self.verifier: Verifier | None = None
+        self._samples_pool: ThreadPoolExecutor | None = None
+        self._replayed = 0  # samples read back from the store instead of generated
+        self._lock = threading.Lock()
         if cfg.verifier is not None:
             # The verifier calls the backend itself: its scores are stored, not its samples.
             self.verifier = verifier_registry.get(cfg.verifier)(backend.backend)
@@ -195,7 +198,7 @@ class Harness:
                                   for p in problems])
         start = time.perf_counter()
         counter = _Counter()
-        before = (self.backend.new_samples, self.backend.cached_samples)
+        before = (self.backend.new_samples, self.backend.cached_samples + self._replayed)
         new_usage = Usage()
         usage_lock = threading.Lock()
 
@@ -210,16 +213,26 @@ class Harness:
                 tick = Tick(counter.done, len(problems), counter.new_tokens, problem.id)
             self.on_tick(tick)
 
-        if self.cfg.concurrency == 1 or len(problems) <= 1:
-            for p in problems:
-                one(p)
-        else:
-            with ThreadPoolExecutor(self.cfg.concurrency) as pool:
-                # list(): re-raise the first failure here, after the others stop
-                list(pool.map(one, problems))
+        with ThreadPoolExecutor(max(1, self.cfg.concurrency * self.cfg.n_max),
+                                thread_name_prefix="sample") as samples:
+            self._samples_pool = samples
+            if self.cfg.concurrency == 1 or len(problems) <= 1:
+                for p in problems:
+                    one(p)
+            else:
+                with ThreadPoolExecutor(self.cfg.concurrency) as pool:
+                    # list(): re-raise the first failure here, after the others stop
+                    list(pool.map(one, problems))
         return EvalOutcome(len(problems), self.backend.new_samples - before[0],
-                           self.backend.cached_samples - before[1], new_usage,
+                           self.backend.cached_samples + self._replayed - before[1], new_usage,
                            time.perf_counter() - start)
+
+    def _fanout(self, call: Callable[[int], GenerateOutput],
+                indices: Sequence[int]) -> list[GenerateOutput]:
+        """``call`` for every index, concurrently on the run's sample pool."""
+        if len(indices) <= 1 or self._samples_pool is None:
+            return [call(i) for i in indices]
+        return list(self._samples_pool.map(call, indices))
 
     def _question(self, problem: Problem) -> Usage:
         spent = Usage()
@@ -243,9 +256,20 @@ class Harness:
         """The question's ``n_max`` samples of one seed (generated if missing) with scores."""
         prompt = solve_prompt(problem.question)
         params = _seed_params(self.cfg, seed, self.cfg.n_max)
-        out = self.backend.generate([prompt], params)
-        spent = out.usage
         first = params.seed
+        have = self.store.get_generations(self.backend.model_sha256, prompt, params, first,
+                                          first + params.n)
+        missing = [i for i in range(first, first + params.n) if i not in have]
+        with self._lock:
+            self._replayed += len(have)
+        # One request per sample (sample i of seed s is the sample of seed s + i either way):
+        # each is stored the moment it finishes, so a kill loses only unfinished samples,
+        # and the backend's free slots take the next question's samples meanwhile.
+        outs = self._fanout(lambda i: self.backend.generate([prompt], params.with_(n=1, seed=i)),
+                            missing)
+        spent = Usage()
+        for out in outs:
+            spent = spent + out.usage
         stored = self.store.get_generations(self.backend.model_sha256, prompt, params, first,
                                             first + params.n)
         # A failed sample is not stored: it is generated again on the next run.
