@@ -91,7 +91,10 @@ options are reduction, top_logprobs
         return spec
     try:
         sig.bind(*args, **dict(spec.options))
-    except TypeError:
+    except TypeError as exc:
+        if "missing" in str(exc) and spec.arg is None:
+            raise ConfigError(f"verifier {spec.name} needs an argument: write "
+                              f"{spec.name}:ARG, e.g. hf_prm:Qwen/Qwen2.5-Math-PRM-7B") from None
         given = ", ".join(([repr(spec.arg)] if spec.arg else [])
                           + [f"{k}={v!r}" for k, v in spec.options])
         names = [p.name for p in sig.parameters.values()
