@@ -16,7 +16,6 @@ torch and transformers are imported only when a model loads: ``pip install torch
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from ttscale.errors import ConfigError, MissingExtra, ModelError, require
 from ttscale.types import Usage
 from ttscale.verifiers.base import VerifierOutput
 from ttscale.verifiers.reduce import check_reduction, reduce_scores
-from ttscale.verifiers.steps import DEFAULT_DELIMITER, check_delimiter, split_steps
+from ttscale.verifiers.steps import DEFAULT_DELIMITER, check_delimiter, fill, split_steps
 
 KINDS = ("reward_head", "step_tag")
 # Qwen2.5-Math-PRM's model card puts this system prompt before the question.
@@ -120,6 +119,12 @@ class HFProcessRewardModel:
     default the tokenizer's chat template for a reward head (system, question, solution),
     ``"{question} {solution}"`` for a step tag. Usage: prompt tokens = tokens fed, calls =
     forward passes (``batch_size`` traces each), FLOPs = 2 x parameters x tokens.
+
+    Example (online, about 15 GB of weights; offline, give a local directory instead):
+        >>> prm = HFProcessRewardModel("Qwen/Qwen2.5-Math-PRM-7B")  # doctest: +SKIP
+        >>> out = prm.score("What is 2+2?", ["2+2 = 4.\\n\\nSo \\\\boxed{4}."])  # doctest: +SKIP
+        >>> len(out.step_scores[0]), out.usage.calls  # doctest: +SKIP
+        (2, 1)
     """
 
     name = "hf_prm"
@@ -178,11 +183,8 @@ class HFProcessRewardModel:
             solution = sep.join(steps) + sep
         else:
             solution = f" {sep}{self.step_delimiter}".join(steps) + f" {sep}"
-        values = {"question": question, "solution": solution}
         if self.template is not None:
-            # one pass, so braces in the question (LaTeX) are never read as placeholders
-            text = re.sub(r"\{(question|solution)\}", lambda m: values[m.group(1)],
-                          self.template)
+            text = fill(self.template, question=question, solution=solution)
         elif self.kind == "reward_head" and getattr(self.tokenizer, "chat_template", None):
             messages = [{"role": "system", "content": QWEN_SYSTEM},
                         {"role": "user", "content": question},

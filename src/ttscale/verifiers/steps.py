@@ -1,6 +1,9 @@
-"""Splitting a trace into reasoning steps, the one way every step-level verifier does it."""
+"""Text every verifier shares: splitting a trace into reasoning steps (the one way every
+step-level verifier does it) and filling prompt templates."""
 
 from __future__ import annotations
+
+import re
 
 from ttscale.errors import ConfigError
 
@@ -34,3 +37,15 @@ def split_steps(text: str, delimiter: str = DEFAULT_DELIMITER) -> list[str]:
     """
     check_delimiter(delimiter)
     return [s.strip() for s in text.split(delimiter) if s.strip()] or [""]
+
+
+def fill(template: str, **values: str) -> str:
+    """``template`` with each ``{name}`` replaced by its value, in one pass: braces in a
+    value (LaTeX) or in the template (``\\boxed{}``) are never read as placeholders.
+
+    Example:
+        >>> fill("Q: {question} -> \\\\boxed{}", question="{x}^2")
+        'Q: {x}^2 -> \\\\boxed{}'
+    """
+    names = "|".join(map(re.escape, values))
+    return re.sub(r"\{(" + names + r")\}", lambda m: values[m.group(1)], template)
