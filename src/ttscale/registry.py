@@ -82,5 +82,9 @@ strategies: Registry[Any] = Registry(
 verifiers: Registry[Any] = Registry(
     "verifier",
     "ttscale.verifiers",
-    {"self_judge": "ttscale.verifiers.self_judge:SelfJudge"},
+    {
+        "self_judge": "ttscale.verifiers.self_judge:SelfJudge",
+        "llm_judge": "ttscale.verifiers.llm_judge:LLMJudge",
+        "hf_prm": "ttscale.verifiers.hf_prm:HFProcessRewardModel",
+    },
 )

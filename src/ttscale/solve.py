@@ -9,19 +9,19 @@ from ttscale.backends.base import Backend, load_backend
 from ttscale.budget import Accountant, Budget
 from ttscale.errors import ConfigError
 from ttscale.params import SamplingParams
-from ttscale.registry import strategies, verifiers
+from ttscale.registry import strategies
 from ttscale.strategies.base import Env, Progress, run
 from ttscale.types import Result
 from ttscale.verifiers.base import Verifier
+from ttscale.verifiers.spec import build_verifier, check_verifier
 
 
 def make_verifier(name: str | Verifier | None, backend: Backend) -> Verifier | None:
-    """A verifier by registered name, built on ``backend``; instances pass through."""
-    if name is None or not isinstance(name, str):
-        return name
-    factory = verifiers.get(name)
-    made: Verifier = factory(backend)
-    return made
+    """A verifier by spec (``self_judge``, ``hf_prm:MODEL``, ``llm_judge,k=8``), built on
+    ``backend``; instances pass through."""
+    if name is None:
+        return None
+    return build_verifier(name, backend)
 
 
 def make_strategy(name: str, n: int) -> Any:
@@ -47,7 +47,7 @@ def check(question: str, *, strategy: str, verifier: str | Verifier | None, n: i
                             top_p=top_p, stop=tuple(stop))
     strat = make_strategy(strategy, n)
     if isinstance(verifier, str):
-        verifiers.get(verifier)  # unknown names fail here, listing the choices
+        check_verifier(verifier)  # unknown names and options fail here, listing the choices
     if strat.needs_verifier and verifier is None:
         raise ConfigError(f"strategy {strategy} needs a verifier: pass --verifier self_judge")
     return params, strat

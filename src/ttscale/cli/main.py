@@ -202,7 +202,8 @@ def solve_command(
         help="Cap on all tokens spent (prompts, completions, verification).",
         show_default=False)] = None,
     verifier: Annotated[str | None, typer.Option(
-        help="Verifier for the best_of_n strategies: self_judge.", show_default=False)] = None,
+        help="Verifier for the best_of_n strategies: self_judge, llm_judge[,k=8], "
+             "hf_prm:MODEL (NAME[:ARG][,KEY=VALUE...]).", show_default=False)] = None,
     threads: Annotated[int | None, typer.Option(
         help="CPU threads for llamacpp (default: all cores).", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option(
@@ -401,7 +402,8 @@ def eval_command(
                  ] = "1,2,4,8",
     seeds: Annotated[int, typer.Option(help="Independent sample sets per question.")] = 1,
     verifier: Annotated[str | None, typer.Option(
-        help="Scores samples for best_of_n / weighted_best_of_n (default self_judge).",
+        help="Scores samples for best_of_n / weighted_best_of_n (default self_judge; "
+             "NAME[:ARG][,KEY=VALUE...], e.g. hf_prm:MODEL).",
         show_default=False)] = None,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold.")] = 1.0,

@@ -29,10 +29,10 @@ from ttscale.evaluation.datasets import Problem
 from ttscale.evaluation.records import SEED_STRIDE
 from ttscale.params import SamplingParams
 from ttscale.registry import strategies as strategy_registry
-from ttscale.registry import verifiers as verifier_registry
 from ttscale.store import QuestionRow, ResultRow, ScoreRow, Store, StoredGeneration, params_json
 from ttscale.types import GenerateOutput, Usage
 from ttscale.verifiers.base import Verifier
+from ttscale.verifiers.spec import build_verifier, check_verifier
 
 KIND = "eval"
 RUN_LABEL = "eval"
@@ -89,7 +89,7 @@ smallest to largest, e.g. 1,2,4,8
         if self.verifier is None and any(s in VERIFIED for s in self.strategies):
             object.__setattr__(self, "verifier", "self_judge")
         if self.verifier is not None:
-            verifier_registry.get(self.verifier)
+            check_verifier(self.verifier)
         self.sampling  # validates temperature, top_p and max_tokens  # noqa: B018
 
     @property
@@ -190,7 +190,7 @@ class Harness:
         self._lock = threading.Lock()
         if cfg.verifier is not None:
             # The verifier calls the backend itself: its scores are stored, not its samples.
-            self.verifier = verifier_registry.get(cfg.verifier)(backend.backend)
+            self.verifier = build_verifier(cfg.verifier, backend.backend)
 
     def run(self, problems: Sequence[Problem]) -> EvalOutcome:
         """Generate, score and record every question; resumable at any point."""

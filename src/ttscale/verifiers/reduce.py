@@ -21,6 +21,18 @@ REDUCTIONS: dict[str, Callable[[Sequence[float]], float]] = {
 }
 
 
+def check_reduction(how: str) -> str:
+    """``how`` if it names a reduction, else a ``ConfigError`` listing them (for constructors).
+
+    Example:
+        >>> check_reduction("min")
+        'min'
+    """
+    if how not in REDUCTIONS:
+        raise ConfigError(f"unknown reduction {how!r}: choose one of {', '.join(REDUCTIONS)}")
+    return how
+
+
 def reduce_scores(steps: Sequence[float], how: str = "last") -> float:
     """One score from step scores.
 
@@ -30,18 +42,8 @@ def reduce_scores(steps: Sequence[float], how: str = "last") -> float:
         >>> round(reduce_scores([0.25, 1.0], "geometric_mean"), 3)
         0.5
     """
-    if how not in REDUCTIONS:
-        raise ConfigError(f"unknown reduction {how!r}: choose one of {', '.join(REDUCTIONS)}")
+    check_reduction(how)
     if not steps:
         return 0.5  # nothing to judge: neutral
     return float(REDUCTIONS[how](steps))
 
-
-def split_steps(text: str, delimiter: str = "\n\n") -> list[str]:
-    """Reasoning steps of a trace (blank-line separated by default), empty ones dropped.
-
-    Example:
-        >>> split_steps("a\\n\\nb\\n\\n\\n\\nc")
-        ['a', 'b', 'c']
-    """
-    return [s.strip() for s in text.split(delimiter) if s.strip()]

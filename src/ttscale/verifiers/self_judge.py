@@ -14,7 +14,7 @@ from ttscale.backends.base import Backend
 from ttscale.params import SamplingParams
 from ttscale.types import Chat, Generation, Usage
 from ttscale.verifiers.base import VerifierOutput
-from ttscale.verifiers.reduce import reduce_scores
+from ttscale.verifiers.reduce import check_reduction, reduce_scores
 
 JUDGE_SYSTEM = "You are a strict grader of math solutions. Reply with one word: Yes or No."
 JUDGE_TEMPLATE = (
@@ -55,7 +55,7 @@ class SelfJudge:
 
     def __init__(self, backend: Backend, *, reduction: str = "last", top_logprobs: int = 20):
         self.backend = backend
-        self.reduction = reduction
+        self.reduction = check_reduction(reduction)
         self.params = SamplingParams(n=1, temperature=0.0, max_tokens=1, logprobs=True,
                                      top_logprobs=top_logprobs)
 
