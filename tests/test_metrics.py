@@ -95,8 +95,15 @@ def test_weighted_sums_scores_per_class() -> None:
     samples: list[Sample] = [("1", 1, 0.1), ("1", 1, 0.2), ("2", 1, 0.9)]
     assert subsample_accuracy(samples, "2", 3, 1, random.Random(0), "weighted")[0] == 1.0
     assert subsample_accuracy(samples, "2", 3, 1, random.Random(0), "majority")[0] == 0.0
+    # best-of-N: the single best-scored sample wins, however few votes its class has
+    samples = [("1", 1, 0.5), ("1", 1, 0.5), ("2", 1, 0.6)]
+    assert subsample_accuracy(samples, "2", 3, 1, random.Random(0), "best")[0] == 1.0
+    assert subsample_accuracy(samples, "1", 3, 1, random.Random(0), "weighted")[0] == 1.0
+    # pass: right when any sample is
+    assert subsample_accuracy(samples, "2", 2, 1, random.Random(0), "pass")[0] == pytest.approx(
+        2 / 3)
     with pytest.raises(ConfigError, match="choose one of"):
-        subsample_accuracy(samples, "2", 3, 1, random.Random(0), "best")
+        subsample_accuracy(samples, "2", 3, 1, random.Random(0), "median")
 
 
 def test_no_answers_is_incorrect_and_bad_k_refused() -> None:

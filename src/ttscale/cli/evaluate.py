@@ -337,5 +337,6 @@ def rebuild_report(run_dir: Path) -> Path:
             row.pop("resamples", None)
             row.pop("seed", None)
             row["bins"] = tuple(tuple(b) for b in row["bins"])
+            row["bin_tokens"] = tuple(row.get("bin_tokens", ()))
             points.append(CurvePoint(**row))
     return report.write_report(Path(run_dir), points)

@@ -197,6 +197,8 @@ class CurvePoint:
     mean_tokens: float
     questions: int
     bins: tuple[tuple[str, int, float | None], ...]
+    # mean tokens per question in each bin of ``bins`` (None where the bin is empty)
+    bin_tokens: tuple[float | None, ...] = ()
     mean_flops: float | None = None  # per question, where the run measured it
     mean_seconds: float | None = None  # wall seconds per question, where measured
 
@@ -233,6 +235,23 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
     return m, m - half, m + half
 
 
+def by_bin(accs: Sequence[float], toks: Sequence[float], bins: Sequence[str],
+           ) -> tuple[tuple[tuple[str, int, float | None], ...], tuple[float | None, ...]]:
+    """Per difficulty bin: (name, questions, mean accuracy) and the mean tokens.
+
+    Example:
+        >>> by_bin([1.0, 0.0], [10.0, 30.0], ["easy", "hard"])
+        ((('easy', 1, 1.0), ('medium', 0, None), ('hard', 1, 0.0)), (10.0, None, 30.0))
+    """
+    per_bin, tokens = [], []
+    for name, _, _ in BINS:
+        inside = [i for i, b in enumerate(bins) if b == name]
+        n = len(inside)
+        per_bin.append((name, n, sum(accs[i] for i in inside) / n if n else None))
+        tokens.append(sum(toks[i] for i in inside) / n if n else None)
+    return tuple(per_bin), tuple(tokens)
+
+
 def curve(questions: Sequence[QuestionSamples], ks: Sequence[int], strategy: str = "majority",
           resamples: int = 200, seed: int = 0) -> list[CurvePoint]:
     """Accuracy and tokens against the number of samples, one point per ``k``.
@@ -261,10 +280,7 @@ def curve(questions: Sequence[QuestionSamples], ks: Sequence[int], strategy: str
             accs.append(a)
             toks.append(t)
         m, low, high = mean_ci(accs)
-        per_bin = []
-        for name, _, _ in BINS:
-            inside = [a for a, b in zip(accs, bins, strict=True) if b == name]
-            per_bin.append((name, len(inside), sum(inside) / len(inside) if inside else None))
+        per_bin, bin_tokens = by_bin(accs, toks, bins)
         points.append(CurvePoint(strategy, k, m, low, high, sum(toks) / len(toks),
-                                 len(prepared), tuple(per_bin)))
+                                 len(prepared), per_bin, bin_tokens))
     return points

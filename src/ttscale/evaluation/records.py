@@ -14,7 +14,13 @@ from typing import Any
 
 from ttscale.answers import equivalent, solve_prompt
 from ttscale.errors import ConfigError
-from ttscale.evaluation.metrics import BINS, CurvePoint, QuestionSamples, difficulty, mean_ci
+from ttscale.evaluation.metrics import (
+    CurvePoint,
+    QuestionSamples,
+    by_bin,
+    difficulty,
+    mean_ci,
+)
 from ttscale.evaluation.runs import KIND as IMPORT_KIND
 from ttscale.evaluation.runs import load_run, stored_settings
 from ttscale.params import SamplingParams
@@ -156,12 +162,9 @@ def solved_curve(records: Sequence[QuestionRecord], strategy: str,
         if not accs:
             continue
         m, low, high = mean_ci(accs)
-        per_bin = []
-        for name, _, _ in BINS:
-            inside = [a for a, b in zip(accs, bins, strict=True) if b == name]
-            per_bin.append((name, len(inside), sum(inside) / len(inside) if inside else None))
+        per_bin, bin_tokens = by_bin(accs, toks, bins)
         points.append(CurvePoint(strategy, n, m, low, high, sum(toks) / len(toks), len(accs),
-                                 tuple(per_bin)))
+                                 per_bin, bin_tokens))
     return points
 
 

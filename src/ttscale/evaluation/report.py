@@ -109,16 +109,19 @@ def _pct(x: float | None) -> str:
 
 
 def _points_table(points: Sequence[CurvePoint]) -> str:
-    head = ("strategy", "n", "accuracy", "95% CI", "tokens / question", "easy", "medium", "hard")
+    head = ("strategy", "n", "accuracy", "95% CI", "tokens / question", "FLOPs / question",
+            "s / question", "easy", "medium", "hard")
     out = ["<table id='points'><thead><tr>", *(f"<th>{h}</th>" for h in head), "</tr></thead>"]
     for p in points:
-        bins = {name: (count, acc) for name, count, acc in p.bins}
         cells = [html.escape(p.strategy), str(p.n), _pct(p.accuracy),
                  f"{_pct(max(p.ci_low, 0.0))} – {_pct(min(p.ci_high, 1.0))}",
-                 f"{p.mean_tokens:,.0f}"]
-        for name in ("easy", "medium", "hard"):
-            count, acc = bins.get(name, (0, None))
-            cells.append(f"{_pct(acc)} <small>({count})</small>" if count else "–")
+                 f"{p.mean_tokens:,.0f}",
+                 "–" if p.mean_flops is None else f"{p.mean_flops:.2e}",
+                 "–" if p.mean_seconds is None else f"{p.mean_seconds:.1f}"]
+        tokens = list(p.bin_tokens) or [None] * len(p.bins)
+        for (_name, count, acc), tok in zip(p.bins, tokens, strict=False):
+            extra = "" if tok is None else f", {tok:,.0f} tok"
+            cells.append(f"{_pct(acc)} <small>({count}{extra})</small>" if count else "–")
         out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return "".join(out) + "</table>"
 
