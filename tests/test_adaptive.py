@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import ttscale
 from ttscale.adaptive import (
     BayesFactorRule,
     BudgetedBayesFactorRule,
@@ -24,6 +30,7 @@ from ttscale.evaluation.adaptive_replay import (
 )
 from ttscale.evaluation.metrics import QuestionSamples, prepare
 
+SRC = str(Path(ttscale.__file__).resolve().parents[1])
 RULES = [BayesFactorRule(threshold=10), BayesFactorRule(threshold=100),
          BudgetedBayesFactorRule()]
 
@@ -132,3 +139,75 @@ def test_fixed_rule_at_all_samples_is_majority() -> None:
     point = adaptive_curve(qs, FixedRule(n_max=40), orders=3)
     assert point.mean_tokens == pytest.approx(
         sum(sum(s[1] for s in q.samples) for q in qs) / len(qs))
+
+
+def test_online_strategy_samples_in_batches_and_counts_every_token() -> None:
+    from ttscale.backends.fake import FakeBackend
+    from ttscale.solve import solve
+
+    texts = ["so \\boxed{7}", "it is \\boxed{3} I think", "no idea at all", "\\boxed{7}"]
+    fb = FakeBackend(script=lambda _p, i: texts[i % 4])
+    r = solve("What?", backend=fb, strategy="adaptive_majority", n=12, seed=5)
+    seeds = [p.seed for _, p in fb.calls]
+    assert [p.n for _, p in fb.calls] == [2] * len(fb.calls)  # batches of 2
+    assert seeds == [5 + 2 * k for k in range(len(fb.calls))]  # no sample drawn twice
+    drawn = 2 * len(fb.calls)
+    assert len(r.traces) == drawn
+    # the texts drawn, in order, are exactly samples 5, 6, ... of the script
+    assert [t.text for t in r.traces] == [texts[(5 + i) % 4] for i in range(drawn)]
+    words = sum(len(texts[(5 + i) % 4].split()) for i in range(drawn))
+    prompt = fb.count_tokens(fb.calls[0][0])
+    assert r.usage.completion_tokens == words == sum(t.completion_tokens for t in r.traces)
+    assert r.usage.prompt_tokens == prompt * drawn
+    assert r.usage.calls == len(fb.calls)
+    assert r.answer == "7"
+    # the rule saw the same tally a replay would: it stops exactly when the rule first says so
+    rule = BudgetedBayesFactorRule(n_max=12)
+    from ttscale.strategies.adaptive_majority import tally_of
+
+    assert rule.should_stop(tally_of(r.traces)) or drawn == 12
+    assert drawn == 2 or not rule.should_stop(tally_of(r.traces[:-2]))
+
+
+def test_online_strategy_runs_to_n_on_scattered_answers() -> None:
+    from ttscale.backends.fake import FakeBackend
+    from ttscale.solve import solve
+
+    fb = FakeBackend(script=lambda _p, i: f"\\boxed{{{i}}}")
+    r = solve("q", backend=fb, strategy="adaptive_majority", n=9)
+    assert len(r.traces) == 9 and [p.n for _, p in fb.calls] == [2, 2, 2, 2, 1]
+
+
+def test_online_strategy_refuses_a_bad_rule() -> None:
+    from ttscale.strategies.adaptive_majority import AdaptiveMajority
+
+    with pytest.raises(ConfigError, match="unknown stopping rule"):
+        AdaptiveMajority(rule="nope")
+
+
+def test_cli_replay_adaptive_majority(tmp_path: Path) -> None:
+    rows = [{"problem_num": q, "gold_answer": "7",
+             "all_answers": [[a, t] for a, t in synthetic(q, 16)]} for q in range(5)]
+    f = tmp_path / "m.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([SRC, *filter(None, [env.get("PYTHONPATH")])])
+
+    def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "ttscale", *map(str, args)], env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    assert cli("eval", "import-samples", f, "--out", tmp_path / "run").returncode == 0
+    done = cli("eval", "replay", tmp_path / "run", "--strategies", "majority,adaptive_majority",
+               "--n", "16", "--rule", "fixed", "--rule", "bayes_factor,threshold=10",
+               "--resamples", "4", "--json")
+    assert done.returncode == 0, done.stderr
+    points = {p["strategy"]: p for p in map(json.loads, done.stdout.splitlines())}
+    fixed = points["adaptive_majority[fixed()]"]
+    assert fixed["accuracy"] == points["majority"]["accuracy"]
+    assert fixed["mean_tokens"] == points["majority"]["mean_tokens"]
+    assert points["adaptive_majority[bayes_factor(threshold=10)]"]["mean_tokens"] < fixed[
+        "mean_tokens"]
+    bad = cli("eval", "replay", tmp_path / "run", "--strategies", "adaptive_majority",
+              "--rule", "bayes_factor,speed=1")
+    assert bad.returncode != 0 and "has no option 'speed'" in bad.stderr
