@@ -171,16 +171,16 @@ class BudgetedBayesFactorRule:
 
     Example:
         >>> rule = BudgetedBayesFactorRule()
-        >>> t = Tally().add(0).add(0)
+        >>> t = Tally().add(0).add(0).add(0)
         >>> rule.should_stop(t), rule.should_stop(t.add(0))
         (False, True)
         >>> scattered = Tally().add(0).add(1).add(2).add(3)
-        >>> rule.should_stop(scattered), rule.should_stop(Tally((1,) * 32, drawn=32))
+        >>> rule.should_stop(scattered), rule.should_stop(Tally((1,) * 48, drawn=48))
         (False, True)
     """
 
-    threshold: float = 15.0
-    horizon: int = 32
+    threshold: float = 30.0
+    horizon: int = 48
     power: float = 1.0
     n_max: int = 80
     unseen: float = 0.3
@@ -245,7 +245,7 @@ def parse_rule(spec: str, n_max: int | None = None) -> StoppingRule:
         >>> parse_rule("bayes_factor,threshold=100", n_max=40)
         BayesFactorRule(threshold=100.0, n_max=40, unseen=0.3, name='bayes_factor')
         >>> parse_rule("budgeted").horizon
-        32
+        48
         >>> parse_rule("budgeted,speed=2")
         Traceback (most recent call last):
         ...
@@ -285,7 +285,7 @@ def rule_label(rule: StoppingRule) -> str:
         >>> rule_label(BayesFactorRule(threshold=100))
         'bayes_factor(threshold=100)'
         >>> rule_label(BudgetedBayesFactorRule())
-        'budgeted(threshold=15,horizon=32,power=1)'
+        'budgeted(threshold=30,horizon=48,power=1)'
     """
     name = getattr(rule, "name", type(rule).__name__)
     fields = getattr(rule, "__dataclass_fields__", {})

@@ -82,7 +82,7 @@ def replay_question(samples: Sequence[tuple[str | None, int]] | QuestionSamples,
         >>> from ttscale.adaptive import BudgetedBayesFactorRule
         >>> s = [("7", 100)] * 10 + [("3", 100)]
         >>> replay_question(s, "7", BudgetedBayesFactorRule(), orders=5, seed=1)
-        (1.0, 300.0, 3.0)
+        (1.0, 400.0, 4.0)
     """
     if isinstance(samples, QuestionSamples):
         samples = [(s[0], s[1]) for s in samples.samples]
