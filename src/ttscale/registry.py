@@ -74,6 +74,7 @@ strategies: Registry[Any] = Registry(
     {
         "greedy": "ttscale.strategies.greedy:Greedy",
         "majority": "ttscale.strategies.majority:Majority",
+        "adaptive_majority": "ttscale.strategies.adaptive_majority:AdaptiveMajority",
         "best_of_n": "ttscale.strategies.best_of_n:BestOfN",
         "weighted_best_of_n": "ttscale.strategies.best_of_n:WeightedBestOfN",
     },

@@ -23,9 +23,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ttscale.adaptive import DEFAULT_RULE, parse_rule
 from ttscale.backends.base import load_backend
 from ttscale.cli.render import format_flops
 from ttscale.errors import ConfigError
+from ttscale.evaluation.adaptive_replay import adaptive_curve
 from ttscale.evaluation.cache import CachedBackend
 from ttscale.evaluation.datasets import Problem, load_dataset
 from ttscale.evaluation.harness import (
@@ -48,7 +50,8 @@ from ttscale.evaluation.records import (
 from ttscale.evaluation.runs import max_n, store_imported
 from ttscale.store import FILE_NAME, Store
 
-STRATEGIES = ("majority", "best_of_n", "weighted_best_of_n", "pass@k")
+STRATEGIES = ("majority", "best_of_n", "weighted_best_of_n", "pass@k", "adaptive_majority")
+ADAPTIVE = "adaptive_majority"  # replayed per stopping rule (--rule), n = its n_max
 RESULTS = "results.jsonl"
 
 
@@ -138,10 +141,15 @@ def render_files(run_dir: Path, points: Sequence[CurvePoint]) -> None:
 
 
 def replay(run_dir: Path, strategies: str, n: str, *, resamples: int, seed: int,
-           as_json: bool) -> list[CurvePoint]:
+           as_json: bool, rules: Sequence[str] = (DEFAULT_RULE,)) -> list[CurvePoint]:
     """Replay each strategy at each n over a stored run (generated or imported): print the
-    table (or JSON lines), write results.jsonl, curves.png and report.html."""
+    table (or JSON lines), write results.jsonl, curves.png and report.html.
+
+    ``adaptive_majority`` is replayed once per stopping rule spec in ``rules`` (e.g.
+    ``budgeted``, ``bayes_factor,threshold=10``), with n as the rule's n_max and
+    ``resamples`` random sample orders per question."""
     names, ns = parse_strategies(strategies), parse_ns(n)
+    parsed = [parse_rule(spec) for spec in rules] if ADAPTIVE in names else []
     if resamples <= 0:
         raise ConfigError(f"--resamples must be a positive number, got {resamples}")
     _settings, records = load_records(run_dir)
@@ -156,9 +164,12 @@ def replay(run_dir: Path, strategies: str, n: str, *, resamples: int, seed: int,
                                                  for s in q.samples):
         raise ConfigError(f"{run_dir} has no verifier scores, so {', '.join(VERIFIED)} cannot "
                           "be replayed: use --strategies majority")
-    points = with_costs([p for name in names
+    points = with_costs([p for name in names if name != ADAPTIVE
                          for p in curve(questions, ns, name, resamples=resamples, seed=seed)],
                         records)
+    points += [adaptive_curve(questions, parse_rule(spec, n_max=k), orders=resamples,
+                              seed=seed)
+               for spec in rules[: len(parsed)] for k in ns]
     write_outputs(run_dir, points, as_json=as_json, resamples=resamples, seed=seed,
                   title="replay from stored samples")
     return points

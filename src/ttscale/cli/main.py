@@ -479,10 +479,17 @@ def replay_command(
     run_dir: Annotated[Path, typer.Argument(help="A run directory made by import-samples.",
                                             show_default=False)],
     strategies: Annotated[str, typer.Option(
-        help="Comma-separated: majority, weighted_best_of_n.")] = "majority",
-    n: Annotated[str, typer.Option("--n", help="Sample counts, increasing: 1,2,4,8.")
+        help="Comma-separated: majority, weighted_best_of_n, best_of_n, pass@k, "
+             "adaptive_majority.")] = "majority",
+    n: Annotated[str, typer.Option("--n", help="Sample counts, increasing: 1,2,4,8 (for "
+                                               "adaptive_majority: the most samples).")
                  ] = "1,2,4,8",
-    resamples: Annotated[int, typer.Option(help="Random subsets per question and n.")] = 200,
+    rule: Annotated[list[str] | None, typer.Option(
+        help="Stopping rule of adaptive_majority, NAME[,KEY=VALUE...] (repeatable): budgeted "
+             "(default; threshold, horizon, power), bayes_factor (threshold), fixed.",
+        show_default=False)] = None,
+    resamples: Annotated[int, typer.Option(help="Random subsets (adaptive_majority: random "
+                                                "sample orders) per question and n.")] = 200,
     seed: Annotated[int, typer.Option(help="Seed of the subset draws.")] = 0,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print the points as JSON lines, nothing else.")] = False,
@@ -491,11 +498,15 @@ def replay_command(
     RUN_DIR/results.jsonl.
 
     Example: ttscale eval replay runs/aime --strategies majority --n 1,4,16,80
+
+    Example: ttscale eval replay runs/aime --strategies majority,adaptive_majority --n 80
+    --rule budgeted --rule bayes_factor,threshold=10
     """
     from ttscale.cli.evaluate import replay
 
     with _reported():
-        replay(run_dir, strategies, n, resamples=resamples, seed=seed, as_json=as_json)
+        replay(run_dir, strategies, n, resamples=resamples, seed=seed, as_json=as_json,
+               rules=rule or ["budgeted"])
 
 
 @app.command("report")
