@@ -49,9 +49,8 @@ def test_larger_n_generates_only_the_missing_samples(tmp_path: Path) -> None:
     store, h = open_run(tmp_path, EvalConfig(ns=(1, 4, 8)), fake)
     second = h.run(PROBLEMS)
     assert (second.new_samples, second.cached_samples) == (24, 8)
-    # one request per missing sample: samples 2..7 of each question only
-    assert sorted(p.seed for _, p in fake.calls[8:]) == sorted(list(range(2, 8)) * 4)
-    assert all(p.n == 1 for _, p in fake.calls)
+    # requests of at most 4 samples for the missing ones: 2..5 and 6..7 of each question
+    assert sorted((p.seed, p.n) for _, p in fake.calls[4:]) == [(2, 4)] * 4 + [(6, 2)] * 4
     assert store.count("generations") == 32
     store.close()
     _settings, records = load_records(tmp_path)

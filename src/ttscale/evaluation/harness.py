@@ -24,7 +24,7 @@ from typing import Any
 
 from ttscale.answers import SYSTEM_PROMPT, equivalent, solve_prompt
 from ttscale.errors import ConfigError
-from ttscale.evaluation.cache import CachedBackend
+from ttscale.evaluation.cache import CachedBackend, missing_runs
 from ttscale.evaluation.datasets import Problem
 from ttscale.evaluation.records import SEED_STRIDE
 from ttscale.params import SamplingParams
@@ -39,6 +39,7 @@ RUN_LABEL = "eval"
 # strategy -> how a subset of stored samples is aggregated when replayed
 REPLAYED = {"majority": "majority", "best_of_n": "best", "weighted_best_of_n": "weighted"}
 VERIFIED = ("best_of_n", "weighted_best_of_n")
+SAMPLES_PER_REQUEST = 4
 
 
 @dataclass(frozen=True)
@@ -227,12 +228,12 @@ class Harness:
                            self.backend.cached_samples + self._replayed - before[1], new_usage,
                            time.perf_counter() - start)
 
-    def _fanout(self, call: Callable[[int], GenerateOutput],
-                indices: Sequence[int]) -> list[GenerateOutput]:
-        """``call`` for every index, concurrently on the run's sample pool."""
-        if len(indices) <= 1 or self._samples_pool is None:
-            return [call(i) for i in indices]
-        return list(self._samples_pool.map(call, indices))
+    def _fanout(self, call: Callable[[tuple[int, int]], GenerateOutput],
+                chunks: Sequence[tuple[int, int]]) -> list[GenerateOutput]:
+        """``call`` for every (first sample index, count), concurrently on the sample pool."""
+        if len(chunks) <= 1 or self._samples_pool is None:
+            return [call(c) for c in chunks]
+        return list(self._samples_pool.map(call, chunks))
 
     def _question(self, problem: Problem) -> Usage:
         spent = Usage()
@@ -259,14 +260,18 @@ class Harness:
         first = params.seed
         have = self.store.get_generations(self.backend.model_sha256, prompt, params, first,
                                           first + params.n)
-        missing = [i for i in range(first, first + params.n) if i not in have]
         with self._lock:
             self._replayed += len(have)
-        # One request per sample (sample i of seed s is the sample of seed s + i either way):
-        # each is stored the moment it finishes, so a kill loses only unfinished samples,
-        # and the backend's free slots take the next question's samples meanwhile.
-        outs = self._fanout(lambda i: self.backend.generate([prompt], params.with_(n=1, seed=i)),
-                            missing)
+        # Requests of a few samples each (sample i of seed s is the sample of seed s + i
+        # either way): each group is stored the moment it finishes, so a kill loses only
+        # unfinished groups, and free slots take the next question's groups meanwhile. Not
+        # one sample per request: the samples of a request share one prompt evaluation, and
+        # on a CPU a prompt token costs about what a generated one does.
+        chunks = [(start + k, min(SAMPLES_PER_REQUEST, length - k))
+                  for start, length in missing_runs(set(have), first, first + params.n)
+                  for k in range(0, length, SAMPLES_PER_REQUEST)]
+        outs = self._fanout(lambda c: self.backend.generate(
+            [prompt], params.with_(n=c[1], seed=c[0])), chunks)
         spent = Usage()
         for out in outs:
             spent = spent + out.usage
