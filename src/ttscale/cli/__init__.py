@@ -6,7 +6,7 @@ user would, and renders the result with rich; ``serve`` hands the backend to the
 Example:
     >>> from ttscale.cli import app
     >>> sorted(c.name or "" for c in app.registered_commands)
-    ['serve', 'solve']
+    ['datasets', 'report', 'serve', 'solve']
 """
 
 from ttscale.cli.main import app, main
