@@ -92,7 +92,7 @@ def test_replay_table(run_dir: Path) -> None:
     (("--n", "2,1"), "strictly increasing"),
     (("--n", "0,2"), "positive"),
     (("--n", "1,x"), "comma-separated integers"),
-    (("--n", "1,9"), "more than the 8 samples stored per question: ask for at most 8"),
+    (("--n", "1,9"), "more than the samples stored per question (at most 8)"),
     (("--strategies", "best"), "unknown strategy best"),
     (("--strategies", "majority,weighted_best_of_n"), "no verifier scores"),
     (("--resamples", "0"), "--resamples must be a positive"),

@@ -275,3 +275,19 @@ def test_eval_on_the_real_small_model(tmp_path: Path) -> None:
     assert trace.score is not None and 0.0 <= trace.score <= 1.0
     points = [json.loads(line) for line in done.stdout.splitlines()]
     assert {p["strategy"] for p in points} == {"majority", "weighted_best_of_n", "pass@k"}
+
+
+def test_replay_of_a_run_still_generating_uses_its_finished_questions(tmp_path: Path) -> None:
+    store, h = open_run(tmp_path, EvalConfig(ns=(2,)), FakeBackend(script=script))
+    h.run(PROBLEMS[:2])
+    store.close()
+    store, h = open_run(tmp_path, EvalConfig(ns=(4,)), FakeBackend(script=script))
+    h.run(PROBLEMS[:1])  # q0 has 4 samples now, q1 still 2
+    store.close()
+    done = _ttscale("eval", "replay", tmp_path, "--strategies", "majority", "--n", "1,4",
+                    "--json")
+    assert done.returncode == 0, done.stderr
+    assert "replaying the 1 of 2 questions with 4 samples" in done.stderr
+    assert {json.loads(line)["questions"] for line in done.stdout.splitlines()} == {1}
+    too_many = _ttscale("eval", "replay", tmp_path, "--strategies", "majority", "--n", "8")
+    assert too_many.returncode == 2 and "at most 4" in too_many.stderr

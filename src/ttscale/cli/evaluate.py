@@ -42,6 +42,7 @@ from ttscale.evaluation.harness import (
 from ttscale.evaluation.importers import FORMATS, import_boinf
 from ttscale.evaluation.metrics import CurvePoint, curve
 from ttscale.evaluation.records import (
+    QuestionRecord,
     load_records,
     question_samples,
     solved_curve,
@@ -153,17 +154,25 @@ def replay(run_dir: Path, strategies: str, n: str, *, resamples: int, seed: int,
     if resamples <= 0:
         raise ConfigError(f"--resamples must be a positive number, got {resamples}")
     _settings, records = load_records(run_dir)
-    questions = question_samples(records)
-    most = max_n(questions)
-    if most == 0:
-        raise ConfigError(f"{run_dir} holds no samples yet: run ttscale eval into it first")
-    if ns[-1] > most:
-        raise ConfigError(f"--n {ns[-1]} is more than the {most} samples stored per question: "
-                          f"ask for at most {most}")
-    if any(s in VERIFIED for s in names) and all(s[2] is None for q in questions
-                                                 for s in q.samples):
+    scored = any(s in VERIFIED for s in names)
+    if scored and all(t.score is None for r in records for t in r.traces):
         raise ConfigError(f"{run_dir} has no verifier scores, so {', '.join(VERIFIED)} cannot "
                           "be replayed: use --strategies majority")
+    records, skipped = ready(records, ns[-1], scored)
+    if not records:
+        most = max((len(r.traces) for r in skipped), default=0)
+        if most == 0:
+            raise ConfigError(f"{run_dir} holds no samples yet: run ttscale eval into it first")
+        raise ConfigError(f"--n {ns[-1]} is more than the samples stored per question (at most "
+                          f"{most}{', scored' if scored else ''}): ask for fewer")
+    if skipped:
+        # a run still generating: the finished questions can be looked at already
+        Console(stderr=True).print(
+            f"replaying the {len(records)} of {len(records) + len(skipped)} questions with "
+            f"{ns[-1]} {'scored ' if scored else ''}samples; the other {len(skipped)} are not "
+            "finished (resume their ttscale eval to complete them)", markup=False,
+            highlight=False)
+    questions = question_samples(records)
     points = with_costs([p for name in names if name != ADAPTIVE
                          for p in curve(questions, ns, name, resamples=resamples, seed=seed)],
                         records)
@@ -173,6 +182,26 @@ def replay(run_dir: Path, strategies: str, n: str, *, resamples: int, seed: int,
     write_outputs(run_dir, points, as_json=as_json, resamples=resamples, seed=seed,
                   title="replay from stored samples")
     return points
+
+
+def ready(records: Sequence[QuestionRecord], n: int,
+          scored: bool) -> tuple[list[QuestionRecord], list[QuestionRecord]]:
+    """The questions with at least ``n`` samples (all scored, if ``scored``), and the rest.
+
+    Example:
+        >>> from ttscale.evaluation.records import TraceRecord
+        >>> t = TraceRecord(0, 0, "", "1", 0, 5)
+        >>> done, rest = ready([QuestionRecord("a", "", "1", (t, t)),
+        ...                     QuestionRecord("b", "", "1", (t,))], 2, False)
+        >>> [r.id for r in done], [r.id for r in rest]
+        (['a'], ['b'])
+    """
+    done: list[QuestionRecord] = []
+    rest: list[QuestionRecord] = []
+    for r in records:
+        ok = len(r.traces) >= n and (not scored or all(t.score is not None for t in r.traces))
+        (done if ok else rest).append(r)
+    return done, rest
 
 
 def parse_ids(text: str | None) -> tuple[list[str] | None, list[int] | None]:
