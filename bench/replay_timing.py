@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from ttscale.cli.evaluate import ready
 from ttscale.evaluation.metrics import curve
 from ttscale.evaluation.records import load_records, question_samples
 from ttscale.evaluation.runs import max_n
@@ -26,6 +27,9 @@ def main() -> None:
     args = ap.parse_args()
     start = time.perf_counter()
     _settings, records = load_records(args.run_dir)
+    # a run still generating: time the replay over its finished questions
+    top = max((len(r.traces) for r in records), default=0)
+    records, _rest = ready(records, top, scored=True)
     samples = question_samples(records)
     loaded = time.perf_counter()
     top = max_n(samples)
