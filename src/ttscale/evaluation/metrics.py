@@ -12,6 +12,7 @@ accuracies (zero width with a single question).
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections.abc import Sequence
@@ -101,6 +102,12 @@ def prepare(samples: Sequence[Sample], gold: str) -> Prepared:
         tuple(s[3] if len(s) > 3 else 0 for s in samples))
 
 
+@functools.lru_cache(maxsize=4096)
+def _prepared(samples: tuple[Sample, ...], gold: str) -> Prepared:
+    # curves of several strategies over one run decide equivalence once per question
+    return prepare(samples, gold)
+
+
 def _vote(p: Prepared, drawn: Sequence[int], aggregate: str) -> bool:
     """Whether the vote of the drawn samples is correct; ties go to the earliest-drawn class.
     ``pass`` is correct when any drawn sample is."""
@@ -149,12 +156,45 @@ def replay(p: Prepared, k: int, resamples: int, rng: random.Random,
     if k == n:
         return float(_vote(p, range(n), aggregate)), float(sum(p.cost(i, aggregate)
                                                                for i in range(n)))
-    hits, tokens = 0, 0
-    for _ in range(resamples):
-        drawn = rng.sample(range(n), k)
-        hits += _vote(p, drawn, aggregate)
-        tokens += sum(p.cost(i, aggregate) for i in drawn)
-    return hits / resamples, tokens / resamples
+    return _replay_subsets(p, k, resamples, rng, aggregate)
+
+
+def _replay_subsets(p: Prepared, k: int, resamples: int, rng: random.Random,
+                    aggregate: str) -> tuple[float, float]:
+    """All ``resamples`` votes at once with numpy (the same rules as ``_vote``): a curve
+    replays tens of thousands of subsets, too many for a Python loop to stay interactive."""
+    import numpy as np
+
+    n = len(p.classes)
+    gen = np.random.default_rng(rng.getrandbits(64))  # reproducible from the caller's rng
+    drawn = np.argsort(gen.random((resamples, n)), axis=1)[:, :k]  # rows: draw order
+    cost = np.array([p.cost(i, aggregate) for i in range(n)], dtype=np.float64)
+    tokens = float(cost[drawn].sum(axis=1).mean())
+    classes = np.array(p.classes, dtype=np.int64)[drawn]
+    if not p.correct:
+        return 0.0, tokens
+    correct = np.array(p.correct, dtype=bool)
+    valid = classes >= 0
+    if aggregate == "pass":
+        hits = (valid & correct[np.where(valid, classes, 0)]).any(axis=1)
+        return float(hits.mean()), tokens
+    rows = np.broadcast_to(np.arange(resamples)[:, None], classes.shape)
+    r, c = rows[valid], classes[valid]
+    scores = np.array(p.scores, dtype=np.float64)[drawn][valid]
+    total = np.full((resamples, len(p.correct)), -np.inf)
+    if aggregate == "best":
+        np.maximum.at(total, (r, c), scores)
+    else:
+        np.maximum.at(total, (r, c), 0.0)  # seen classes start at 0
+        np.add.at(total, (r, c), 1.0 if aggregate == "majority" else scores)
+    # ties go to the class drawn first, as in _vote
+    first = np.full(total.shape, n)
+    np.minimum.at(first, (r, c), np.broadcast_to(np.arange(k), classes.shape)[valid])
+    best = total.max(axis=1, keepdims=True)
+    tied = (total == best) & np.isfinite(total)
+    winner = np.where(tied, first, n + 1).argmin(axis=1)
+    hits = correct[winner] & valid.any(axis=1)
+    return float(hits.mean()), tokens
 
 
 def subsample_accuracy(samples: Sequence[Sample], gold: str, k: int, resamples: int,
@@ -269,7 +309,7 @@ def curve(questions: Sequence[QuestionSamples], ks: Sequence[int], strategy: str
     """
     aggregate = STRATEGY_AGGREGATES.get(strategy, strategy)
     _check_aggregate(aggregate)
-    prepared = [prepare(q.samples, q.gold) for q in questions]
+    prepared = [_prepared(tuple(q.samples), q.gold) for q in questions]
     bins = [difficulty(p.pass_rate) for p in prepared]
     rng = random.Random(seed)
     points = []
