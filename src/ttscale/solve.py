@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from ttscale.backends.base import Backend, load_backend
 from ttscale.budget import Accountant, Budget
+from ttscale.effort import EFFORT_SAMPLES, backend_sha256, check_effort, plan_effort
 from ttscale.errors import ConfigError
 from ttscale.params import SamplingParams
 from ttscale.registry import strategies
@@ -58,8 +60,8 @@ def solve(
     *,
     model: str | None = None,
     backend: Backend | str = "llamacpp",
-    strategy: str = "majority",
-    n: int = 8,
+    strategy: str | None = None,
+    n: int | None = None,
     budget: Budget | int | None = None,
     verifier: str | Verifier | None = None,
     temperature: float = 0.7,
@@ -69,6 +71,7 @@ def solve(
     stop: Sequence[str] = (),
     backend_options: dict[str, Any] | None = None,
     progress: Progress | None = None,
+    effort: str | None = None,
 ) -> Result:
     """Answer ``question`` with a test-time scaling ``strategy``.
 
@@ -77,6 +80,9 @@ def solve(
     ``top_p`` and ``stop`` go to every sample, like ``temperature``. ``progress`` is called
     with a short message as each phase begins (``sampling 8 traces``); an exception it
     raises stops the solve there, which is how a caller cancels one between phases.
+    ``strategy`` and ``n`` default to majority of 8. ``effort`` (``low`` / ``medium`` /
+    ``high``) picks them instead: SPRM best-of-2 / 8 / 32 where a head ships for the model,
+    else majority at the same k, said in the result's notes (:mod:`ttscale.effort`).
 
     Example:
         >>> from ttscale.backends.fake import FakeBackend
@@ -85,6 +91,14 @@ def solve(
         >>> r.answer, r.classes[0].votes, r.usage.calls
         ('4', 2, 1)
     """
+    if effort is not None:
+        check_effort(effort)
+        if strategy is not None or n is not None or verifier is not None:
+            raise ConfigError("an effort level picks the strategy, samples and verifier "
+                              "itself: give effort alone, or strategy and n without effort")
+        strategy, n = "majority", EFFORT_SAMPLES[effort]  # checked now, planned once loaded
+    strategy = strategy or "majority"
+    n = 8 if n is None else n
     params, strat = check(question, strategy=strategy, verifier=verifier, n=n,
                           temperature=temperature, max_tokens=max_tokens, seed=seed,
                           top_p=top_p, stop=stop)
@@ -97,9 +111,18 @@ def solve(
             opts["model"] = model
         backend = load_backend(backend, **opts)
     try:
+        notes: tuple[str, ...] = ()
+        if effort is not None:
+            plan = plan_effort(effort, model=backend.model_id, sha256=backend_sha256(backend))
+            params, strat = check(question, strategy=plan.strategy, verifier=plan.verifier,
+                                  n=plan.n, temperature=temperature, max_tokens=max_tokens,
+                                  seed=seed, top_p=top_p, stop=stop)
+            verifier = plan.verifier
+            notes = (plan.note,) if plan.note else ()
         env = Env(backend, Accountant(budget or Budget()), params,
                   make_verifier(verifier, backend), progress or (lambda _m: None))
-        return run(strat, question, env)
+        result = run(strat, question, env)
+        return replace(result, notes=notes + result.notes) if notes else result
     finally:
         if owned:
             backend.close()

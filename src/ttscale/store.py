@@ -331,10 +331,13 @@ class Store:
             out[index] = StoredGeneration(gid, index, gen, answer)
         return out
 
-    def put_scores(self, rows: Sequence[ScoreRow]) -> int:
+    def put_scores(self, rows: Sequence[ScoreRow], *, replace: bool = False) -> int:
+        """Store verifier scores; a generation already scored by the same verifier keeps its
+        first scores unless ``replace`` (a retrained head re-scoring a run)."""
         now = time.time()
+        verb = "REPLACE" if replace else "IGNORE"
         return self._insert(
-            "INSERT OR IGNORE INTO scores (generation_id, verifier, step_scores, score, created, "
+            f"INSERT OR {verb} INTO scores (generation_id, verifier, step_scores, score, created, "
             "usage) VALUES (?,?,?,?,?,?)",
             [(r.generation_id, r.verifier, canonical_json(list(r.step_scores)), r.score, now,
               canonical_json(r.usage)) for r in rows])

@@ -142,18 +142,20 @@ def render_files(run_dir: Path, points: Sequence[CurvePoint]) -> None:
 
 
 def replay(run_dir: Path, strategies: str, n: str, *, resamples: int, seed: int,
-           as_json: bool, rules: Sequence[str] = (DEFAULT_RULE,)) -> list[CurvePoint]:
+           as_json: bool, rules: Sequence[str] = (DEFAULT_RULE,),
+           verifier: str | None = None) -> list[CurvePoint]:
     """Replay each strategy at each n over a stored run (generated or imported): print the
     table (or JSON lines), write results.jsonl, curves.png and report.html.
 
     ``adaptive_majority`` is replayed once per stopping rule spec in ``rules`` (e.g.
     ``budgeted``, ``bayes_factor,threshold=10``), with n as the rule's n_max and
-    ``resamples`` random sample orders per question."""
+    ``resamples`` random sample orders per question. ``verifier`` names whose stored scores
+    the scored strategies use (default: the run's first verifier by name)."""
     names, ns = parse_strategies(strategies), parse_ns(n)
     parsed = [parse_rule(spec) for spec in rules] if ADAPTIVE in names else []
     if resamples <= 0:
         raise ConfigError(f"--resamples must be a positive number, got {resamples}")
-    _settings, records = load_records(run_dir)
+    _settings, records = load_records(run_dir, verifier)
     scored = any(s in VERIFIED for s in names)
     if scored and all(t.score is None for r in records for t in r.traces):
         raise ConfigError(f"{run_dir} has no verifier scores, so {', '.join(VERIFIED)} cannot "

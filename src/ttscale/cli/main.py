@@ -30,6 +30,7 @@ from ttscale.cli.render import (
     models_table,
     result_renderable,
 )
+from ttscale.effort import check_effort
 from ttscale.errors import BudgetExceeded, ConfigError, TtscaleError, require
 from ttscale.registry import backends
 from ttscale.solve import check, solve
@@ -61,6 +62,14 @@ eval_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(eval_app, name="eval")
+sprm_app = typer.Typer(
+    help="The SPRM verifier's head: collect traces and step features, train a head, "
+         "evaluate it on a run.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(sprm_app, name="sprm")
 
 
 def _print_version(value: bool) -> None:
@@ -191,9 +200,15 @@ def solve_command(
     ] = "llamacpp",
     base_url: Annotated[str | None, typer.Option(
         help="The OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1.")] = None,
-    strategy: Annotated[str, typer.Option(
-        help="greedy, majority, best_of_n or weighted_best_of_n.")] = "majority",
-    n: Annotated[int, typer.Option("-n", "--samples", help="Samples to draw.")] = 8,
+    strategy: Annotated[str | None, typer.Option(
+        help="greedy, majority, best_of_n or weighted_best_of_n (default majority).",
+        show_default=False)] = None,
+    n: Annotated[int | None, typer.Option("-n", "--samples", help="Samples to draw (default 8).",
+                                          show_default=False)] = None,
+    effort: Annotated[str | None, typer.Option(
+        help="low, medium or high: SPRM best-of-2/8/32 where an SPRM head ships for the "
+             "model, else majority at the same k; instead of --strategy and -n.",
+        show_default=False)] = None,
     max_tokens: Annotated[int, typer.Option(help="Completion tokens per sample, at most.")
                           ] = 1024,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
@@ -203,7 +218,8 @@ def solve_command(
         show_default=False)] = None,
     verifier: Annotated[str | None, typer.Option(
         help="Verifier for the best_of_n strategies: self_judge, llm_judge[,k=8], "
-             "hf_prm:MODEL (NAME[:ARG][,KEY=VALUE...]).", show_default=False)] = None,
+             "sprm[:HEAD], hf_prm:MODEL (NAME[:ARG][,KEY=VALUE...]).", show_default=False)
+    ] = None,
     threads: Annotated[int | None, typer.Option(
         help="CPU threads for llamacpp (default: all cores).", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option(
@@ -212,19 +228,29 @@ def solve_command(
     """Answer QUESTION with a test-time scaling strategy.
 
     Example: ttscale solve "What is 17*23?" --strategy majority -n 8
+
+    Example: ttscale solve "What is 17*23?" --effort medium
     """
     err = Console(stderr=True)
     with _reported():
+        if effort is not None:
+            k = check_effort(effort)
+            if strategy is not None or n is not None or verifier is not None:
+                raise ConfigError("--effort picks the strategy, samples and verifier itself: "
+                                  "drop --strategy, -n and --verifier, or drop --effort")
         budget_cap = _check_options(
-            question, backend, strategy, verifier, n=n, temperature=temperature,
+            question, backend, strategy or "majority", verifier,
+            n=k if effort is not None else (8 if n is None else n), temperature=temperature,
             max_tokens=max_tokens, seed=seed, budget=budget, threads=threads, base_url=base_url)
+        draws = k if effort is not None else (8 if n is None else n)
         with PhaseDisplay(err) as show, _stdout_to_stderr(as_json):
             show(_loading_message(backend, model, base_url))
-            be = load_backend(backend, **_backend_options(backend, model, base_url, threads, n))
+            be = load_backend(backend, **_backend_options(backend, model, base_url, threads,
+                                                          draws))
             try:
                 result = solve(question, backend=be, strategy=strategy, n=n, budget=budget_cap,
                                verifier=verifier, temperature=temperature,
-                               max_tokens=max_tokens, seed=seed, progress=show)
+                               max_tokens=max_tokens, seed=seed, progress=show, effort=effort)
             finally:
                 # Not every backend (the scripted fake, some plug-ins) holds resources.
                 close = getattr(be, "close", None)
@@ -491,6 +517,9 @@ def replay_command(
     resamples: Annotated[int, typer.Option(help="Random subsets (adaptive_majority: random "
                                                 "sample orders) per question and n.")] = 200,
     seed: Annotated[int, typer.Option(help="Seed of the subset draws.")] = 0,
+    verifier: Annotated[str | None, typer.Option(
+        help="Whose stored scores best_of_n / weighted_best_of_n use, e.g. sprm (default: "
+             "the run's first verifier by name).", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print the points as JSON lines, nothing else.")] = False,
 ) -> None:
@@ -506,7 +535,103 @@ def replay_command(
 
     with _reported():
         replay(run_dir, strategies, n, resamples=resamples, seed=seed, as_json=as_json,
-               rules=rule or ["budgeted"])
+               rules=rule or ["budgeted"], verifier=verifier)
+
+
+@sprm_app.command("collect")
+def sprm_collect_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="The run directory (resumable).",
+                                      show_default=False)],
+    split: Annotated[str, typer.Option(help="The dataset split (train for training data).")
+                     ] = "train",
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="The dataset.")] = "gsm8k",
+    ids: Annotated[str | None, typer.Option(
+        help="Problems by position (0-199) or by id.", show_default=False)] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first LIMIT problems.",
+                                              show_default=False)] = None,
+    n: Annotated[int, typer.Option("-n", help="Samples per question.")] = 4,
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help=f"A named model or .gguf path. Default: {models.DEFAULT_MODEL}.",
+        show_default=False)] = None,
+    max_tokens: Annotated[int, typer.Option(help="Completion tokens per sample, at most.")
+                          ] = 1024,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
+    concurrency: Annotated[int, typer.Option(help="Questions in flight at once.")] = 2,
+    layer: Annotated[int | None, typer.Option(
+        help="Decoder layer whose output feeds the head (default: the last).",
+        show_default=False)] = None,
+    batch_size: Annotated[int, typer.Option(help="Traces per feature forward pass.")] = 8,
+    threads: Annotated[int | None, typer.Option(
+        help="CPU threads (default: all cores).", show_default=False)] = None,
+) -> None:
+    """Sample and grade traces (the eval harness: same store, resumable), then cache the
+    step features of every trace.
+
+    Example: ttscale sprm collect --split train --ids 0-199 -n 4 --out runs/sprm-train
+    """
+    from ttscale.cli.sprm import collect
+
+    with _reported():
+        collect(out, dataset=dataset, split=split, ids=ids, limit=limit, n=n, model=model,
+                max_tokens=max_tokens, temperature=temperature, concurrency=concurrency,
+                layer=layer, threads=threads, batch_size=batch_size)
+
+
+@sprm_app.command("train")
+def sprm_train_command(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories made by sprm collect "
+                                                    "on GSM8K train.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The head to write: PATH.sprm."
+                                      "safetensors and PATH.sprm.json.", show_default=False)],
+    layer: Annotated[int | None, typer.Option(
+        help="The feature layer (default: the runs' only one).", show_default=False)] = None,
+    width: Annotated[int, typer.Option(help="Width of the head's hidden layer.")] = 256,
+    epochs: Annotated[int, typer.Option(help="Full-batch epochs, at most.")] = 500,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 5e-3,
+    holdout: Annotated[float, typer.Option(
+        help="Share of questions held out for early stopping.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of the split and the initial weights.")] = 0,
+    threads: Annotated[int | None, typer.Option(
+        help="CPU threads for training (default: torch's).", show_default=False)] = None,
+) -> None:
+    """Train an SPRM head on the cached step features of GSM8K train runs (backbone frozen).
+
+    Example: ttscale sprm train runs/sprm-train --out heads/qwen2.5-coder-1.5b
+    """
+    from ttscale.cli.sprm import print_train, train
+
+    with _reported():
+        head = train(runs, out, layer=layer, width=width, epochs=epochs, lr=lr,
+                     holdout=holdout, seed=seed, threads=threads)
+        print_train(head, out)
+
+
+@sprm_app.command("eval")
+def sprm_eval_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (ttscale eval or sprm "
+                                                 "collect).", show_default=False)],
+    head: Annotated[Path | None, typer.Option(
+        help="The head (default: the one shipped for the run's model).", show_default=False)
+    ] = None,
+    n: Annotated[int, typer.Option("-n", help="N of best-of-N and majority.")] = 8,
+    resamples: Annotated[int, typer.Option(help="Random subsets per question.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the subset draws.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Traces per feature forward pass.")] = 8,
+    threads: Annotated[int | None, typer.Option(
+        help="CPU threads (default: all cores).", show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Score a run's traces with an SPRM head: trace AUROC, best-of-N and weighted
+    best-of-N against majority at N, scoring against generation time; stores the scores
+    as verifier sprm.
+
+    Example: ttscale sprm eval runs/gsm8k --head heads/qwen2.5-coder-1.5b -n 8
+    """
+    from ttscale.cli.sprm import evaluate
+
+    with _reported():
+        evaluate(run_dir, head, n=n, resamples=resamples, seed=seed, batch_size=batch_size,
+                 threads=threads, as_json=as_json)
 
 
 @app.command("report")

@@ -1,0 +1,180 @@
+"""``ttscale sprm collect | train | eval``: the SPRM head's data, training and evaluation.
+
+``collect`` samples and grades traces through the evaluation harness (the same run store,
+resumable) and caches their step features; ``train`` fits a head on GSM8K train runs only;
+``eval`` scores a run with a head, stores the scores as verifier ``sprm`` and compares
+best-of-N by SPRM with majority voting at the same N.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ttscale.errors import ConfigError
+
+TRAIN_DATASET, TRAIN_SPLIT = "gsm8k", "train"
+
+
+@contextmanager
+def feature_progress(err: Console, what: str) -> Iterator[Any]:
+    """A progress bar over questions; yields the ``on_question(done, total)`` callback."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("questions"), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=False) as bar:
+        task = bar.add_task(what, total=None)
+
+        def tick(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield tick
+
+
+def collect(out: Path, *, dataset: str, split: str, ids: str | None, limit: int | None,
+            n: int, model: str | None, max_tokens: int, temperature: float,
+            concurrency: int, layer: int | None, threads: int | None,
+            batch_size: int) -> int:
+    """Sample and grade through the eval harness into ``out``, then cache step features;
+    returns the traces whose features were extracted now."""
+    from ttscale.cli.evaluate import eval_run
+    from ttscale.evaluation.harness import EvalConfig
+    from ttscale.evaluation.sprm import collect_features
+
+    cfg = EvalConfig(strategies=("majority",), ns=(n,), max_tokens=max_tokens,
+                     temperature=temperature, concurrency=concurrency)
+    eval_run(out, cfg=cfg, dataset=dataset, split=split, limit=limit, ids=ids,
+             question_field=None, answer_field=None, backend="llamacpp", model=model,
+             base_url=None, threads=threads, as_json=False)
+    err = Console(stderr=True)
+    err.print("loading the model for step features (transformers)...", markup=False)
+    with feature_progress(err, "features") as tick:
+        done = collect_features(out, layer, batch_size=batch_size, threads=threads,
+                                on_question=tick)
+    err.print(f"step features of {done} traces extracted now (the others were cached)",
+              markup=False, highlight=False)
+    return done
+
+
+def check_train_run(run_dir: Path, settings: dict[str, Any]) -> None:
+    """Refuse a run that is not GSM8K train: a head must never see test questions."""
+    dataset, split = settings.get("dataset"), settings.get("split")
+    if dataset != TRAIN_DATASET or split != TRAIN_SPLIT:
+        raise ConfigError(f"{run_dir} holds {dataset} {split} traces, and an SPRM head trains "
+                          f"on {TRAIN_DATASET} {TRAIN_SPLIT} only: collect with "
+                          f"ttscale sprm collect --split {TRAIN_SPLIT}")
+
+
+def train(runs: Sequence[Path], out: Path, *, layer: int | None, width: int, epochs: int,
+          lr: float, holdout: float, seed: int, threads: int | None = None) -> Any:
+    """Train a head on the cached features of ``runs`` and save it at ``out``."""
+    from ttscale.evaluation.records import load_records
+    from ttscale.evaluation.sprm import features_meta, load_examples, train_head
+    from ttscale.verifiers.sprm import HeadMeta
+
+    if width < 1 or epochs < 1 or lr <= 0 or not 0 <= holdout < 1:
+        raise ConfigError("--width, --epochs and --lr must be positive and --holdout in "
+                          "[0, 1): e.g. --width 256 --epochs 300 --lr 0.001 --holdout 0.2")
+    examples: list[Any] = []
+    meta: dict[str, Any] | None = None
+    training: dict[str, Any] = {"dataset": TRAIN_DATASET, "split": TRAIN_SPLIT, "runs": []}
+    for run in runs:
+        settings, records = load_records(run)
+        check_train_run(run, settings)
+        found = features_meta(run, layer)
+        if meta is not None and any(found[k] != meta[k] for k in
+                                    ("model_sha256", "layer", "step_delimiter")):
+            raise ConfigError(f"{run} has features of another model, layer or delimiter than "
+                              f"{runs[0]}: train on runs of one model and layer")
+        meta = found
+        got = load_examples(run, int(found["layer"]), records)
+        examples.extend(got)
+        training["runs"].append({
+            "run": run.name, "question_ids": sorted({e.question_id for e in got}),
+            "samples": len(got), "temperature": settings["sampling"]["temperature"],
+            "max_tokens": settings["sampling"]["max_tokens"]})
+    assert meta is not None  # runs is never empty (typer requires one)
+    head_meta = HeadMeta(meta["model_sha256"], meta["model"], int(meta["layer"]),
+                         int(meta["n_layers"]), int(meta["hidden_size"]), width,
+                         meta["step_delimiter"], training)
+    head = train_head(examples, head_meta, lr=lr, epochs=epochs, holdout=holdout, seed=seed,
+                      threads=threads)
+    head.save(out)
+    return head
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def print_train(head: Any, out: Path) -> None:
+    m = head.meta.metrics
+    table = Table(title=f"SPRM head, {head.meta.model} layer {head.meta.layer}/"
+                        f"{head.meta.n_layers}")
+    for col in ("part", "questions", "traces", "correct", "steps", "trace AUROC"):
+        table.add_column(col, justify="left" if col == "part" else "right")
+    for part in ("train", "held_out"):
+        p = m[part]
+        table.add_row(part.replace("_", "-"), str(p["questions"]), str(p["traces"]),
+                      str(p["correct"]), str(p["steps"]), _fmt(p["auroc"]))
+    Console().print(table)
+    Console(stderr=True).print(
+        f"best epoch {m['best_epoch']} of {m['epochs_run']}; held-out cross-entropy "
+        f"{_fmt(m['held_out_cross_entropy'])}; saved {out}", markup=False, highlight=False)
+
+
+def evaluate(run_dir: Path, head_path: Path | None, *, n: int, resamples: int, seed: int,
+             batch_size: int, threads: int | None, as_json: bool) -> Any:
+    """Score a run with a head; print AUROC, best-of-n against majority, scoring time."""
+    from ttscale.evaluation.records import load_records
+    from ttscale.evaluation.sprm import run_model, score_run
+    from ttscale.verifiers.sprm import SPRMHead, shipped_head
+
+    if n < 1 or resamples < 1:
+        raise ConfigError("-n and --resamples must be positive numbers")
+    settings, _records = load_records(run_dir)
+    name, _path, sha = run_model(settings)
+    found = head_path or shipped_head(sha)
+    if found is None:
+        raise ConfigError(f"no SPRM head ships for {name}: pass --head PATH "
+                          "(ttscale sprm train --out PATH makes one)")
+    head = SPRMHead.load(found)
+    err = Console(stderr=True)
+    with feature_progress(err, "features") as tick:
+        res = score_run(run_dir, head, n, resamples=resamples, seed=seed,
+                        batch_size=batch_size, threads=threads, on_question=tick)
+    ratio = res.scoring_seconds / res.generation_seconds if res.generation_seconds else None
+    summary = {"run": str(run_dir), "head": str(found), "traces": res.traces,
+               "correct": res.correct, "auroc": res.auroc, "n": n,
+               "questions_replayed": res.questions_replayed,
+               "points": {p.strategy: p.accuracy for p in res.points},
+               "scoring_seconds": res.scoring_seconds,
+               "generation_seconds": res.generation_seconds, "scoring_over_generation": ratio,
+               "extracted_now": res.extracted_now,
+               "date": datetime.now(UTC).isoformat(timespec="seconds")}
+    if as_json:
+        sys.stdout.write(json.dumps(summary) + "\n")
+        return res
+    table = Table(title=f"{res.questions_replayed} questions, N = {n}, SPRM head "
+                        f"{Path(found).name}")
+    for col in ("strategy", "accuracy", "95% CI", "tokens/question"):
+        table.add_column(col, justify="left" if col == "strategy" else "right")
+    for p in res.points:
+        table.add_row(p.strategy, f"{p.accuracy:.1%}",
+                      f"{p.ci_low:.1%} .. {p.ci_high:.1%}", f"{p.mean_tokens:,.0f}")
+    Console().print(table)
+    Console().print(
+        f"trace AUROC {_fmt(res.auroc)} over {res.traces} traces ({res.correct} correct); "
+        f"scoring {res.scoring_seconds:.1f} s against {res.generation_seconds:.1f} s of "
+        f"stored generation time" + (f" (ratio {ratio:.3f})" if ratio is not None else "")
+        + "; scores stored as verifier sprm (ttscale eval replay RUN_DIR --verifier sprm)",
+        markup=False, highlight=False)
+    return res

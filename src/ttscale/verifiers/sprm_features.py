@@ -1,0 +1,234 @@
+"""Hidden states of the policy at the token that ends each step: the SPRM head's input.
+
+The policy's GGUF is loaded by transformers (``gguf_file=``, dequantised to float32) and
+only its first ``layer`` decoder layers are kept: a feature is the model's final RMSNorm
+applied to the residual stream after that layer (for ``layer`` = all layers, exactly the
+input of the LM head, which is what llama.cpp's per-token embeddings return). The question's
+prompt runs once; its keys and values are shared by every trace of the question.
+
+Why not a second llama.cpp server on the same, mmapped file: it needs no second copy of the
+weights, but xllamacpp exposes no key-value overrides, so it cannot stop before the last
+layer, and it re-reads the prompt for every trace. ``bench/sprm_features.py`` measures both
+side by side; the figures are in the README's SPRM section.
+
+torch and transformers are imported only when features are extracted: ``pip install torch``
+(CPU: ``pip install torch==2.13.0``) and ``pip install 'ttscale[sprm]'``.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ttscale.answers import solve_prompt
+from ttscale.errors import ConfigError, MissingExtra, ModelError
+from ttscale.verifiers.steps import check_delimiter
+
+
+def import_torch() -> Any:
+    """torch, or a ``MissingExtra`` naming the install command."""
+    try:
+        import torch
+    except ImportError as exc:
+        raise MissingExtra("torch is not installed: run pip install torch (the CPU build: "
+                           "pip install torch==2.13.0)") from exc
+    return torch
+
+
+def _transformers() -> Any:
+    import_torch()
+    try:
+        import accelerate  # noqa: F401  (transformers needs it to read a GGUF)
+        import gguf  # noqa: F401
+        import transformers
+    except ImportError as exc:
+        raise MissingExtra("the SPRM verifier reads the model with transformers, gguf and "
+                           "accelerate: run pip install 'ttscale[sprm]'") from exc
+    return transformers
+
+
+def step_ends(text: str, delimiter: str) -> list[int]:
+    """Per step of ``split_steps(text, delimiter)``, the character offset where it ends:
+    the start of the delimiter after it, or, for a last step with none, just past its last
+    visible character. The steps are those ``split_steps`` gives, in number and order.
+
+    Example:
+        >>> step_ends("a b  \\n\\n\\n\\n c\\n\\nd ", "\\n\\n")
+        [5, 11, 14]
+        >>> step_ends("", "\\n\\n")
+        [0]
+    """
+    check_delimiter(delimiter)
+    ends = []
+    at = 0
+    parts = text.split(delimiter)
+    for i, part in enumerate(parts):
+        if part.strip():
+            ends.append(at + len(part) if i < len(parts) - 1 else at + len(part.rstrip()))
+        at += len(part) + len(delimiter)
+    return ends or [len(text.rstrip())]
+
+
+def end_tokens(offsets: Sequence[tuple[int, int]], ends: Sequence[int]) -> list[int]:
+    """Per step end (a character offset), the index of the token that ends the step: the
+    token holding the delimiter's first character (possibly merged with the step's last
+    characters), or the step's own last token when it ends the text.
+
+    Example:
+        >>> end_tokens([(0, 1), (1, 2), (2, 4), (4, 5)], [2, 5])
+        [2, 3]
+    """
+    out = []
+    for end in ends:
+        at = next((i for i, (s, e) in enumerate(offsets) if s <= end < e), None)
+        if at is None:  # the step ends the text: its own last token
+            at = max((i for i, (s, _e) in enumerate(offsets) if s < end), default=0)
+        out.append(at)
+    return out
+
+
+def default_layer(n_layers: int) -> int:
+    """The layer whose output feeds a new head by default: half the model's depth, which
+    halves the scoring cost of the last layer (see the README's SPRM figures).
+
+    Example:
+        >>> default_layer(28), default_layer(30), default_layer(1)
+        (14, 15, 1)
+    """
+    return max(1, n_layers // 2)
+
+
+def chat_text(tokenizer: Any, question: str) -> str:
+    """The solve prompt of ``question`` in the model's chat template, ready for a reply."""
+    messages = [{"role": m.role, "content": m.content} for m in solve_prompt(question).messages]
+    return str(tokenizer.apply_chat_template(messages, tokenize=False,
+                                             add_generation_prompt=True))
+
+
+@dataclass(frozen=True)
+class TraceFeatures:
+    """One trace's step-end hidden states ``(steps, hidden)``, their token positions in
+    prompt + trace, and the tokens a scorer read for it (its prompt counted whole)."""
+
+    vectors: np.ndarray
+    positions: tuple[int, ...]
+    tokens: int
+
+
+class TorchFeatures:
+    """The first ``layer`` layers of a GGUF model in transformers, for step features.
+
+    Example (the 135M model; about 30 s to load on 2 CPU cores):
+        >>> from ttscale import models
+        >>> gguf = str(models.resolve("smollm2-135m")[0])  # doctest: +SKIP
+        >>> f = TorchFeatures.load(gguf, layer=8)  # doctest: +SKIP
+        >>> prompt = chat_text(f.tokenizer, "1+1?")  # doctest: +SKIP
+        >>> f.extract(prompt, ["2.\\n\\nSo 2."], "\\n\\n")[0].vectors.shape  # doctest: +SKIP
+        (2, 576)
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, n_layers: int, *, batch_size: int = 8,
+                 seconds_to_load: float = 0.0) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.n_layers = n_layers  # the model's own depth
+        self.layer = len(model.layers)  # the depth kept and run
+        self.hidden_size = int(model.config.hidden_size)
+        self.batch_size = batch_size
+        self.seconds_to_load = seconds_to_load
+
+    @classmethod
+    def load(cls, gguf_path: str, layer: int | None = None, *, all_layers: bool = False,
+             batch_size: int = 8, threads: int | None = None) -> TorchFeatures:
+        """Load the first ``layer`` layers of the GGUF at ``gguf_path``: by default
+        ``default_layer`` of its depth, or every layer with ``all_layers``."""
+        torch = import_torch()
+        tf = _transformers()
+        start = time.perf_counter()
+        path = Path(gguf_path)
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            config = tf.AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
+            depth = int(config.num_hidden_layers)
+            if layer is not None and not 1 <= layer <= depth:
+                raise ConfigError(f"layer must be between 1 and the model's {depth} layers, "
+                                  f"got {layer}")
+            if layer is None:
+                layer = depth if all_layers else default_layer(depth)
+            config.num_hidden_layers = layer  # deeper weights are never kept
+            model = tf.AutoModel.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                 config=config, dtype=torch.float32)
+            tokenizer = tf.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            if isinstance(exc, ConfigError):
+                raise
+            raise ModelError(f"transformers could not read {path} ({exc}): SPRM features "
+                             "need a GGUF of an architecture transformers supports") from exc
+        return cls(model.eval(), tokenizer, depth, batch_size=batch_size,
+                   seconds_to_load=time.perf_counter() - start)
+
+    def extract(self, prompt_text: str, traces: Sequence[str], delimiter: str, *,
+                layer: int | None = None) -> list[TraceFeatures]:
+        """Step-end features of each trace after ``prompt_text`` (the chat-templated prompt),
+        at ``layer`` (default: every layer kept)."""
+        torch = import_torch()
+        layer = layer or self.layer
+        if not 1 <= layer <= self.layer:
+            raise ConfigError(f"layer must be between 1 and the {self.layer} layers loaded, "
+                              f"got {layer}")
+        tok = self.tokenizer
+        prompt_ids = tok(prompt_text, add_special_tokens=True)["input_ids"]
+        encoded = [tok(t, add_special_tokens=False, return_offsets_mapping=True) for t in traces]
+        out: list[TraceFeatures] = []
+        full = self.model.layers
+        self.model.layers = full[:layer]
+        self.model.config.num_hidden_layers = layer
+        try:
+            with torch.inference_mode():
+                prompt = self.model(input_ids=torch.tensor([prompt_ids]), use_cache=True)
+                for i in range(0, len(traces), self.batch_size):
+                    chunk = encoded[i:i + self.batch_size]
+                    out.extend(self._batch(prompt, len(prompt_ids), chunk,
+                                           traces[i:i + self.batch_size], delimiter))
+        finally:
+            self.model.layers = full
+            self.model.config.num_hidden_layers = len(full)
+        return out
+
+    def _batch(self, prompt: Any, prompt_len: int, chunk: Sequence[Any],
+               texts: Sequence[str], delimiter: str) -> list[TraceFeatures]:
+        """One forward pass of right-padded traces over the shared prompt cache: real
+        positions never attend to the padding, so a trace's features do not depend on the
+        batch it is in."""
+        torch = import_torch()
+        width = max(1, max(len(e["input_ids"]) for e in chunk))
+        ids = torch.zeros((len(chunk), width), dtype=torch.long)
+        mask = torch.zeros((len(chunk), prompt_len + width), dtype=torch.long)
+        mask[:, :prompt_len] = 1
+        for row, e in enumerate(chunk):
+            n = len(e["input_ids"])
+            ids[row, :n] = torch.tensor(e["input_ids"], dtype=torch.long)
+            mask[row, prompt_len:prompt_len + n] = 1
+        cache = copy.deepcopy(prompt.past_key_values)
+        cache.batch_repeat_interleave(len(chunk))
+        hidden = self.model(input_ids=ids, attention_mask=mask, past_key_values=cache,
+                            use_cache=True).last_hidden_state
+        last_prompt = prompt.last_hidden_state[0, -1]
+        out = []
+        for row, (e, text) in enumerate(zip(chunk, texts, strict=True)):
+            n = len(e["input_ids"])
+            if n == 0:  # an empty trace: the prompt's last token is all there is to read
+                vec = last_prompt.float().numpy()[None, :]
+                out.append(TraceFeatures(vec.copy(), (prompt_len - 1,), prompt_len))
+                continue
+            at = end_tokens([tuple(o) for o in e["offset_mapping"]], step_ends(text, delimiter))
+            vecs = hidden[row, at].float().numpy().copy()
+            out.append(TraceFeatures(vecs, tuple(prompt_len + a for a in at), prompt_len + n))
+        return out

@@ -1,0 +1,225 @@
+"""SPRM: the loss, the trace score, head files, the model check, training, AUROC, usage."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("safetensors")
+
+from ttscale.backends.fake import FakeBackend  # noqa: E402
+from ttscale.errors import ConfigError  # noqa: E402
+from ttscale.evaluation.sprm import Example, auroc, train_head  # noqa: E402
+from ttscale.verifiers.spec import build_verifier, check_verifier  # noqa: E402
+from ttscale.verifiers.sprm import (  # noqa: E402
+    HeadMeta,
+    SPRMHead,
+    geometric_mean,
+    head_paths,
+    shipped_head,
+    sprm_loss,
+)
+from ttscale.verifiers.sprm_features import end_tokens, step_ends  # noqa: E402
+from ttscale.verifiers.steps import split_steps  # noqa: E402
+
+SHA = "ab" * 32
+OTHER = "cd" * 32
+
+
+def softplus(x: float) -> float:
+    return math.log1p(math.exp(x))
+
+
+def test_loss_counts_only_steps_whose_prediction_agrees_with_the_label() -> None:
+    logits = torch.tensor([2.0, -1.0, 0.5, -3.0], requires_grad=True)
+    labels = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    # agree: step 0 (0.88 > 0.5, y=1) and step 3 (0.05 < 0.5, y=0); steps 1 and 2 disagree
+    loss = sprm_loss(logits, labels)
+    loss.backward()
+    expected = (softplus(-2.0) + softplus(-3.0)) / 2  # BCE: -log s for y=1, -log(1-s) for y=0
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-6)
+    grad = logits.grad.tolist()
+    assert grad[1] == 0.0 and grad[2] == 0.0  # filtered steps get no gradient
+    assert grad[0] < 0.0 and grad[3] > 0.0  # agreeing steps are pushed further towards y
+
+
+def test_loss_is_zero_when_no_step_agrees() -> None:
+    loss = sprm_loss(torch.tensor([-1.0, 1.0]), torch.tensor([1.0, 0.0]))
+    assert float(loss) == 0.0
+
+
+def test_loss_at_exactly_one_half_agrees_with_label_zero() -> None:
+    # score 0.5 is not > 0.5, so it agrees with y = 0 and disagrees with y = 1
+    assert float(sprm_loss(torch.tensor([0.0]), torch.tensor([0.0]))) == pytest.approx(
+        math.log(2.0))
+    assert float(sprm_loss(torch.tensor([0.0]), torch.tensor([1.0]))) == 0.0
+
+
+def test_geometric_mean_of_step_scores() -> None:
+    assert geometric_mean([0.5, 0.125]) == pytest.approx(0.25)
+    assert geometric_mean([0.9, 0.9, 0.9]) == pytest.approx(0.9)
+    assert geometric_mean([0.8, 0.2]) == pytest.approx(0.4)
+    assert geometric_mean([]) == 0.5
+
+
+def _meta(**kw: object) -> HeadMeta:
+    base = dict(base_model_sha256=SHA, model="tiny", layer=2, n_layers=4, hidden_size=6,
+                width=5, training={"dataset": "gsm8k", "split": "train"},
+                metrics={"held_out": {"auroc": 0.7}})
+    base.update(kw)
+    return HeadMeta(**base)  # type: ignore[arg-type]
+
+
+def test_head_save_load_round_trip(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    head = SPRMHead.new(_meta(), seed=3, mean=rng.normal(size=6).astype(np.float32),
+                        scale=rng.uniform(0.5, 2, size=6).astype(np.float32))
+    weights = head.save(tmp_path / "tiny")
+    assert weights.name == "tiny.sprm.safetensors"
+    assert (tmp_path / "tiny.sprm.json").is_file()
+    x = rng.normal(size=(4, 6)).astype(np.float32)
+    for path in (weights, tmp_path / "tiny.sprm.json", tmp_path / "tiny"):
+        again = SPRMHead.load(path)
+        assert again.meta == head.meta
+        assert again.step_scores(x) == pytest.approx(head.step_scores(x), abs=1e-7)
+    assert all(0.0 < s < 1.0 for s in head.step_scores(x))
+
+
+def test_a_missing_head_is_one_sentence(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no SPRM head at"):
+        SPRMHead.load(tmp_path / "nothing")
+
+
+def test_head_refuses_another_model_naming_both() -> None:
+    head = SPRMHead.new(_meta())
+    head.check_model(SHA, "tiny")  # the model it was trained on passes
+    with pytest.raises(ConfigError) as err:
+        head.check_model(OTHER, "bigger")
+    text = str(err.value)
+    assert "tiny" in text and "bigger" in text and SHA[:12] in text and OTHER[:12] in text
+    assert text.count(". ") == 0  # one sentence
+
+
+def _fake_with_model(sha: str, path: Path) -> FakeBackend:
+    fb = FakeBackend(model_id="tiny-model")
+    fb.sha256 = sha  # type: ignore[attr-defined]
+    fb.model_path = path  # type: ignore[attr-defined]
+    return fb
+
+
+def test_verifier_spec_loads_a_head_and_refuses_a_mismatch(tmp_path: Path) -> None:
+    head = SPRMHead.new(_meta())
+    weights = head.save(tmp_path / "h")
+    check_verifier(f"sprm:{weights}")  # the spec binds without loading anything
+    v = build_verifier(f"sprm:{weights},batch_size=2", _fake_with_model(SHA, tmp_path))
+    assert v.name == "sprm" and v.reduce([0.25, 1.0]) == pytest.approx(0.5)
+    with pytest.raises(ConfigError, match="not on the loaded model tiny-model"):
+        build_verifier(f"sprm:{weights}", _fake_with_model(OTHER, tmp_path))
+
+
+def test_verifier_needs_a_model_file_and_a_head(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="use the llamacpp backend"):
+        build_verifier("sprm", FakeBackend())
+    with pytest.raises(ConfigError, match="no SPRM head ships for tiny-model"):
+        build_verifier("sprm", _fake_with_model("ee" * 32, tmp_path))
+
+
+def test_verifier_usage_counts_reread_tokens_and_scales_flops_by_depth(tmp_path: Path) -> None:
+    weights = SPRMHead.new(_meta(layer=1, n_layers=4)).save(tmp_path / "h")
+    fb = _fake_with_model(SHA, tmp_path)
+    v = build_verifier(f"sprm:{weights},batch_size=2", fb)
+    total, per = v.usage([100, 50, 30], 3.0)  # prompt + trace tokens of three traces
+    assert total.prompt_tokens == 180 and total.completion_tokens == 0
+    assert total.calls == 1 + 2  # the prompt, then two batches of at most 2 traces
+    assert total.flops == pytest.approx(2.0 * fb.params_count * 180 / 4)
+    assert [u.prompt_tokens for u in per] == [100, 50, 30]
+    assert sum(u.seconds for u in per) == pytest.approx(3.0)
+    assert sum(u.flops for u in per) == pytest.approx(total.flops)
+
+
+def test_shipped_head_is_found_by_sha(tmp_path: Path) -> None:
+    SPRMHead.new(_meta()).save(tmp_path / "tiny")
+    SPRMHead.new(_meta(base_model_sha256=OTHER, model="other")).save(tmp_path / "other")
+    assert shipped_head(SHA, tmp_path) == tmp_path / "tiny.sprm.safetensors"
+    assert shipped_head(OTHER, tmp_path) == tmp_path / "other.sprm.safetensors"
+    assert shipped_head("ff" * 32, tmp_path) is None
+    assert head_paths(tmp_path / "x.sprm.safetensors")[1].name == "x.sprm.json"
+
+
+@pytest.mark.parametrize("text", [
+    "a\n\nb", "  a \n\n\n\n b\n\n", "", "one step", "x\n\ny\n\n\n\nz\n\n  \n\nw",
+    "trailing\n\n", "\n\nleading",
+])
+def test_step_ends_match_split_steps(text: str) -> None:
+    ends = step_ends(text, "\n\n")
+    steps = split_steps(text, "\n\n")
+    assert len(ends) == len(steps)
+    for end, step in zip(ends, steps, strict=True):
+        if step:
+            assert text[:end].rstrip().endswith(step)
+            assert text.startswith("\n\n", end) or not text[end:].strip()
+
+
+def test_end_tokens_pick_the_break_token_or_the_last() -> None:
+    text = "ab.\n\ncd"
+    # tokens: "ab", ".\n\n" (a merge of the step's end and the delimiter), "cd"
+    offsets = [(0, 2), (2, 5), (5, 7)]
+    assert end_tokens(offsets, step_ends(text, "\n\n")) == [1, 2]
+
+
+def test_auroc_equals_pairwise_count() -> None:
+    rng = np.random.default_rng(1)
+    scores = rng.integers(0, 5, size=40).astype(float)  # many ties
+    labels = rng.integers(0, 2, size=40)
+    rows = list(zip(scores, labels, strict=True))
+    pairs = [(s, t) for (s, a), (t, b) in itertools.product(rows, rows) if a == 1 and b == 0]
+    brute = sum(1.0 if s > t else 0.5 if s == t else 0.0 for s, t in pairs) / len(pairs)
+    assert auroc(scores.tolist(), labels.tolist()) == pytest.approx(brute)
+    assert auroc([0.3, 0.2], [1, 1]) is None
+
+
+def test_training_learns_a_separable_signal_and_records_metrics() -> None:
+    rng = np.random.default_rng(0)
+    examples = []
+    for q in range(30):
+        for s in range(4):
+            label = int(rng.random() < 0.5)
+            steps = int(rng.integers(1, 5))
+            x = rng.normal(size=(steps, 6)).astype(np.float32)
+            x[:, 2] += 2.0 if label else -2.0  # the correctness signal, in one direction
+            examples.append(Example(f"q{q}", s, x, label, 100, 0.1))
+    head = train_head(examples, _meta(), holdout=0.3, seed=0, threads=1)
+    m = head.meta.metrics
+    assert m["held_out"]["questions"] == 9 and m["train"]["questions"] == 21
+    assert m["held_out"]["traces"] + m["train"]["traces"] == len(examples)
+    assert m["held_out"]["auroc"] > 0.9
+    assert 1 <= m["best_epoch"] <= m["epochs_run"] <= 500
+    assert head.meta.created
+
+
+def test_train_refuses_a_test_split_run_in_one_sentence(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, COLUMNS="120")
+    run = tmp_path / "test-run"
+    made = subprocess.run([sys.executable, "-m", "ttscale", "eval", "--backend", "fake",
+                           "--dataset", "gsm8k", "--split", "test", "--ids", "0", "--n", "1",
+                           "--out", str(run)], capture_output=True, text=True, env=env,
+                          timeout=300, check=False)
+    assert made.returncode == 0, made.stderr
+    proc = subprocess.run([sys.executable, "-m", "ttscale", "sprm", "train", str(run), "--out",
+                           str(tmp_path / "head")], capture_output=True, text=True, env=env,
+                          timeout=300, check=False)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.strip() == (f"error: {run} holds gsm8k test traces, and an SPRM head "
+                                   "trains on gsm8k train only: collect with ttscale sprm "
+                                   "collect --split train")
+    assert not (tmp_path / "head.sprm.safetensors").exists()

@@ -1,0 +1,143 @@
+"""SPRM on the real 135M model: step features at the right tokens, and collect -> train ->
+eval through the command line on a few GSM8K train questions."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("gguf")
+pytest.importorskip("accelerate")
+
+from ttscale import models  # noqa: E402
+from ttscale.verifiers.sprm_features import TorchFeatures, chat_text  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+TRACES = [
+    "First, 3 + 4 = 7.\n\nThen 7 * 2 = 14.\n\nThe answer is \\boxed{14}.",
+    "We need the total.\n\n\n\nIt is 5.   \n\nThe answer is \\boxed{5}.\n\n",
+    "Just \\boxed{1}",
+]
+
+
+@pytest.fixture(scope="module")
+def feats() -> Iterator[TorchFeatures]:
+    path = models.resolve("smollm2-135m")[0]
+    yield TorchFeatures.load(str(path), all_layers=True, threads=2)
+
+
+def test_one_vector_per_step_at_the_token_that_ends_it(feats: TorchFeatures) -> None:
+    prompt = chat_text(feats.tokenizer, "What is (3 + 4) * 2?")
+    out = feats.extract(prompt, TRACES, "\n\n")
+    assert [len(o.vectors) for o in out] == [3, 3, 1]
+    for o, trace in zip(out, TRACES, strict=True):
+        assert o.vectors.shape[1] == feats.hidden_size == 576
+        ids = feats.tokenizer(prompt, add_special_tokens=True)["input_ids"] + \
+            feats.tokenizer(trace, add_special_tokens=False)["input_ids"]
+        assert o.tokens == len(ids)
+        pieces = [feats.tokenizer.decode([ids[p]]) for p in o.positions]
+        text_ends_with_step = not trace.rstrip().endswith("\n") and trace == trace.rstrip()
+        # every step but a final one ending the text ends at a line break token
+        breaks = pieces[:-1] if text_ends_with_step else pieces
+        assert all("\n" in piece for piece in breaks), pieces
+        if text_ends_with_step:
+            assert o.positions[-1] == len(ids) - 1  # the last step: the trace's last token
+        assert list(o.positions) == sorted(set(o.positions))
+
+
+def test_features_do_not_depend_on_the_batch_and_a_shallower_layer_differs(
+        feats: TorchFeatures) -> None:
+    prompt = chat_text(feats.tokenizer, "What is (3 + 4) * 2?")
+    together = feats.extract(prompt, TRACES, "\n\n")
+    alone = feats.extract(prompt, TRACES[1:2], "\n\n")
+    np.testing.assert_allclose(alone[0].vectors, together[1].vectors, atol=2e-3, rtol=1e-3)
+    half = feats.extract(prompt, TRACES[:1], "\n\n", layer=15)
+    assert half[0].positions == together[0].positions
+    assert not np.allclose(half[0].vectors, together[0].vectors, atol=1e-2)
+
+
+def test_last_layer_features_equal_llama_cpp_embeddings(feats: TorchFeatures) -> None:
+    """At full depth a feature is the LM head's input, which is what llama.cpp's per-token
+    embeddings are: the same vectors at the same positions, from the quantised weights."""
+    import httpx
+    import xllamacpp as xl
+
+    p = xl.CommonParams()
+    p.model.path = str(models.resolve("smollm2-135m")[0])
+    p.embedding = True
+    p.pooling_type = xl.llama_pooling_type.LLAMA_POOLING_TYPE_NONE
+    p.n_ctx = p.n_batch = p.n_ubatch = 1024
+    p.cpuparams.n_threads = p.cpuparams_batch.n_threads = 2
+    p.warmup = False
+    p.verbosity = -1
+    server: Any = xl.Server(p)
+    prompt = chat_text(feats.tokenizer, "What is (3 + 4) * 2?")
+    ours = feats.extract(prompt, TRACES[:1], "\n\n")[0]
+    rows = httpx.post(server.listening_address + "/embedding",
+                      json={"content": prompt + TRACES[0]}, timeout=300).json()[0]["embedding"]
+    assert len(rows) == ours.tokens  # the same tokens
+    theirs = np.asarray(rows, dtype=np.float32)[list(ours.positions)]
+    cos = (theirs * ours.vectors).sum(1) / (np.linalg.norm(theirs, axis=1)
+                                           * np.linalg.norm(ours.vectors, axis=1))
+    assert cos.min() > 0.98, cos
+
+
+def _ttscale(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ttscale", *args], capture_output=True,
+                          text=True, env=env, timeout=1800, check=False)
+
+
+def test_collect_train_eval_end_to_end(tmp_path: Path) -> None:
+    env = dict(os.environ, COLUMNS="120")
+    run = tmp_path / "train-run"
+    collect = ("sprm", "collect", "--split", "train", "--ids", "0-2", "-n", "3",
+               "--max-tokens", "128", "--model", "smollm2-135m", "--threads", "2",
+               "--out", str(run))
+    first = _ttscale(*collect, env=env)
+    assert first.returncode == 0, first.stderr
+    assert "step features of 9 traces extracted now" in first.stderr
+    meta = json.loads((run / "sprm-features" / "layer15" / "meta.json").read_text())
+    assert meta["model_sha256"] == models.CATALOG["smollm2-135m"].sha256
+    assert (meta["layer"], meta["n_layers"], meta["hidden_size"]) == (15, 30, 576)
+    again = _ttscale(*collect, env=env)  # resumable: nothing generated or extracted twice
+    assert again.returncode == 0, again.stderr
+    assert "0 samples generated now" in again.stderr
+    assert "step features of 0 traces extracted now" in again.stderr
+
+    head = tmp_path / "smollm2"
+    trained = _ttscale("sprm", "train", str(run), "--out", str(head), "--holdout", "0.34",
+                       "--threads", "1", env=env)
+    assert trained.returncode == 0, trained.stderr
+    info = json.loads((tmp_path / "smollm2.sprm.json").read_text())
+    assert info["base_model_sha256"] == models.CATALOG["smollm2-135m"].sha256
+    assert info["layer"] == 15 and info["step_delimiter"] == "\n\n"
+    assert info["training"]["runs"][0]["question_ids"] == [
+        "gsm8k-train-0", "gsm8k-train-1", "gsm8k-train-2"]
+    assert info["metrics"]["train"]["traces"] + info["metrics"]["held_out"]["traces"] == 9
+
+    scored = _ttscale("sprm", "eval", str(run), "--head", str(head), "-n", "3", "--json",
+                      env=env)
+    assert scored.returncode == 0, scored.stderr
+    res = json.loads(scored.stdout)
+    assert res["traces"] == 9 and res["extracted_now"] == 0  # the cached features
+    assert set(res["points"]) == {"majority", "best_of_n", "weighted_best_of_n"}
+    assert res["scoring_seconds"] > 0 and res["generation_seconds"] > 0
+    from ttscale.evaluation.records import load_records
+
+    _settings, records = load_records(run, "sprm")
+    scores = [t.score for r in records for t in r.traces]
+    assert len(scores) == 9 and all(s is not None and 0 < s < 1 for s in scores)
+    replay = _ttscale("eval", "replay", str(run), "--strategies", "weighted_best_of_n",
+                      "--n", "3", "--verifier", "sprm", "--json", env=env)
+    assert replay.returncode == 0, replay.stderr
+    assert json.loads(replay.stdout.splitlines()[0])["strategy"] == "weighted_best_of_n"
