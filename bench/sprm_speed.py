@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("--model", default=models.DEFAULT_MODEL)
     ap.add_argument("--k", type=int, default=8, help="traces per question")
     ap.add_argument("--questions", type=int, default=3)
-    ap.add_argument("--max-tokens", type=int, default=512)
+    ap.add_argument("--max-tokens", type=int, default=768)
     ap.add_argument("--head", default=None)
     ap.add_argument("--layer", type=int, default=None,
                     help="without --head and a shipped head: the fresh head's layer")

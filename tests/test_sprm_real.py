@@ -18,8 +18,8 @@ pytest.importorskip("torch")
 pytest.importorskip("gguf")
 pytest.importorskip("accelerate")
 
-from ttscale import models  # noqa: E402
-from ttscale.verifiers.sprm_features import TorchFeatures, chat_text  # noqa: E402
+from ttscale import models
+from ttscale.verifiers.sprm_features import TorchFeatures, chat_text
 
 pytestmark = pytest.mark.slow
 
@@ -90,6 +90,43 @@ def test_last_layer_features_equal_llama_cpp_embeddings(feats: TorchFeatures) ->
     cos = (theirs * ours.vectors).sum(1) / (np.linalg.norm(theirs, axis=1)
                                            * np.linalg.norm(ours.vectors, axis=1))
     assert cos.min() > 0.98, cos
+
+
+def test_the_verifier_scores_steps_and_counts_what_it_read(feats: TorchFeatures,
+                                                            small_backend: Any,
+                                                            tmp_path: Path) -> None:
+    from ttscale.solve import solve
+    from ttscale.verifiers.spec import build_verifier
+    from ttscale.verifiers.sprm import HeadMeta, SPRMHead, geometric_mean
+
+    sha = models.CATALOG["smollm2-135m"].sha256
+    head = SPRMHead.new(HeadMeta(sha, "smollm2-135m", 15, 30, 576, 16), seed=1)
+    v = build_verifier(f"sprm:{head.save(tmp_path / 'h')}", small_backend)
+    v._features = feats  # the module's model (30 layers); the head reads layer 15 of it
+    out = v.score("What is (3 + 4) * 2?", TRACES)
+    assert [len(s) for s in out.step_scores] == [3, 3, 1]
+    assert all(0.0 < x < 1.0 for s in out.step_scores for x in s)
+    prompt = chat_text(feats.tokenizer, "What is (3 + 4) * 2?")
+    read = [f.tokens for f in feats.extract(prompt, TRACES, "\n\n", layer=15)]
+    assert [u.prompt_tokens for u in out.per_trace] == read
+    assert out.usage.prompt_tokens == sum(read) and out.usage.completion_tokens == 0
+    assert out.usage.flops == pytest.approx(2.0 * small_backend.params_count * sum(read) / 2)
+    assert out.notes == ()
+
+    r = solve("What is (3 + 4) * 2?", backend=small_backend, strategy="best_of_n", n=2,
+              verifier=v, max_tokens=48)
+    assert len(r.traces) == 2
+    for t in r.traces:
+        assert t.step_scores is not None and t.score == pytest.approx(
+            geometric_mean(t.step_scores))
+    sampled = sum(t.completion_tokens for t in r.traces)
+    assert r.usage.completion_tokens == sampled  # the verifier adds prompt tokens only
+    from ttscale.answers import solve_prompt
+
+    asked = small_backend.count_tokens(solve_prompt("What is (3 + 4) * 2?"))
+    reread = sum(f.tokens for f in feats.extract(prompt, [t.text for t in r.traces], "\n\n",
+                                                 layer=15))
+    assert r.usage.prompt_tokens == 2 * asked + reread
 
 
 def _ttscale(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

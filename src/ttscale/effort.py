@@ -63,7 +63,13 @@ def plan_effort(effort: str, *, model: str, sha256: str | None,
 
 
 def backend_sha256(backend: Any) -> str | None:
-    """The SHA-256 of a backend's model weights where it has a local file, else ``None``."""
+    """The SHA-256 of a backend's model weights where it has a local file, else ``None``.
+
+    Example:
+        >>> from ttscale.backends.fake import FakeBackend
+        >>> backend_sha256(FakeBackend()) is None
+        True
+    """
     sha = getattr(backend, "sha256", None)
     if sha:
         return str(sha)

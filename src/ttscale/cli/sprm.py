@@ -65,7 +65,16 @@ def collect(out: Path, *, dataset: str, split: str, ids: str | None, limit: int 
 
 
 def check_train_run(run_dir: Path, settings: dict[str, Any]) -> None:
-    """Refuse a run that is not GSM8K train: a head must never see test questions."""
+    """Refuse a run that is not GSM8K train: a head must never see test questions.
+
+    Example:
+        >>> check_train_run(Path("runs/t"), {"dataset": "gsm8k", "split": "train"})
+        >>> check_train_run(Path("runs/x"), {"dataset": "gsm8k", "split": "test"})
+        Traceback (most recent call last):
+        ...
+        ttscale.errors.ConfigError: runs/x holds gsm8k test traces, and an SPRM head trains \
+on gsm8k train only: collect with ttscale sprm collect --split train
+    """
     dataset, split = settings.get("dataset"), settings.get("split")
     if dataset != TRAIN_DATASET or split != TRAIN_SPLIT:
         raise ConfigError(f"{run_dir} holds {dataset} {split} traces, and an SPRM head trains "

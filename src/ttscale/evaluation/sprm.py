@@ -21,10 +21,20 @@ from typing import Any
 
 import numpy as np
 
-from ttscale.answers import equivalent
+from ttscale import models
+from ttscale.answers import equivalent, solve_prompt
 from ttscale.errors import ConfigError
-from ttscale.evaluation.records import SEED_STRIDE, QuestionRecord, load_records
-from ttscale.verifiers.sprm import HeadMeta, SPRMHead, sprm_loss
+from ttscale.evaluation.metrics import curve
+from ttscale.evaluation.records import (
+    SEED_STRIDE,
+    QuestionRecord,
+    load_records,
+    question_samples,
+    sampling_of,
+)
+from ttscale.store import ScoreRow, Store
+from ttscale.types import Usage
+from ttscale.verifiers.sprm import HeadMeta, SPRMHead, geometric_mean, sprm_loss
 from ttscale.verifiers.sprm_features import chat_text, import_torch
 from ttscale.verifiers.steps import DEFAULT_DELIMITER
 
@@ -69,6 +79,12 @@ def _file_name(question_id: str) -> str:
 
 
 def features_dir(run_dir: str | Path, layer: int) -> Path:
+    """Where a run's step features of one layer are cached.
+
+    Example:
+        >>> features_dir("runs/a", 14).as_posix()
+        'runs/a/sprm-features/layer14'
+    """
     return Path(run_dir) / FEATURES_DIR / f"layer{layer}"
 
 
@@ -110,9 +126,14 @@ def _sample(seed: int, index: int) -> int:
 
 
 def run_model(settings: dict[str, Any]) -> tuple[str, Path, str]:
-    """(model name, GGUF path, SHA-256) of an eval run made with the llamacpp backend."""
-    from ttscale import models
+    """(model name, GGUF path, SHA-256) of an eval run made with the llamacpp backend.
 
+    Example:
+        >>> run_model({"kind": "import"})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ttscale.errors.ConfigError: SPRM features need a run made by ttscale eval or ...
+    """
     if settings.get("kind") != "eval":
         raise ConfigError("SPRM features need a run made by ttscale eval or ttscale sprm "
                           "collect (an imported run has no trace texts)")
@@ -215,8 +236,7 @@ def features_meta(run_dir: str | Path, layer: int | None) -> dict[str, Any]:
 
 
 def trace_scores(head: SPRMHead, examples: Sequence[Example]) -> list[float]:
-    from ttscale.verifiers.sprm import geometric_mean
-
+    """Each example's trace score under ``head``."""
     return [geometric_mean(head.step_scores(e.vectors)) for e in examples]
 
 
@@ -236,7 +256,16 @@ def train_head(examples: Sequence[Example], meta: HeadMeta, *, lr: float = 5e-3,
                holdout: float = 0.2, seed: int = 0, threads: int | None = None) -> SPRMHead:
     """Train a head on ``examples`` (full-batch Adam on the SPRM loss), stopping early on
     the held-out questions' trace-level cross-entropy; the metrics go into its meta.
-    ``threads``: torch's CPU threads (on a busy machine, 1 is often fastest for a head)."""
+    ``threads``: torch's CPU threads (on a busy machine, 1 is often fastest for a head).
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> ex = [Example(f"q{i}", 0, rng.normal(size=(2, 4)).astype(np.float32) + i % 2,
+        ...               i % 2, 50, 0.1) for i in range(10)]
+        >>> head = train_head(ex, HeadMeta("ab" * 32, "m", 1, 2, 4, 8), epochs=20, threads=1)
+        >>> head.meta.metrics["held_out"]["questions"], head.meta.metrics["train"]["traces"]
+        (2, 8)
+    """
     torch = import_torch()
     if threads:
         torch.set_num_threads(threads)
@@ -317,7 +346,16 @@ class RunScores:
 
 def generation_seconds(record: QuestionRecord) -> float:
     """The wall seconds the question's stored traces took, from its result rows (each row
-    holds its n/N share of the question's time; with a verifier in the run, its time too)."""
+    holds its n/N share of the question's time; with a verifier in the run, its time too).
+
+    Example:
+        >>> from ttscale.evaluation.records import TraceRecord
+        >>> from ttscale.store import ResultRow
+        >>> t = TraceRecord(0, 0, "so 4", "4", 10, 20)
+        >>> row = ResultRow("eval", "q", "majority", 2, 0, "4", True, Usage(seconds=3.0))
+        >>> generation_seconds(QuestionRecord("q", "2+2?", "4", (t,) * 4, (row,)))
+        6.0
+    """
     rows = [r for r in record.results if r.strategy in ("majority", "best_of_n",
                                                           "weighted_best_of_n")]
     if not rows or not record.traces:
@@ -333,13 +371,6 @@ def score_run(run_dir: str | Path, head: SPRMHead, n: int, *, resamples: int = 2
     """Score every stored trace of a run with ``head`` (features extracted where missing),
     store the scores under the verifier name ``sprm``, and replay best-of-n against
     majority at ``n``."""
-    from ttscale import models
-    from ttscale.cli.evaluate import ready
-    from ttscale.evaluation.metrics import curve
-    from ttscale.evaluation.records import question_samples
-    from ttscale.store import ScoreRow, Store
-    from ttscale.verifiers.sprm import geometric_mean
-
     settings, records = load_records(run_dir)
     name, _path, sha = run_model(settings)
     head.check_model(sha, name)
@@ -354,12 +385,7 @@ def score_run(run_dir: str | Path, head: SPRMHead, n: int, *, resamples: int = 2
     params = spec.params_count if spec is not None else 0
     fraction = head.meta.layer / max(head.meta.n_layers, 1)
     by_sample = {(e.question_id, e.sample): (e, s) for e, s in zip(examples, steps, strict=True)}
-    from ttscale.evaluation.records import sampling_of
-    from ttscale.types import Usage
-
     with Store.open(run_dir, settings) as store:
-        from ttscale.answers import solve_prompt
-
         rows = []
         for r in records:
             prompt = solve_prompt(r.question, settings["system_prompt"])
@@ -374,8 +400,8 @@ def score_run(run_dir: str | Path, head: SPRMHead, n: int, *, resamples: int = 2
                                      Usage(e.tokens, 0, 0, secs,
                                            2.0 * params * e.tokens * fraction)))
         store.put_scores(rows, replace=True)
-    scored = load_records(run_dir, "sprm")[1]
-    done, _rest = ready(scored, n, True)
+    done = [r for r in load_records(run_dir, "sprm")[1]
+            if len(r.traces) >= n and all(t.score is not None for t in r.traces)]
     samples = question_samples(done)
     points: list[Any] = []
     if samples:

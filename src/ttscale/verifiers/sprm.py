@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,10 @@ from typing import Any
 import numpy as np
 
 from ttscale.errors import ConfigError
-from ttscale.verifiers.sprm_features import import_torch
+from ttscale.types import Usage
+from ttscale.verifiers.base import VerifierOutput
+from ttscale.verifiers.reduce import reduce_scores
+from ttscale.verifiers.sprm_features import chat_text, import_torch
 
 SUFFIX = ".sprm.safetensors"
 META_SUFFIX = ".sprm.json"
@@ -37,12 +41,10 @@ def geometric_mean(scores: Sequence[float]) -> float:
     """The trace score: the geometric mean of its step scores (0.5 for no step).
 
     Example:
-        >>> geometric_mean([0.25, 1.0]), geometric_mean([0.8])
+        >>> geometric_mean([0.25, 1.0]), round(geometric_mean([0.8]), 6)
         (0.5, 0.8)
     """
-    if not scores:
-        return 0.5
-    return math.exp(sum(math.log(max(s, 1e-12)) for s in scores) / len(scores))
+    return reduce_scores(scores, "geometric_mean")
 
 
 def sprm_loss(logits: Any, labels: Any) -> Any:
@@ -236,11 +238,13 @@ class SPRMVerifier:
     the first ``score``. Usage: every trace's prompt and trace tokens are verifier prompt
     tokens; FLOPs are 2 x parameters x tokens x (layers run / layers of the model).
 
-    Example (the 135M model with a head trained on it):
+    Example (a head trained on the 135M model, e.g. by ``ttscale sprm train``):
         >>> from ttscale.backends.llamacpp import LlamaCppBackend
-        >>> v = SPRMVerifier(LlamaCppBackend("smollm2-135m"))  # doctest: +SKIP
-        >>> v.score("1+1?", ["1+1 = 2.\\n\\nSo \\\\boxed{2}."]).step_scores  # doctest: +SKIP
-        ((0.61, 0.58),)
+        >>> be = LlamaCppBackend("smollm2-135m")  # doctest: +SKIP
+        >>> v = SPRMVerifier(be, "smollm2.sprm.safetensors")  # doctest: +SKIP
+        >>> out = v.score("1+1?", ["1+1 = 2.\\n\\nSo \\\\boxed{2}."])  # doctest: +SKIP
+        >>> len(out.step_scores[0]), out.usage.completion_tokens  # doctest: +SKIP
+        (2, 0)
     """
 
     name = "sprm"
@@ -281,24 +285,18 @@ class SPRMVerifier:
     def reduce(self, steps: Sequence[float]) -> float:
         return geometric_mean(steps)
 
-    def score(self, question: str, traces: Sequence[str]) -> Any:
-        import time
-
-        from ttscale.verifiers.base import VerifierOutput
-        from ttscale.verifiers.sprm_features import chat_text
-
+    def score(self, question: str, traces: Sequence[str]) -> VerifierOutput:
         feats = self.features
         start = time.perf_counter()
         out = feats.extract(chat_text(feats.tokenizer, question), traces,
-                            self.head.meta.step_delimiter)
+                            self.head.meta.step_delimiter, layer=self.head.meta.layer)
         scores = tuple(tuple(self.head.step_scores(o.vectors)) for o in out)
         seconds = time.perf_counter() - start
-        return VerifierOutput(scores, *self.usage([o.tokens for o in out], seconds))
+        total, per = self.usage([o.tokens for o in out], seconds)
+        return VerifierOutput(scores, total, (), per)
 
-    def usage(self, tokens: Sequence[int], seconds: float) -> tuple[Any, tuple[Any, ...]]:
+    def usage(self, tokens: Sequence[int], seconds: float) -> tuple[Usage, tuple[Usage, ...]]:
         """The call's usage and each trace's share, for ``tokens`` read per trace."""
-        from ttscale.types import Usage
-
         fraction = self.head.meta.layer / max(self.head.meta.n_layers, 1)
         total = sum(tokens)
         calls = 1 + math.ceil(len(tokens) / self.batch_size)  # the prompt, then batches
