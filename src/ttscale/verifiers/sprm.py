@@ -78,6 +78,9 @@ class HeadMeta:
     width: int
     step_delimiter: str = "\n\n"
     training: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    # how the features were read; at another layer or by other code they would differ
+    features: str = ("transformers float32 from the GGUF: the final RMSNorm of the residual "
+                     "stream after `layer` decoder layers, at the token ending each step")
     metrics: Mapping[str, Any] = field(default_factory=dict, hash=False)
     created: str = ""
 
