@@ -25,9 +25,27 @@ def make_verifier(name: str | Verifier | None, backend: Backend) -> Verifier | N
 
 
 def make_strategy(name: str, n: int) -> Any:
-    factory = strategies.get(name)
+    """A strategy by spec ``NAME[,KEY=VALUE...]``; the options go, as one spec string, to a
+    strategy that takes them (its ``options`` field).
+
+    Example:
+        >>> make_strategy("deepconf,eta=0.1", 16).params.eta
+        0.1
+        >>> make_strategy("majority,eta=0.1", 4)
+        Traceback (most recent call last):
+        ...
+        ttscale.errors.ConfigError: strategy majority takes no options: drop ',eta=0.1'
+    """
+    base, comma, options = name.partition(",")
+    base = base.strip()
+    factory = strategies.get(base)
     fields = getattr(factory, "__dataclass_fields__", {})
-    return factory(n=n) if "n" in fields else factory()
+    kwargs: dict[str, Any] = {"n": n} if "n" in fields else {}
+    if comma:
+        if "options" not in fields:
+            raise ConfigError(f"strategy {base} takes no options: drop ',{options}'")
+        kwargs["options"] = options
+    return factory(**kwargs)
 
 
 def check(question: str, *, strategy: str, verifier: str | Verifier | None, n: int,

@@ -80,7 +80,8 @@ class TokenLogprob:
     top: tuple[tuple[str, float], ...] = ()
 
 
-FinishReason = Literal["stop", "length", "error"]
+# "aborted": stopped on purpose by the caller mid-way (a confidence check), not by the model.
+FinishReason = Literal["stop", "length", "error", "aborted"]
 
 
 @dataclass(frozen=True)

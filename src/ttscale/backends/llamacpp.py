@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ttscale.backends.base import chat_to_openai, strip_prefill
+from ttscale.backends.streaming import StreamedSample, Watch, stream_body, usage_of
 from ttscale.errors import BackendError, require
 from ttscale.params import SamplingParams
 from ttscale.types import (
@@ -200,6 +201,41 @@ class LlamaCppBackend:
                                          self.params_count, 0.0, calls=0)
             out.append(tuple(gens))
         return GenerateOutput(tuple(out), usage)
+
+    def generate_watched(self, prompt: Prompt, params: SamplingParams,
+                         watch: Watch) -> GenerateOutput:
+        """``params.n`` samples of ``prompt``, each streamed in its own request (seed
+        ``seed + i``) so that ``watch`` can abort one without the others; an aborted sample
+        is charged its prompt and the tokens it had (``ttscale.backends.streaming``).
+        The prompt cache lets the requests share one prompt evaluation."""
+        start = time.perf_counter()
+        samples = [StreamedSample(i, params.seed + i, watch,
+                                  params.top_logprobs if params.logprobs else 0,
+                                  chat=isinstance(prompt, Chat)) for i in range(params.n)]
+        for job in [self._pool.submit(self._stream, prompt, params, s) for s in samples]:
+            job.result()
+        failed = [s.error for s in samples if s.error]
+        if failed:
+            raise BackendError(f"llama.cpp rejected the request: {failed[0]}")
+        # An aborted sample gets no usage report: its prompt is counted by the tokenizer.
+        counted = (self.count_tokens(prompt) if any(s.prompt_tokens is None for s in samples)
+                   else 0)
+        gens = tuple(s.generation(counted) for s in samples)
+        return GenerateOutput((gens,), usage_of(gens, self.params_count,
+                                                time.perf_counter() - start, len(samples)))
+
+    def _stream(self, prompt: Prompt, params: SamplingParams, sample: StreamedSample) -> None:
+        if self._server is None:
+            raise BackendError("this llama.cpp backend is closed: create a new one")
+        body = stream_body(self._request(prompt, params, 1, sample.seed), params)
+        handle = (self._server.handle_chat_completions if isinstance(prompt, Chat)
+                  else self._server.handle_completions)
+        try:
+            # The callback runs on llama.cpp's thread for every chunk; True stops the
+            # request, which llama.cpp then cancels (a token or two may be decoded after).
+            handle(body, sample.feed)
+        except Exception as exc:
+            raise BackendError(f"llama.cpp rejected the request: {exc}") from exc
 
     def close(self) -> None:
         """Stop the worker threads and free the model (its memory goes with the server)."""

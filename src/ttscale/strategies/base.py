@@ -17,7 +17,7 @@ from ttscale.backends.base import Backend
 from ttscale.budget import Accountant
 from ttscale.errors import BudgetExceeded
 from ttscale.params import SamplingParams
-from ttscale.types import AnswerClass, Prompt, Result, Trace
+from ttscale.types import AnswerClass, GenerateOutput, Generation, Prompt, Result, Trace
 from ttscale.verifiers.base import Verifier
 
 Progress = Callable[[str], None]
@@ -59,11 +59,23 @@ class Strategy(Protocol):
     def finish(self, state: State, env: Env) -> Result: ...
 
 
+def to_trace(g: Generation) -> Trace:
+    """A generation as a trace: its text, extracted answer, length and finish."""
+    return Trace(g.text, extract_answer(g.text), g.completion_tokens, g.finish_reason)
+
+
+Generate = Callable[[Prompt, SamplingParams], GenerateOutput]
+
+
 def sample(env: Env, state: State, want: int, *, extra_per_sample: int = 0,
-           params: SamplingParams | None = None, prompt: Prompt | None = None) -> State:
+           params: SamplingParams | None = None, prompt: Prompt | None = None,
+           generate: Generate | None = None,
+           convert: Callable[[Generation], Trace] = to_trace) -> State:
     """Sample up to ``want`` traces in one batched call, as many as the budget allows.
 
     ``extra_per_sample`` reserves tokens each sample will cost later (e.g. its verification).
+    ``generate`` replaces the backend's plain call for one prompt (a streamed, watched one);
+    ``convert`` turns each generation into a trace (e.g. scored by its confidence).
     Raises ``BudgetExceeded`` when nothing has been spent yet and not even one sample fits.
     """
     params = params or env.sampling
@@ -81,12 +93,11 @@ def sample(env: Env, state: State, want: int, *, extra_per_sample: int = 0,
                 "max_tokens")
         return replace(state, done=True, budget_limited=True)
     env.progress(f"sampling {k} trace{'s' if k > 1 else ''}")
-    out = env.backend.generate([prompt], params.with_(n=k, seed=params.seed + len(state.traces)))
+    asked = params.with_(n=k, seed=params.seed + len(state.traces))
+    out = (generate(prompt, asked) if generate is not None
+           else env.backend.generate([prompt], asked))
     env.accountant.charge(out.usage)
-    new = tuple(
-        Trace(g.text, extract_answer(g.text), g.completion_tokens, g.finish_reason)
-        for g in out.generations[0]
-    )
+    new = tuple(convert(g) for g in out.generations[0])
     return replace(state, traces=state.traces + new, budget_limited=k < want)
 
 
