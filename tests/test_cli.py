@@ -167,8 +167,8 @@ USAGE_ERRORS = [
                  "unknown backend 'nope': choose one of fake, llamacpp, openai",
                  id="unknown-backend"),
     pytest.param(["q", "--backend", "fake", "--strategy", "foo"],
-                 "unknown strategy 'foo': choose one of adaptive_majority, best_of_n, greedy, "
-                 "majority, "
+                 "unknown strategy 'foo': choose one of adaptive_majority, best_of_n, deepconf, "
+                 "deepconf_online, deepprune, greedy, majority, "
                  "weighted_best_of_n", id="unknown-strategy"),
     pytest.param(["q", "--backend", "fake", "--strategy", "best_of_n", "--verifier", "nah"],
                  "unknown verifier 'nah'", id="unknown-verifier"),

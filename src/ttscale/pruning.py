@@ -41,8 +41,8 @@ class PruneParams:
     """DeepPrune's settings, validated at construction.
 
     ``prefix``: tokens generated for every trace before clustering; ``threshold``: the
-    similarity at which two prefixes are taken to end in the same answer (defaults calibrated
-    on GSM8K samples of the default model, see the README).
+    similarity at which two prefixes are taken to end in the same answer (default: a middle
+    value per similarity, not a calibrated one: fit yours with :func:`calibrate`).
 
     Example:
         >>> PruneParams().similarity, PruneParams(similarity="embedding").cut
@@ -78,7 +78,9 @@ class PruneParams:
         return DEFAULT_THRESHOLDS[self.similarity]
 
 
-# Calibrated with bench/gsm8k_efficiency.py (precision 0.9 over pairs of 64-token prefixes).
+# Middle values, not calibrated ones: on GSM8K samples of the default model, 64-token prefixes
+# predicted answer agreement poorly with either similarity, and the thresholds reaching 0.9
+# precision merged almost nothing (bench/gsm8k_efficiency.py; figures in the README).
 DEFAULT_THRESHOLDS = {"jaccard": 0.5, "embedding": 0.9}
 
 

@@ -94,6 +94,7 @@ def token_entropy(top: Sequence[float], temperature: float) -> float:
     the candidates whose log-probabilities ``top`` gives.
 
     Example:
+        >>> import math
         >>> round(token_entropy([math.log(0.5), math.log(0.5)], 1.0), 4)
         0.6931
         >>> token_entropy([-0.01, -5.0], 0.5) < token_entropy([-0.01, -5.0], 1.0)
@@ -110,6 +111,7 @@ def mean_entropy(generations: Sequence[Generation], temperature: float) -> float
     tokens are left out).
 
     Example:
+        >>> import math
         >>> from ttscale.types import TokenLogprob
         >>> t = TokenLogprob("a", math.log(0.5), (("a", math.log(0.5)), ("b", math.log(0.5))))
         >>> round(mean_entropy([Generation("a", 1, 1, "stop", (t,))], 1.0), 4)
