@@ -265,9 +265,13 @@ def ensemble_table(report: EnsembleReport) -> Table:
     the most accurate single source, and the mean weights."""
     best = max(range(len(report.sources)), key=lambda i: report.source_accuracy[i])
     base = report.source_tokens[best] or 1.0
+    from pathlib import Path
+
+    names = [Path(s).name for s in report.sources]
     table = Table(title=f"{report.questions} shared questions, cross-validated; best single "
-                        f"source {report.sources[best]}: {report.source_accuracy[best]:.1%} at "
-                        f"{report.source_tokens[best]:,.0f} tokens")
+                        f"source {names[best]}: {report.source_accuracy[best]:.1%} at "
+                        f"{report.source_tokens[best]:,.0f} tokens",
+                  caption=f"weights in source order: {', '.join(names)}")
     for name, justify in (("method", "left"), ("accuracy", "right"),
                           ("tokens/question", "right"), ("x best source", "right"),
                           ("mean weights", "left")):
