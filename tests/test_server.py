@@ -440,6 +440,6 @@ def test_serve_command_refuses_bad_options() -> None:
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: unknown strategy 'nope': choose one of adaptive_majority, best_of_n, greedy, "
-        "majority, "
+        "error: unknown strategy 'nope': choose one of abstraction, adaptive_majority, "
+        "best_of_n, budget_forcing, greedy, majority, revision, rsa, "
         "weighted_best_of_n"]
