@@ -116,10 +116,11 @@ class BudgetForcing:
     Example:
         >>> from ttscale.solve import solve
         >>> from ttscale.backends.fake import FakeBackend
-        >>> fb = FakeBackend(responses=["one two three four five six seven eight nine ten"])
-        >>> r = solve("?", backend=fb, strategy="budget_forcing", n=1, max_tokens=16)
-        >>> r.tree["children"][0]["thinking_tokens"], r.tree["children"][0]["capped"]
-        (10, False)
+        >>> fb = FakeBackend(script=lambda p, _i: "7}." if p.prefill.endswith("{")
+        ...                  else "think " * 40)
+        >>> r = solve("3+4?", backend=fb, strategy="budget_forcing", n=1, max_tokens=16)
+        >>> r.answer, r.tree["children"][0]["thinking_tokens"], r.tree["children"][0]["capped"]
+        ('7', 16, True)
     """
 
     n: int = 1
