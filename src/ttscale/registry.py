@@ -80,6 +80,10 @@ strategies: Registry[Any] = Registry(
         "deepprune": "ttscale.strategies.deepprune:DeepPrune",
         "best_of_n": "ttscale.strategies.best_of_n:BestOfN",
         "weighted_best_of_n": "ttscale.strategies.best_of_n:WeightedBestOfN",
+        "budget_forcing": "ttscale.strategies.budget_forcing:BudgetForcing",
+        "revision": "ttscale.strategies.revision:Revision",
+        "rsa": "ttscale.strategies.rsa:RSA",
+        "abstraction": "ttscale.strategies.abstraction:AbstractionFirst",
     },
 )
 

@@ -11,6 +11,7 @@ from ttscale.errors import ConfigError
 from ttscale.params import SamplingParams
 from ttscale.registry import strategies
 from ttscale.strategies.base import Env, Progress, run
+from ttscale.strategies.rounds import PROMPT_ALLOWANCE
 from ttscale.types import Result
 from ttscale.verifiers.base import Verifier
 from ttscale.verifiers.spec import build_verifier, check_verifier
@@ -48,6 +49,23 @@ def make_strategy(name: str, n: int) -> Any:
     return factory(**kwargs)
 
 
+def context_tokens(strategy: Any, max_tokens: int) -> int:
+    """Context tokens one request of ``strategy`` may need (prompt and completion), so that
+    a backend with a context per slot (llama.cpp) can be built large enough: what the
+    strategy says when its prompts show earlier traces, else the prompt and ``max_tokens``.
+
+    Example:
+        >>> context_tokens(make_strategy("majority", 8), 1024)
+        1536
+        >>> context_tokens(make_strategy("rsa", 8), 1024)
+        5632
+    """
+    own = getattr(strategy, "context_tokens", None)
+    if callable(own):
+        return int(own(max_tokens))
+    return max_tokens + PROMPT_ALLOWANCE
+
+
 def check(question: str, *, strategy: str, verifier: str | Verifier | None, n: int,
           temperature: float, max_tokens: int, seed: int, top_p: float = 1.0,
           stop: Sequence[str] = ()) -> tuple[SamplingParams, Any]:
@@ -64,6 +82,9 @@ def check(question: str, *, strategy: str, verifier: str | Verifier | None, n: i
     params = SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens, seed=seed,
                             top_p=top_p, stop=tuple(stop))
     strat = make_strategy(strategy, n)
+    check_sampling = getattr(strat, "check_sampling", None)
+    if callable(check_sampling):  # a strategy whose options depend on the sampling ones
+        check_sampling(params)
     if isinstance(verifier, str):
         check_verifier(verifier)  # unknown names and options fail here, listing the choices
     if strat.needs_verifier and verifier is None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant"]
 
@@ -128,7 +128,9 @@ class AnswerClass:
 
 @dataclass(frozen=True)
 class Result:
-    """Everything ``solve`` learned about one question."""
+    """Everything ``solve`` learned about one question. ``tree`` is what a sequential or
+    search strategy built, as JSON-ready nested nodes (``text``, ``score``, ``children``,
+    ``pruned`` and fields of its own), shown by ``solve --json`` and the eval report."""
 
     question: str
     answer: str | None
@@ -139,6 +141,7 @@ class Result:
     seconds: float
     budget_limited: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
+    tree: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready dictionary."""

@@ -318,10 +318,15 @@ def eval_run(out: Path, *, cfg: EvalConfig, dataset: str, split: str, limit: int
 
     def load() -> Any:
         if backend == "llamacpp":
-            # one slot per sample in flight; every slot holds a prompt, a trace and a verdict
+            # one slot per sample in flight; every slot holds a prompt, a trace and a verdict,
+            # or the longest request of a strategy that shows earlier traces (RSA, revision)
+            from ttscale.solve import context_tokens, make_strategy
+
+            ctx = max([cfg.max_tokens + 1024] + [
+                context_tokens(make_strategy(s, cfg.n_max), cfg.max_tokens) for s in cfg.solved])
             opts: dict[str, Any] = {"model": model, "threads": threads,
                                     "parallel": min(32, cfg.concurrency * cfg.n_max),
-                                    "ctx_per_slot": cfg.max_tokens + 1024}
+                                    "ctx_per_slot": ctx}
         elif backend == "openai":
             opts = {"model": model, "base_url": base_url}
         else:

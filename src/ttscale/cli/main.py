@@ -32,7 +32,7 @@ from ttscale.cli.render import (
 )
 from ttscale.errors import BudgetExceeded, ConfigError, TtscaleError, require
 from ttscale.registry import backends
-from ttscale.solve import check, solve
+from ttscale.solve import check, context_tokens, make_strategy, solve
 
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2  # click's own code for usage errors: bad option values read the same
@@ -155,11 +155,12 @@ def _check_options(
 
 
 def _backend_options(backend: str, model: str | None, base_url: str | None,
-                     threads: int | None, n: int) -> dict[str, Any]:
+                     threads: int | None, n: int, ctx_per_slot: int = 2048) -> dict[str, Any]:
     """The constructor options each backend understands."""
     if backend == "llamacpp":
         # One decoding slot per sample decodes all samples of a call in one batch.
-        return {"model": model, "parallel": max(1, min(n, MAX_PARALLEL)), "threads": threads}
+        return {"model": model, "parallel": max(1, min(n, MAX_PARALLEL)), "threads": threads,
+                "ctx_per_slot": ctx_per_slot}
     if backend == "fake":
         return {}  # scripted: always "The answer is 42."
     opts: dict[str, Any] = {}
@@ -193,8 +194,8 @@ def solve_command(
         help="The OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1.")] = None,
     strategy: Annotated[str, typer.Option(
         help="greedy, majority, adaptive_majority, best_of_n, weighted_best_of_n, deepconf, "
-             "deepconf_online or deepprune; options as NAME,KEY=VALUE (deepconf,eta=0.1).")
-    ] = "majority",
+             "deepconf_online, deepprune, budget_forcing, revision, rsa or abstraction; "
+             "options as NAME,KEY=VALUE (deepconf,eta=0.1).")] = "majority",
     n: Annotated[int, typer.Option("-n", "--samples", help="Samples to draw.")] = 8,
     max_tokens: Annotated[int, typer.Option(help="Completion tokens per sample, at most.")
                           ] = 1024,
@@ -222,7 +223,10 @@ def solve_command(
             max_tokens=max_tokens, seed=seed, budget=budget, threads=threads, base_url=base_url)
         with PhaseDisplay(err) as show, _stdout_to_stderr(as_json):
             show(_loading_message(backend, model, base_url))
-            be = load_backend(backend, **_backend_options(backend, model, base_url, threads, n))
+            # a slot holds the longest request: RSA and revision prompts show earlier traces
+            ctx = max(2048, context_tokens(make_strategy(strategy, n), max_tokens))
+            be = load_backend(backend, **_backend_options(backend, model, base_url, threads, n,
+                                                          ctx))
             try:
                 result = solve(question, backend=be, strategy=strategy, n=n, budget=budget_cap,
                                verifier=verifier, temperature=temperature,

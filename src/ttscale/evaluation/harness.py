@@ -238,6 +238,7 @@ class Harness:
     def _question(self, problem: Problem) -> Usage:
         spent = Usage()
         rows: list[ResultRow] = []
+        trees: list[tuple[str, dict[str, Any]]] = []
         for seed in range(self.cfg.seeds):
             if self.cfg.replayed:
                 began = time.perf_counter()
@@ -246,9 +247,13 @@ class Harness:
                 rows.extend(self._replay_rows(problem, seed, stored,
                                               time.perf_counter() - began))
             for name in self.cfg.solved:
-                row, used = self._solve(problem, name, seed)
+                row, used = self._solve(problem, name, seed, trees)
                 spent = spent + used
                 rows.extend(row)
+        # Written just before the result rows: a question whose rows exist is not solved
+        # again, so its trees are not written twice.
+        for label, tree in trees:
+            self.store.put_tree(problem.id, label, tree)
         self.store.put_results(rows)
         return spent
 
@@ -320,7 +325,10 @@ class Harness:
                                       usage))
         return rows
 
-    def _solve(self, problem: Problem, name: str, seed: int) -> tuple[list[ResultRow], Usage]:
+    def _solve(self, problem: Problem, name: str, seed: int,
+               trees: list[tuple[str, dict[str, Any]]]) -> tuple[list[ResultRow], Usage]:
+        """Each ``n`` of a strategy run through ``solve``; the trees it records go into
+        ``trees`` as (``NAME@N seed S``, tree)."""
         from ttscale.solve import solve
 
         done = {(r.strategy, r.n, r.seed) for r in self.store.results(RUN_LABEL)
@@ -339,6 +347,8 @@ class Harness:
             full = r.usage + _minus(self.backend.cached_usage, cached_before)
             correct = r.answer is not None and equivalent(problem.gold, r.answer)
             rows.append(ResultRow(RUN_LABEL, problem.id, name, n, seed, r.answer, correct, full))
+            if r.tree is not None:
+                trees.append((f"{name}@{n} seed {seed}", r.tree))
         return rows, spent
 
 
