@@ -167,9 +167,9 @@ USAGE_ERRORS = [
                  "unknown backend 'nope': choose one of fake, llamacpp, openai",
                  id="unknown-backend"),
     pytest.param(["q", "--backend", "fake", "--strategy", "foo"],
-                 "unknown strategy 'foo': choose one of adaptive_majority, best_of_n, greedy, "
-                 "majority, "
-                 "weighted_best_of_n", id="unknown-strategy"),
+                 "unknown strategy 'foo': choose one of ab_mcts, adaptive_majority, beam, "
+                 "best_of_n, dvts, greedy, majority, mcts, weighted_best_of_n",
+                 id="unknown-strategy"),
     pytest.param(["q", "--backend", "fake", "--strategy", "best_of_n", "--verifier", "nah"],
                  "unknown verifier 'nah'", id="unknown-verifier"),
     pytest.param(["q", "--backend", "fake", "-n", "0"], "n must be a positive", id="n-zero"),

@@ -440,6 +440,5 @@ def test_serve_command_refuses_bad_options() -> None:
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: unknown strategy 'nope': choose one of adaptive_majority, best_of_n, greedy, "
-        "majority, "
-        "weighted_best_of_n"]
+        "error: unknown strategy 'nope': choose one of ab_mcts, adaptive_majority, beam, "
+        "best_of_n, dvts, greedy, majority, mcts, weighted_best_of_n"]

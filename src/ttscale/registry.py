@@ -77,6 +77,10 @@ strategies: Registry[Any] = Registry(
         "adaptive_majority": "ttscale.strategies.adaptive_majority:AdaptiveMajority",
         "best_of_n": "ttscale.strategies.best_of_n:BestOfN",
         "weighted_best_of_n": "ttscale.strategies.best_of_n:WeightedBestOfN",
+        "beam": "ttscale.strategies.beam:BeamSearch",
+        "dvts": "ttscale.strategies.dvts:DVTS",
+        "mcts": "ttscale.strategies.mcts:MCTS",
+        "ab_mcts": "ttscale.strategies.mcts:ABMCTS",
     },
 )
 

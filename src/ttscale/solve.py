@@ -9,8 +9,8 @@ from ttscale.backends.base import Backend, load_backend
 from ttscale.budget import Accountant, Budget
 from ttscale.errors import ConfigError
 from ttscale.params import SamplingParams
-from ttscale.registry import strategies
 from ttscale.strategies.base import Env, Progress, run
+from ttscale.strategies.spec import make_strategy
 from ttscale.types import Result
 from ttscale.verifiers.base import Verifier
 from ttscale.verifiers.spec import build_verifier, check_verifier
@@ -24,17 +24,12 @@ def make_verifier(name: str | Verifier | None, backend: Backend) -> Verifier | N
     return build_verifier(name, backend)
 
 
-def make_strategy(name: str, n: int) -> Any:
-    factory = strategies.get(name)
-    fields = getattr(factory, "__dataclass_fields__", {})
-    return factory(n=n) if "n" in fields else factory()
-
-
 def check(question: str, *, strategy: str, verifier: str | Verifier | None, n: int,
           temperature: float, max_tokens: int, seed: int, top_p: float = 1.0,
           stop: Sequence[str] = ()) -> tuple[SamplingParams, Any]:
     """Validate a solve request before anything is loaded: the sampling parameters and the
-    strategy object, or a ``ConfigError`` naming the fix.
+    strategy object (``strategy`` is a spec, ``NAME[:KEY=VALUE,...]``), or a ``ConfigError``
+    naming the fix.
 
     Example:
         >>> check("2+2?", strategy="majority", verifier=None, n=4, temperature=0.7,
@@ -49,7 +44,7 @@ def check(question: str, *, strategy: str, verifier: str | Verifier | None, n: i
     if isinstance(verifier, str):
         check_verifier(verifier)  # unknown names and options fail here, listing the choices
     if strat.needs_verifier and verifier is None:
-        raise ConfigError(f"strategy {strategy} needs a verifier: pass --verifier self_judge")
+        raise ConfigError(f"strategy {strat.name} needs a verifier: pass --verifier self_judge")
     return params, strat
 
 
@@ -72,6 +67,7 @@ def solve(
 ) -> Result:
     """Answer ``question`` with a test-time scaling ``strategy``.
 
+    ``strategy`` is a spec: a name, or a name with options (``beam:width=4,max_steps=8``).
     ``backend`` is a backend instance (reuse it across questions) or a registered name built
     with ``model`` and ``backend_options``. ``budget`` is a ``Budget`` or a token cap.
     ``top_p`` and ``stop`` go to every sample, like ``temperature``. ``progress`` is called

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant"]
 
@@ -85,7 +85,12 @@ FinishReason = Literal["stop", "length", "error"]
 
 @dataclass(frozen=True)
 class Generation:
-    """One sample: its text, its own token counts and (when asked) token log-probabilities."""
+    """One sample: its text, its own token counts and (when asked) token log-probabilities.
+
+    ``hit_stop`` says whether one of the request's stop strings ended it (True), or the model
+    or the token cap did (False); None when the backend cannot tell. Step-level search reads
+    it to know whether a step ended at the step delimiter or the whole solution ended.
+    """
 
     text: str
     prompt_tokens: int
@@ -93,6 +98,7 @@ class Generation:
     finish_reason: FinishReason
     logprobs: tuple[TokenLogprob, ...] | None = None
     seed: int | None = None
+    hit_stop: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -127,7 +133,8 @@ class AnswerClass:
 
 @dataclass(frozen=True)
 class Result:
-    """Everything ``solve`` learned about one question."""
+    """Everything ``solve`` learned about one question. ``tree`` is the search tree of a tree
+    search strategy, JSON-ready: nested ``{"text", "score", "pruned", "children", ...}``."""
 
     question: str
     answer: str | None
@@ -138,6 +145,7 @@ class Result:
     seconds: float
     budget_limited: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
+    tree: Any = None
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready dictionary."""
