@@ -232,3 +232,34 @@ def test_real_model_search_counts_every_token(small_backend: Any, strategy: Any)
     assert r.usage.prompt_tokens == policy + judged
     assert r.usage.completion_tokens == sum(n.tokens for n in state.nodes) + len(scored)
     assert any(n.delimited for n in state.nodes) or any("never" in x for x in r.notes)
+
+
+@pytest.mark.slow
+def test_llamacpp_step_generation_is_exact(small_backend: Any) -> None:
+    """Each sample's stop reason and completion count agree with llama.cpp's own report
+    (its verbose ``stop_type`` and ``tokens_predicted``), and a continued answer's prompt
+    is counted whole."""
+    prompt = solve_prompt("Tom has 3 apples and buys 5 more. How many apples does he have?")
+    kinds = set()
+    for seed in range(8):
+        params = SamplingParams(max_tokens=40, seed=seed, temperature=1.0, stop=("\n\n",))
+        g = small_backend.generate([prompt], params).generations[0][0]
+        body = dict(small_backend._request(prompt, params, 1, seed), verbose=True)
+        told = small_backend._server.handle_chat_completions(body)["__verbose"]
+        assert g.completion_tokens == told["tokens_predicted"]
+        assert g.hit_stop == (told["stop_type"] == "word")
+        kinds.add(told["stop_type"])
+        if g.hit_stop:
+            more = step_prompt(prompt.messages[-1].content, g.text + "\n\n")
+            cont = small_backend.generate([more], params).generations[0][0]
+            assert cont.prompt_tokens == small_backend.count_tokens(more)
+    assert "word" in kinds  # the delimiter was met at least once
+
+
+def test_an_answer_at_its_token_cap_ends() -> None:
+    # every step is 3 words; a cap of 6 tokens ends each answer after its second step
+    fb = FakeBackend(script=lambda p, i: getattr(p, "prefill", "") + f"w{i} x y\n\nz")
+    state, env = search(BeamSearch(n=2, width=1, max_steps=5), fb, max_tokens=6)
+    assert max(n.depth for n in state.nodes) == 2 and state.rounds == 2
+    assert all(n.finished for n in state.nodes if n.depth == 2)
+    assert all(n.path_tokens <= 6 for n in state.nodes)

@@ -172,7 +172,8 @@ def _node(id_: int, parent: Node | None, g: Generation, delimiter: str | None, c
     prefix = (parent.prefix if parent else "") + g.text + tail
     return Node(id_, parent.id if parent else None, g.text, prefix,
                 (parent.depth if parent else 0) + 1, g.completion_tokens, path,
-                g.finish_reason, finished=not (delimited or cut_short), delimited=delimited,
+                g.finish_reason, finished=path >= cap or not (delimited or cut_short),
+                delimited=delimited,
                 group=group, tail=tail)
 
 
