@@ -32,7 +32,6 @@ from ttscale.types import GenerateOutput, Prompt
 from ttscale.verifiers.self_judge import SelfJudge
 
 
-
 class Recorder:
     """A backend that records every ``generate`` call (prompts, parameters, who made it)."""
 

@@ -162,3 +162,18 @@ def test_server_plans_take_specs() -> None:
         plan(question="2+2?", model="beam@4:colour=1", served=["fake"], settings=Settings())
     with pytest.raises(ConfigError, match="has no option x"):
         Settings(default_strategy="beam@4:x=1")
+
+
+def test_the_cache_keeps_whether_a_stop_string_ended_a_sample(tmp_path: Path) -> None:
+    from ttscale.answers import solve_prompt
+    from ttscale.params import SamplingParams
+
+    fb = FakeBackend(script=lambda _p, i: "one\n\ntwo" if i % 2 else "all in one")
+    params = SamplingParams(n=4, stop=("\n\n",))
+    with Store.open(tmp_path, {"kind": "t"}) as store:
+        cached = CachedBackend(fb, store, "f" * 64)
+        fresh = cached.generate([solve_prompt("q")], params).generations[0]
+        again = cached.generate([solve_prompt("q")], params).generations[0]
+    assert [g.hit_stop for g in fresh] == [False, True, False, True]
+    assert [g.hit_stop for g in again] == [g.hit_stop for g in fresh]
+    assert len(fb.calls) == 1  # the second call was read back
