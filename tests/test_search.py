@@ -259,7 +259,7 @@ def test_llamacpp_step_generation_is_exact(small_backend: Any) -> None:
 def test_an_answer_at_its_token_cap_ends() -> None:
     # every step is 3 words; a cap of 6 tokens ends each answer after its second step
     fb = FakeBackend(script=lambda p, i: getattr(p, "prefill", "") + f"w{i} x y\n\nz")
-    state, env = search(BeamSearch(n=2, width=1, max_steps=5), fb, max_tokens=6)
+    state, _env = search(BeamSearch(n=2, width=1, max_steps=5), fb, max_tokens=6)
     assert max(n.depth for n in state.nodes) == 2 and state.rounds == 2
     assert all(n.finished for n in state.nodes if n.depth == 2)
     assert all(n.path_tokens <= 6 for n in state.nodes)
