@@ -5,7 +5,9 @@ all earlier steps are sent again as the prompt. Per question, a beam search (sel
 verifier) is run once and every backend call it made (policy and judge, in order) is
 recorded; then the identical calls are replayed twice on the same loaded model, with
 llama.cpp's prefix reuse (``cache_prompt``, the default) and without it, alternating which
-goes first. Replays send the same prompts, so the two sides differ only in reuse. Per round
+goes first. Each replay opens every system message with its own tag, so neither can reuse
+what the recording or the other replay cached; otherwise the two send the same prompts and
+differ only in reuse. Per round
 it prints the prompt tokens charged (a cached prefix is still counted), the prompt tokens
 llama.cpp actually evaluated (its ``prompt_tokens_total`` counter), the seconds it spent on
 them (``prompt_seconds_total``) and the wall time of the policy's calls.
@@ -19,6 +21,7 @@ import argparse
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from ttscale import models
@@ -28,7 +31,7 @@ from ttscale.data import gsm8k
 from ttscale.params import SamplingParams
 from ttscale.strategies.base import Env, State
 from ttscale.strategies.beam import BeamSearch
-from ttscale.types import GenerateOutput, Prompt
+from ttscale.types import Chat, GenerateOutput, Message, Prompt
 from ttscale.verifiers.self_judge import SelfJudge
 
 
@@ -68,12 +71,23 @@ def record(be: LlamaCppBackend, question: str, args: Any) -> list[Call]:
     return log
 
 
-def replay(be: LlamaCppBackend, calls: list[Call], *, reuse: bool) -> list[dict[str, float]]:
+def tagged(prompt: Prompt, tag: str) -> Prompt:
+    """The prompt with its system message opened by ``tag``: replays with different tags
+    share no prefix, so neither reuses what the recording or the other replay left cached."""
+    if not isinstance(prompt, Chat) or not prompt.messages:
+        return tag + str(prompt)
+    first, *rest = prompt.messages
+    return replace(prompt, messages=(Message(first.role, f"{tag} {first.content}"), *rest))
+
+
+def replay(be: LlamaCppBackend, calls: list[Call], *, reuse: bool,
+           tag: str) -> list[dict[str, float]]:
     """The calls again; per policy call (a round): what it charged and what llama.cpp
     evaluated, with prefix reuse on or off."""
     be.cache_prompt = reuse
     rounds = []
-    for kind, prompts, params in calls:
+    for kind, original, params in calls:
+        prompts = [tagged(p, tag) for p in original]
         before = be.server_metrics()
         start = time.perf_counter()
         out = be.generate(prompts, params)
@@ -106,7 +120,8 @@ def main() -> None:
         for i, problem in enumerate(gsm8k("test")[: args.questions]):
             calls = record(be, problem.question, args)
             for reuse in ((True, False) if i % 2 == 0 else (False, True)):
-                for k, r in enumerate(replay(be, calls, reuse=reuse)):
+                tag = f"[{i}{'R' if reuse else 'N'}]"
+                for k, r in enumerate(replay(be, calls, reuse=reuse, tag=tag)):
                     into = totals[reuse].setdefault(k + 1, defaultdict(float))
                     for key, value in r.items():
                         into[key] += value

@@ -120,6 +120,18 @@ def expand(env: Env, state: SearchState, parents: Sequence[int | None], k: int, 
     When fewer samples fit the budget than asked, the first parents (best first) are
     expanded and the state is marked ``budget_limited``; when none fits, the search ends
     (``BudgetExceeded`` if nothing at all was spent).
+
+    Example:
+        >>> from ttscale.backends.fake import FakeBackend
+        >>> from ttscale.budget import Accountant
+        >>> from ttscale.params import SamplingParams
+        >>> env = Env(FakeBackend(responses=["a b\\n\\nc"]), Accountant(), SamplingParams())
+        >>> state, ids = expand(env, SearchState("q"), [None], 2, delimiter="\\n\\n")
+        >>> [(state.nodes[i].text, state.nodes[i].prefix, state.nodes[i].finished) for i in ids]
+        [('a b', 'a b\\n\\n', False), ('a b', 'a b\\n\\n', False)]
+        >>> state, ids = expand(env, state, [0], 1, delimiter="\\n\\n")
+        >>> state.nodes[ids[0]].answer_text, state.nodes[ids[0]].finished
+        ('a b\\n\\nc', True)
     """
     nodes = state.nodes
     cap = env.sampling.max_tokens
@@ -178,7 +190,20 @@ def _node(id_: int, parent: Node | None, g: Generation, delimiter: str | None, c
 
 
 def score(env: Env, state: SearchState, ids: Sequence[int]) -> SearchState:
-    """Score the partial answers of nodes ``ids`` in one verifier call."""
+    """Score the partial answers of nodes ``ids`` in one verifier call: a node's ``score``
+    is its own step's, its ``value`` the verifier's reduction over all its steps.
+
+    Example:
+        >>> from ttscale.backends.fake import FakeBackend
+        >>> from ttscale.budget import Accountant
+        >>> from ttscale.params import SamplingParams
+        >>> from ttscale.verifiers.self_judge import SelfJudge
+        >>> fb = FakeBackend(responses=["x"], yes_logprob=-0.5)
+        >>> env = Env(fb, Accountant(), SamplingParams(), SelfJudge(fb))
+        >>> state, ids = expand(env, SearchState("q"), [None], 1, delimiter="\\n\\n")
+        >>> round(score(env, state, ids).nodes[0].score, 2)
+        0.61
+    """
     if not ids or env.verifier is None:
         return state
     env.progress(f"verifying {len(ids)} step{'s' if len(ids) > 1 else ''}")
@@ -211,7 +236,13 @@ def trace_of(nodes: Sequence[Node], node: Node) -> Trace:
 
 def tree_json(state: SearchState, strategy: str, **info: Any) -> dict[str, Any]:
     """The search tree as nested JSON for the store and the report: the question at the
-    root, then every node with its text, score, tokens and whether it was pruned."""
+    root, then every node with its text, score, tokens and whether it was pruned.
+
+    Example:
+        >>> node = Node(0, None, "so 7", "so 7", 1, 2, 2, "stop", finished=True, delimited=False)
+        >>> tree_json(SearchState("q", nodes=(node,)), "beam")["children"][0]["answer"]
+        '7'
+    """
     kids: dict[int | None, list[Node]] = {}
     for node in state.nodes:
         kids.setdefault(node.parent, []).append(node)
