@@ -100,13 +100,13 @@ def lps_by_seed(unsure: Sequence[int]) -> FakeBackend:
 
 def test_offline_keeps_the_confident_share_and_weights_votes() -> None:
     fb = lps_by_seed(unsure={0, 2, 4})  # every "4" is unsure, every "5" sure
-    r = solve(QUESTION, backend=fb, strategy="deepconf,eta=0.5", n=6)
+    r = solve(QUESTION, backend=fb, strategy="deepconf:eta=0.5", n=6)
     assert r.answer == "5"
     assert [(c.answer, c.votes) for c in r.classes] == [("5", 3)]
     assert r.usage.completion_tokens == 6 * 4  # offline: every sample is whole
     assert fb.calls[0][1].logprobs and fb.calls[0][1].top_logprobs == 5
     # with eta=1 every trace votes, but weighted: three sure 5s beat three unsure 4s
-    r = solve(QUESTION, backend=lps_by_seed({0, 2, 4}), strategy="deepconf,eta=1", n=6)
+    r = solve(QUESTION, backend=lps_by_seed({0, 2, 4}), strategy="deepconf:eta=1", n=6)
     assert r.answer == "5" and sum(c.votes for c in r.classes) == 6
 
 
@@ -116,7 +116,7 @@ def test_online_aborts_and_charges_tokens_up_to_the_abort() -> None:
     fb = FakeBackend(responses=[words + " \\boxed{4}", words + " \\boxed{5}"],
                      token_logprobs=lambda _p, seed, pos, _s: (
                          [-0.01, -6.0] if seed < 4 or pos < 5 else [-0.7, -0.7]))
-    r = solve(QUESTION, backend=fb, strategy="deepconf_online,window=4,warmup=4,batch=3",
+    r = solve(QUESTION, backend=fb, strategy="deepconf_online:window=4,warmup=4,batch=3",
               n=10)
     finishes = [t.finish_reason for t in r.traces]
     assert finishes == ["stop"] * 4 + ["aborted"] * 6
@@ -134,13 +134,13 @@ def test_online_aborts_and_charges_tokens_up_to_the_abort() -> None:
 
 def test_online_stops_at_consensus_after_the_warmup() -> None:
     fb = FakeBackend(responses=["so \\boxed{4}"])
-    r = solve(QUESTION, backend=fb, strategy="deepconf_online,warmup=3", n=16)
+    r = solve(QUESTION, backend=fb, strategy="deepconf_online:warmup=3", n=16)
     assert len(r.traces) == 3 and r.answer == "4"
 
 
 def test_online_keeps_sampling_until_n_when_split() -> None:
     fb = lps_by_seed(unsure=set())
-    r = solve(QUESTION, backend=fb, strategy="deepconf_online,warmup=2,batch=4,window=2", n=9)
+    r = solve(QUESTION, backend=fb, strategy="deepconf_online:warmup=2,batch=4,window=2", n=9)
     assert len(r.traces) == 9  # 2 + 4 + 3: the last batch is cut to n
     assert [c.votes for c in r.classes] == [5, 4]
 
@@ -168,7 +168,7 @@ def test_online_without_streaming_cuts_afterwards_and_charges_everything() -> No
                         token_logprobs=lambda _p, seed, pos, _s: (
                             [-0.01, -6.0] if seed < 4 or pos < 5 else [-0.7, -0.7]))
     r = solve(QUESTION, backend=NoStream(inner),  # type: ignore[arg-type]
-              strategy="deepconf_online,window=4", n=6)
+              strategy="deepconf_online:window=4", n=6)
     assert [t.finish_reason for t in r.traces] == ["stop"] * 4 + ["aborted"] * 2
     assert r.usage.completion_tokens == 6 * 21  # every generated token was spent
     assert any("cannot stream" in note for note in r.notes)
@@ -178,7 +178,7 @@ def test_online_respects_a_token_budget() -> None:
     fb = lps_by_seed(unsure=set())
     prompt = fb.count_tokens(solve_prompt(QUESTION))
     cap = 5 * (prompt + 8)
-    r = solve(QUESTION, backend=fb, strategy="deepconf_online,warmup=2,batch=2,tau=1", n=16,
+    r = solve(QUESTION, backend=fb, strategy="deepconf_online:warmup=2,batch=2,tau=1", n=16,
               max_tokens=8, budget=Budget(max_tokens=cap))
     assert r.budget_limited and 2 < len(r.traces) < 16
     # it stopped when one more sample could no longer be paid at its worst case
@@ -188,7 +188,7 @@ def test_online_respects_a_token_budget() -> None:
 def test_bad_strategy_options_fail_before_sampling() -> None:
     fb = FakeBackend()
     with pytest.raises(ConfigError, match="DeepConf has no option 'x'"):
-        solve(QUESTION, backend=fb, strategy="deepconf_online,x=1")
+        solve(QUESTION, backend=fb, strategy="deepconf_online:x=1")
     with pytest.raises(ConfigError, match="strategy majority takes no options"):
         solve(QUESTION, backend=fb, strategy="majority,eta=0.1")
     assert fb.calls == []
@@ -321,7 +321,7 @@ def test_real_online_deepconf_streams_and_aborts(small_backend: object) -> None:
     assert [g.completion_tokens for g in gens] == [1, 1]
     prompt = small_backend.count_tokens(solve_prompt(QUESTION))
     assert cut.usage.prompt_tokens == 2 * prompt and cut.usage.completion_tokens == 2
-    r = solve(QUESTION, backend=small_backend, strategy="deepconf_online,warmup=2,batch=2,"
+    r = solve(QUESTION, backend=small_backend, strategy="deepconf_online:warmup=2,batch=2,"
               "window=8,eta=0.1,tau=1", n=4, max_tokens=48, seed=1)
     assert len(r.traces) == 4
     assert r.usage.completion_tokens == sum(t.completion_tokens for t in r.traces)

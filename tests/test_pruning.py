@@ -81,7 +81,7 @@ def scripted() -> FakeBackend:
 
 def test_strategy_finishes_one_trace_per_cluster_and_counts_every_token() -> None:
     fb = scripted()
-    r = solve(QUESTION, backend=fb, strategy="deepprune,prefix=4,threshold=0.5", n=4,
+    r = solve(QUESTION, backend=fb, strategy="deepprune:prefix=4,threshold=0.5", n=4,
               max_tokens=50)
     # prefixes "add 3 and 4" x3 and "multiply 3 by 4": two clusters, two continuations
     assert r.answer == "7"
@@ -106,7 +106,7 @@ def test_strategy_finishes_one_trace_per_cluster_and_counts_every_token() -> Non
 
 def test_prefixes_that_finish_need_no_continuation() -> None:
     fb = FakeBackend(responses=["\\boxed{7}", "\\boxed{7}", "so \\boxed{8}"])
-    r = solve(QUESTION, backend=fb, strategy="deepprune,prefix=8,threshold=0.9", n=3)
+    r = solve(QUESTION, backend=fb, strategy="deepprune:prefix=8,threshold=0.9", n=3)
     assert r.usage.calls == 1 and r.answer == "7"
     assert [(c.answer, c.votes) for c in r.classes] == [("7", 2), ("8", 1)]
 
@@ -114,7 +114,7 @@ def test_prefixes_that_finish_need_no_continuation() -> None:
 def test_strategy_refuses_bad_options_before_sampling() -> None:
     fb = FakeBackend()
     with pytest.raises(ConfigError, match="DeepPrune has no option"):
-        solve(QUESTION, backend=fb, strategy="deepprune,k=4")
+        solve(QUESTION, backend=fb, strategy="deepprune:k=4")
     assert fb.calls == []
 
 
@@ -201,7 +201,7 @@ def test_real_deepprune_continues_representatives(small_backend: object) -> None
 
     assert isinstance(small_backend, Backend)
     r = solve("What is 12 + 30?", backend=small_backend,
-              strategy="deepprune,prefix=8,threshold=0.3", n=4, max_tokens=40, seed=2)
+              strategy="deepprune:prefix=8,threshold=0.3", n=4, max_tokens=40, seed=2)
     assert len(r.traces) == 4
     assert r.usage.completion_tokens == sum(t.completion_tokens for t in r.traces)
     reps = [t for t in r.traces if t.finish_reason != "aborted"]

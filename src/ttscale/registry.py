@@ -84,6 +84,10 @@ strategies: Registry[Any] = Registry(
         "revision": "ttscale.strategies.revision:Revision",
         "rsa": "ttscale.strategies.rsa:RSA",
         "abstraction": "ttscale.strategies.abstraction:AbstractionFirst",
+        "beam": "ttscale.strategies.beam:BeamSearch",
+        "dvts": "ttscale.strategies.dvts:DVTS",
+        "mcts": "ttscale.strategies.mcts:MCTS",
+        "ab_mcts": "ttscale.strategies.mcts:ABMCTS",
     },
 )
 

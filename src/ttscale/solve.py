@@ -9,9 +9,9 @@ from ttscale.backends.base import Backend, load_backend
 from ttscale.budget import Accountant, Budget
 from ttscale.errors import ConfigError
 from ttscale.params import SamplingParams
-from ttscale.registry import strategies
 from ttscale.strategies.base import Env, Progress, run
 from ttscale.strategies.rounds import PROMPT_ALLOWANCE
+from ttscale.strategies.spec import make_strategy
 from ttscale.types import Result
 from ttscale.verifiers.base import Verifier
 from ttscale.verifiers.spec import build_verifier, check_verifier
@@ -23,30 +23,6 @@ def make_verifier(name: str | Verifier | None, backend: Backend) -> Verifier | N
     if name is None:
         return None
     return build_verifier(name, backend)
-
-
-def make_strategy(name: str, n: int) -> Any:
-    """A strategy by spec ``NAME[,KEY=VALUE...]``; the options go, as one spec string, to a
-    strategy that takes them (its ``options`` field).
-
-    Example:
-        >>> make_strategy("deepconf,eta=0.1", 16).params.eta
-        0.1
-        >>> make_strategy("majority,eta=0.1", 4)
-        Traceback (most recent call last):
-        ...
-        ttscale.errors.ConfigError: strategy majority takes no options: drop ',eta=0.1'
-    """
-    base, comma, options = name.partition(",")
-    base = base.strip()
-    factory = strategies.get(base)
-    fields = getattr(factory, "__dataclass_fields__", {})
-    kwargs: dict[str, Any] = {"n": n} if "n" in fields else {}
-    if comma:
-        if "options" not in fields:
-            raise ConfigError(f"strategy {base} takes no options: drop ',{options}'")
-        kwargs["options"] = options
-    return factory(**kwargs)
 
 
 def context_tokens(strategy: Any, max_tokens: int) -> int:
@@ -70,7 +46,8 @@ def check(question: str, *, strategy: str, verifier: str | Verifier | None, n: i
           temperature: float, max_tokens: int, seed: int, top_p: float = 1.0,
           stop: Sequence[str] = ()) -> tuple[SamplingParams, Any]:
     """Validate a solve request before anything is loaded: the sampling parameters and the
-    strategy object, or a ``ConfigError`` naming the fix.
+    strategy object (``strategy`` is a spec, ``NAME[:KEY=VALUE,...]``), or a ``ConfigError``
+    naming the fix.
 
     Example:
         >>> check("2+2?", strategy="majority", verifier=None, n=4, temperature=0.7,
@@ -88,7 +65,7 @@ def check(question: str, *, strategy: str, verifier: str | Verifier | None, n: i
     if isinstance(verifier, str):
         check_verifier(verifier)  # unknown names and options fail here, listing the choices
     if strat.needs_verifier and verifier is None:
-        raise ConfigError(f"strategy {strategy} needs a verifier: pass --verifier self_judge")
+        raise ConfigError(f"strategy {strat.name} needs a verifier: pass --verifier self_judge")
     return params, strat
 
 
@@ -111,6 +88,7 @@ def solve(
 ) -> Result:
     """Answer ``question`` with a test-time scaling ``strategy``.
 
+    ``strategy`` is a spec: a name, or a name with options (``beam:width=4,max_steps=8``).
     ``backend`` is a backend instance (reuse it across questions) or a registered name built
     with ``model`` and ``backend_options``. ``budget`` is a ``Budget`` or a token cap.
     ``top_p`` and ``stop`` go to every sample, like ``temperature``. ``progress`` is called

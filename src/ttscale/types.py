@@ -86,7 +86,12 @@ FinishReason = Literal["stop", "length", "error", "aborted"]
 
 @dataclass(frozen=True)
 class Generation:
-    """One sample: its text, its own token counts and (when asked) token log-probabilities."""
+    """One sample: its text, its own token counts and (when asked) token log-probabilities.
+
+    ``hit_stop`` says whether one of the request's stop strings ended it (True), or the model
+    or the token cap did (False); None when the backend cannot tell. Step-level search reads
+    it to know whether a step ended at the step delimiter or the whole solution ended.
+    """
 
     text: str
     prompt_tokens: int
@@ -94,6 +99,7 @@ class Generation:
     finish_reason: FinishReason
     logprobs: tuple[TokenLogprob, ...] | None = None
     seed: int | None = None
+    hit_stop: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -141,7 +147,7 @@ class Result:
     seconds: float
     budget_limited: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
-    tree: dict[str, Any] | None = None
+    tree: Any = None
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready dictionary."""

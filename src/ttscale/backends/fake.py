@@ -9,7 +9,15 @@ from dataclasses import replace
 from ttscale.backends.streaming import Watch, usage_of, watch_generation
 from ttscale.errors import ConfigError
 from ttscale.params import SamplingParams
-from ttscale.types import FinishReason, GenerateOutput, Generation, Prompt, TokenLogprob, Usage
+from ttscale.types import (
+    Chat,
+    FinishReason,
+    GenerateOutput,
+    Generation,
+    Prompt,
+    TokenLogprob,
+    Usage,
+)
 
 Script = Callable[[Prompt, int], str]
 # (prompt, sample seed, token position, params) -> the token's top log-probabilities, best
@@ -17,29 +25,48 @@ Script = Callable[[Prompt, int], str]
 TokenScript = Callable[[Prompt, int, int, SamplingParams], Sequence[float]]
 
 
+def _continue(text: str, prompt: Prompt, stops: Sequence[str]) -> tuple[str, bool]:
+    """The part of a scripted ``text`` a server would return: after the prompt's prefill,
+    before the first stop string; and whether a stop string ended it."""
+    prefill = prompt.prefill if isinstance(prompt, Chat) else ""
+    if prefill and text.startswith(prefill):
+        text = text[len(prefill):]
+    cuts = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return (text[: min(cuts)], True) if cuts else (text, False)
+
+
 def prompt_text(prompt: Prompt) -> str:
     if isinstance(prompt, str):
         return prompt
-    return "\n".join(m.content for m in prompt.messages) + prompt.prefill
+    # the prefill starts a new message: it never runs into the last word of the prompt
+    return "\n".join([*(m.content for m in prompt.messages), prompt.prefill])
 
 
 class FakeBackend:
     """Returns scripted texts: a list cycled over samples, or a function of (prompt, index).
 
     A token is a whitespace-separated word; ``max_tokens`` truncates (finish ``length``).
+    A stop string ends a text before it (``hit_stop``), as on a real server; for a chat
+    prompt with a ``prefill``, a scripted text that starts with the prefill is continued
+    after it, so one script can serve a step-by-step search.
     ``delay`` makes every ``generate`` call take that many seconds, as a slow model would
     (for queue, timeout and streaming tests). ``token_logprobs`` scripts each token's top
     log-probabilities (for confidence and entropy tests); ``generate_watched`` streams
     word by word.
 
     Example:
-        >>> from ttscale.types import Chat
+        >>> from ttscale.types import Chat, Message
         >>> fb = FakeBackend(responses=["It is 4.", "It is 5."])
         >>> out = fb.generate([Chat.user("2+2?")], SamplingParams(n=3))
         >>> [g.text for g in out.generations[0]]
         ['It is 4.', 'It is 5.', 'It is 4.']
         >>> out.usage.completion_tokens
         9
+        >>> step = FakeBackend(responses=["a b\\n\\nc d"]).generate(
+        ...     [Chat.user("?"), Chat((Message("user", "?"),), prefill="a b\\n\\n")],
+        ...     SamplingParams(stop=("\\n\\n",)))
+        >>> [(g[0].text, g[0].hit_stop) for g in step.generations]
+        [('a b', True), ('c d', False)]
     """
 
     name = "fake"
@@ -84,8 +111,11 @@ class FakeBackend:
             p_tokens = self.count_tokens(prompt)
             gens = []
             for i in range(params.n):
-                words = self.script(prompt, params.seed + i).split()
+                text, hit = _continue(self.script(prompt, params.seed + i), prompt,
+                                      params.stop)
+                words = text.split()
                 finish: FinishReason = "length" if len(words) > params.max_tokens else "stop"
+                hit = hit and finish == "stop"
                 words = words[: params.max_tokens]
                 gens.append(
                     Generation(
@@ -95,6 +125,7 @@ class FakeBackend:
                         finish_reason=finish,
                         logprobs=self._logprobs(prompt, params.seed + i, words, params),
                         seed=params.seed + i,
+                        hit_stop=hit,
                     )
                 )
                 usage = usage + Usage.of(p_tokens, len(words), self.params_count, 0.0, calls=0)

@@ -55,6 +55,17 @@ _N_LIMIT = re.compile(r"'n'.*?<=\s*value\s*<=\s*(\d+)", re.IGNORECASE | re.DOTAL
 _N_FIELD = re.compile(r"(['\"`]n['\"`]|\bn\b\s*(must|should|is|has|>|<|=))", re.IGNORECASE)
 
 
+def _hit_stop(choice: dict[str, Any]) -> bool | None:
+    """Whether a stop string ended a choice, where the server says: vLLM's ``stop_reason``
+    and SGLang's ``matched_stop`` hold the stop string (a token id or None otherwise)."""
+    if choice.get("finish_reason") == "length":
+        return False
+    for key in ("stop_reason", "matched_stop"):
+        if key in choice:
+            return isinstance(choice[key], str)
+    return None
+
+
 class OpenAIBackend:
     """Samples from an OpenAI-compatible server over HTTP.
 
@@ -542,6 +553,11 @@ class OpenAIBackend:
         logprobs = params.logprobs or n > 1
         if isinstance(prompt, Chat):
             body["messages"] = chat_to_openai(prompt)
+            if prompt.prefill:
+                # vLLM and SGLang continue a trailing assistant message only when told;
+                # llama.cpp continues it anyway and accepts these fields.
+                body["add_generation_prompt"] = False
+                body["continue_final_message"] = True
             if logprobs:
                 body["logprobs"] = True
                 if params.logprobs and params.top_logprobs:
@@ -606,6 +622,7 @@ class OpenAIBackend:
                 finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
                 logprobs=lps if params.logprobs else None,
                 seed=seed + i,
+                hit_stop=_hit_stop(choice),
             )
             for i, (choice, text, lps, count) in enumerate(
                 zip(choices, texts, logprobs, counts, strict=True))

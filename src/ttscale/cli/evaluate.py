@@ -320,7 +320,8 @@ def eval_run(out: Path, *, cfg: EvalConfig, dataset: str, split: str, limit: int
         if backend == "llamacpp":
             # one slot per sample in flight; every slot holds a prompt, a trace and a verdict,
             # or the longest request of a strategy that shows earlier traces (RSA, revision)
-            from ttscale.solve import context_tokens, make_strategy
+            from ttscale.solve import context_tokens
+            from ttscale.strategies.spec import make_strategy
 
             ctx = max([cfg.max_tokens + 1024] + [
                 context_tokens(make_strategy(s, cfg.n_max), cfg.max_tokens) for s in cfg.solved])

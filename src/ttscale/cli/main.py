@@ -32,7 +32,8 @@ from ttscale.cli.render import (
 )
 from ttscale.errors import BudgetExceeded, ConfigError, TtscaleError, require
 from ttscale.registry import backends
-from ttscale.solve import check, context_tokens, make_strategy, solve
+from ttscale.solve import check, context_tokens, solve
+from ttscale.strategies.spec import make_strategy
 
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2  # click's own code for usage errors: bad option values read the same
@@ -193,9 +194,10 @@ def solve_command(
     base_url: Annotated[str | None, typer.Option(
         help="The OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1.")] = None,
     strategy: Annotated[str, typer.Option(
-        help="greedy, majority, adaptive_majority, best_of_n, weighted_best_of_n, deepconf, "
-             "deepconf_online, deepprune, budget_forcing, revision, rsa or abstraction; "
-             "options as NAME,KEY=VALUE (deepconf,eta=0.1).")] = "majority",
+        help="NAME[:KEY=VALUE,...]: greedy, majority, adaptive_majority, best_of_n, "
+             "weighted_best_of_n, deepconf, deepconf_online, deepprune, budget_forcing, "
+             "revision, rsa, abstraction, beam, dvts, mcts, ab_mcts; e.g. "
+             "beam:width=4,max_steps=8.")] = "majority",
     n: Annotated[int, typer.Option("-n", "--samples", help="Samples to draw.")] = 8,
     max_tokens: Annotated[int, typer.Option(help="Completion tokens per sample, at most.")
                           ] = 1024,
@@ -205,7 +207,7 @@ def solve_command(
         help="Cap on all tokens spent (prompts, completions, verification).",
         show_default=False)] = None,
     verifier: Annotated[str | None, typer.Option(
-        help="Verifier for the best_of_n strategies: self_judge, llm_judge[,k=8], "
+        help="Verifier for best_of_n and the tree searches: self_judge, llm_judge[,k=8], "
              "hf_prm:MODEL (NAME[:ARG][,KEY=VALUE...]).", show_default=False)] = None,
     threads: Annotated[int | None, typer.Option(
         help="CPU threads for llamacpp (default: all cores).", show_default=False)] = None,
@@ -402,7 +404,8 @@ def eval_command(
     ids: Annotated[str | None, typer.Option(
         help="Problems by position (0-39,50) or by id.", show_default=False)] = None,
     strategies: Annotated[str, typer.Option(
-        help="Comma-separated strategies, e.g. majority,weighted_best_of_n,greedy.")
+        help="Comma-separated strategy specs, e.g. majority,weighted_best_of_n,greedy or "
+             "majority,beam:width=4,max_steps=8,dvts:width=4.")
     ] = "majority",
     n: Annotated[str, typer.Option("--n", help="Sample counts, increasing: 1,2,4,8,16.")
                  ] = "1,2,4,8",
@@ -449,6 +452,7 @@ def eval_command(
     from ttscale.cli.efficiency import parse_temperature
     from ttscale.cli.evaluate import eval_run, parse_ns, parse_options
     from ttscale.evaluation.harness import EvalConfig
+    from ttscale.strategies.spec import split_specs
 
     with _reported():
         if dataset is None or out is None:
@@ -456,8 +460,7 @@ def eval_command(
                               "--dataset gsm8k --limit 10 --out runs/gsm8k")
         backends.get(backend)
         fixed = parse_temperature(temperature)
-        cfg = EvalConfig(strategies=tuple(s.strip() for s in strategies.split(",")
-                                          if s.strip()),
+        cfg = EvalConfig(strategies=tuple(split_specs(strategies)),
                          ns=tuple(parse_ns(n)), seeds=seeds,
                          temperature=0.7 if fixed is None else fixed,
                          top_p=top_p, max_tokens=max_tokens, verifier=verifier,

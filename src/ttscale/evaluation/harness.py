@@ -28,8 +28,8 @@ from ttscale.evaluation.cache import CachedBackend, missing_runs
 from ttscale.evaluation.datasets import Problem
 from ttscale.evaluation.records import SEED_STRIDE
 from ttscale.params import SamplingParams
-from ttscale.registry import strategies as strategy_registry
 from ttscale.store import QuestionRow, ResultRow, ScoreRow, Store, StoredGeneration, params_json
+from ttscale.strategies.spec import make_strategy
 from ttscale.types import GenerateOutput, Usage
 from ttscale.verifiers.base import Verifier
 from ttscale.verifiers.spec import build_verifier, check_verifier
@@ -79,15 +79,19 @@ smallest to largest, e.g. 1,2,4,8
                               "largest, e.g. 1,2,4,8")
         if not self.strategies:
             raise ConfigError("no strategy given: pass e.g. --strategies majority")
+        needs_verifier = False
         for name in self.strategies:
             if name not in REPLAYED:
-                strategy_registry.get(name)  # unknown names fail here, listing the choices
+                # unknown names and options fail here; so does an n the strategy cannot use
+                for n in self.ns:
+                    needs_verifier |= bool(make_strategy(name, n).needs_verifier)
         if self.seeds <= 0 or self.concurrency <= 0 or self.resamples <= 0:
             raise ConfigError("--seeds, --concurrency and --resamples must be positive numbers")
         if self.n_max >= SEED_STRIDE:
             raise ConfigError(f"--n {self.n_max} is too large: ask for fewer than "
                               f"{SEED_STRIDE} samples")
-        if self.verifier is None and any(s in VERIFIED for s in self.strategies):
+        if self.verifier is None and (needs_verifier
+                                      or any(s in VERIFIED for s in self.strategies)):
             object.__setattr__(self, "verifier", "self_judge")
         if self.verifier is not None:
             check_verifier(self.verifier)

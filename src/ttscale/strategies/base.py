@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from ttscale.answers import extract_answer, group_answers, solve_prompt
 from ttscale.backends.base import Backend
@@ -146,7 +146,7 @@ def pick(classes: Sequence[AnswerClass], by: str) -> str | None:
 
 
 def result(state: State, env: Env, name: str, classes: Sequence[AnswerClass],
-           answer: str | None) -> Result:
+           answer: str | None, tree: Any = None) -> Result:
     return Result(
         question=state.question,
         answer=answer,
@@ -157,12 +157,15 @@ def result(state: State, env: Env, name: str, classes: Sequence[AnswerClass],
         seconds=time.perf_counter() - state.started,
         budget_limited=state.budget_limited,
         notes=state.notes,
+        tree=tree,
     )
 
 
 def run(strategy: Strategy, question: str, env: Env) -> Result:
-    """Step a strategy to the end and build its result."""
-    state = State(question)
+    """Step a strategy to the end and build its result. A strategy that keeps more state
+    than ``State`` (a search tree) makes its first state with ``start(question)``."""
+    start = getattr(strategy, "start", None)
+    state: State = start(question) if callable(start) else State(question)
     while not state.done:
         state = strategy.step(state, env)
     return strategy.finish(state, env)

@@ -11,7 +11,7 @@ Sampling stops when the leader holds ``tau`` of the confidence-weighted vote, or
 A backend that cannot stream gets whole samples, cut afterwards: the vote is the same, but
 nothing is saved (every generated token is charged), and the result says so in a note.
 
-Options come as a spec, also from the command line: ``--strategy "deepconf,eta=0.1"``.
+Options come as a spec, also from the command line: ``--strategy "deepconf:eta=0.1"``.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ class DeepConfOnline(DeepConf):
         >>> unsure_later = lambda _p, seed, _pos, _s: [-0.01, -5.0 if seed < 2 else -1.0]
         >>> fb = FakeBackend(script=lambda _p, i: f"so {i} \\\\boxed{{{i % 2}}}",
         ...                  token_logprobs=unsure_later)
-        >>> r = solve("?", backend=fb, strategy="deepconf_online,warmup=2,window=2", n=6)
+        >>> r = solve("?", backend=fb, strategy="deepconf_online:warmup=2,window=2", n=6)
         >>> [t.finish_reason for t in r.traces]
         ['stop', 'stop', 'aborted', 'aborted', 'aborted', 'aborted']
         >>> r.usage.completion_tokens  # 3 + 3 whole, then 2 tokens of each aborted sample

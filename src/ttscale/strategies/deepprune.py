@@ -9,7 +9,7 @@ other members are left unfinished (finish ``aborted``, no answer of their own).
 
 Every token is charged: the prefixes, and for each continuation its prompt with the prefix
 re-read (the backend's own count) plus its new tokens. Options: ``--strategy
-"deepprune,prefix=64,similarity=embedding"``.
+"deepprune:prefix=64,similarity=embedding"``.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class DeepPrune:
         ...         return texts[i % 3]
         ...     return "so \\\\boxed{12}" if "multiply" in p.prefill else "so \\\\boxed{7}"
         >>> fb = FakeBackend(script=script)
-        >>> r = solve("?", backend=fb, strategy="deepprune,prefix=4,threshold=0.5", n=3)
+        >>> r = solve("?", backend=fb, strategy="deepprune:prefix=4,threshold=0.5", n=3)
         >>> r.answer, [(c.answer, c.votes) for c in r.classes]
         ('7', [('7', 2), ('12', 1)])
         >>> [t.finish_reason for t in r.traces]
