@@ -387,8 +387,8 @@ def test_trees_reach_the_eval_store_and_report(tmp_path: Path) -> None:
     _settings, [record] = load_records(tmp_path)
     view = question_view(record)
     assert sorted(t["strategy"] for t in view["trees"]) == sorted(
-        f"{s}@{n} seed 0" for s in names for n in (1, 2))  # once each, after a rerun
-    rsa = next(t["tree"] for t in view["trees"] if t["strategy"] == "rsa@2 seed 0")
+        f"{s}, n={n}, seed=0" for s in names for n in (1, 2))  # once each, after a rerun
+    rsa = next(t["tree"] for t in view["trees"] if t["strategy"] == "rsa, n=2, seed=0")
     assert rsa["strategy"] == "rsa" and len(rsa["children"]) == 4
     json.dumps(view)
 

@@ -332,7 +332,7 @@ class Harness:
     def _solve(self, problem: Problem, name: str, seed: int,
                trees: list[tuple[str, dict[str, Any]]]) -> tuple[list[ResultRow], Usage]:
         """Each ``n`` of a strategy run through ``solve``; the trees it records go into
-        ``trees`` as (``NAME@N seed S``, tree)."""
+        ``trees`` as (``NAME, n=N, seed=S``, tree)."""
         from ttscale.solve import solve
 
         done = {(r.strategy, r.n, r.seed) for r in self.store.results(RUN_LABEL)
@@ -352,7 +352,7 @@ class Harness:
             correct = r.answer is not None and equivalent(problem.gold, r.answer)
             rows.append(ResultRow(RUN_LABEL, problem.id, name, n, seed, r.answer, correct, full))
             if r.tree is not None:
-                trees.append((f"{name}@{n} seed {seed}", r.tree))
+                trees.append((f"{name}, n={n}, seed={seed}", r.tree))
         return rows, spent
 
 
