@@ -23,6 +23,7 @@ import pytest
 
 from ttscale.cli.render import format_flops, format_params, format_size
 from ttscale.models import CATALOG
+from ttscale.registry import strategies
 
 
 def _entry_point() -> str:
@@ -96,6 +97,20 @@ def test_solve_json_is_the_only_output(env: dict[str, str]) -> None:
     assert proc.stderr == ""
 
 
+@pytest.mark.parametrize(("strategy", "groups"), [("rsa", 4), ("revision", 2),
+                                                   ("abstraction", 2), ("budget_forcing", 2)])
+def test_solve_json_carries_the_sequential_tree(strategy: str, groups: int,
+                                                env: dict[str, str]) -> None:
+    proc = ttscale("solve", "What is 6*7?", "--backend", "fake", "-n", "2", "--strategy",
+                   strategy, "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["answer"] == "42" and data["tree"]["strategy"] == strategy
+    # rsa: the population and 3 rounds; revision: 2 chains; abstraction: 2 hints;
+    # budget forcing: 2 traces
+    assert len(data["tree"]["children"]) == groups
+
+
 def test_solve_with_verifier_shows_scores(env: dict[str, str]) -> None:
     proc = ttscale("solve", "What is 6*7?", "--backend", "fake", "-n", "2", "--strategy",
                    "weighted_best_of_n", "--verifier", "self_judge", env=env)
@@ -167,9 +182,8 @@ USAGE_ERRORS = [
                  "unknown backend 'nope': choose one of fake, llamacpp, openai",
                  id="unknown-backend"),
     pytest.param(["q", "--backend", "fake", "--strategy", "foo"],
-                 "unknown strategy 'foo': choose one of adaptive_majority, best_of_n, greedy, "
-                 "majority, "
-                 "weighted_best_of_n", id="unknown-strategy"),
+                 "unknown strategy 'foo': choose one of " + ", ".join(strategies.names()),
+                 id="unknown-strategy"),
     pytest.param(["q", "--backend", "fake", "--strategy", "best_of_n", "--verifier", "nah"],
                  "unknown verifier 'nah'", id="unknown-verifier"),
     pytest.param(["q", "--backend", "fake", "-n", "0"], "n must be a positive", id="n-zero"),
@@ -186,6 +200,8 @@ USAGE_ERRORS = [
     pytest.param(["q", "--backend", "fake", "--strategy", "weighted_best_of_n"],
                  "needs a verifier", id="weighted-verifier-missing"),
     pytest.param(["q", "--threads", "0"], "threads must be a positive", id="threads-zero"),
+    pytest.param(["q", "--backend", "fake", "--strategy", "budget_forcing", "--max-tokens", "8"],
+                 "below one thinking step", id="thinking-budget-too-small"),
     pytest.param(["q", "--base-url", "http://127.0.0.1:9/v1"], "add --backend openai",
                  id="base-url-without-openai"),
     # Options are checked before any model loads: "nope" would fail only when loading.

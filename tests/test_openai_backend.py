@@ -578,3 +578,71 @@ def test_real_solve_majority_through_the_server(real: OpenAIBackend) -> None:
     assert r.usage.completion_tokens == sum(t.completion_tokens for t in r.traces)
     assert r.usage.total_tokens <= 2000
     assert sum(c.votes for c in r.classes) == sum(t.answer is not None for t in r.traces)
+
+
+# --------------------------------------------------------------------------------------
+# Streamed, watched samples
+
+
+def sse_app(req: Seen) -> Reply:
+    """Streams five tokens per sample (with their top candidates), then the usage."""
+    if req.path.endswith("/apply-template"):
+        return 200, {"prompt": "a b c"}, {}
+    if req.path.endswith("/tokenize"):
+        return 200, {"tokens": [1, 2, 3]}, {}
+    seed = int(req.body["seed"])
+    lines = []
+    for k in range(5):
+        token = f" s{seed}t{k}"
+        lp = {"content": [{"token": token, "logprob": -0.1,
+                           "top_logprobs": [{"token": token, "logprob": -0.1},
+                                            {"token": "x", "logprob": -3.0}]}]}
+        lines.append({"choices": [{"index": 0, "delta": {"content": token}, "logprobs": lp,
+                                   "finish_reason": None}]})
+    lines.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    lines.append({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 5}})
+    body = "".join(f"data: {json.dumps(x)}\n\n" for x in lines) + "data: [DONE]\n\n"
+    return 200, body.encode(), {}
+
+
+def test_generate_watched_streams_and_aborts_one_sample(
+        serve: Callable[[App], FakeServer]) -> None:
+    srv = serve(sse_app)
+    seen: list[tuple[int, str]] = []
+
+    def watch(i: int, t: Any) -> bool:
+        seen.append((i, t.token))
+        return i == 1 and t.token.endswith("t1")
+
+    with backend(srv.url) as be:
+        out = be.generate_watched(CHAT, SamplingParams(n=2, seed=5, logprobs=True,
+                                                       top_logprobs=2), watch)
+    first, second = out.generations[0]
+    assert (first.text, first.completion_tokens, first.finish_reason) == (
+        " s5t0 s5t1 s5t2 s5t3 s5t4", 5, "stop")
+    assert (second.text, second.completion_tokens, second.finish_reason) == (
+        " s6t0 s6t1", 2, "aborted")
+    assert first.logprobs is not None and first.logprobs[0].top[1] == ("x", -3.0)
+    assert out.usage.completion_tokens == 7 and out.usage.prompt_tokens == 6
+    bodies = [s.body for s in srv.seen if s.path.endswith("/chat/completions")]
+    assert sorted(b["seed"] for b in bodies) == [5, 6]
+    assert all(b["stream"] and b["stream_options"] == {"include_usage": True}
+               and b["logprobs"] and b["top_logprobs"] == 2 and "n" not in b for b in bodies)
+    assert [t for i, t in seen if i == 1] == [" s6t0", " s6t1"]
+
+
+@pytest.mark.slow
+def test_real_streamed_samples_match_and_abort(real: OpenAIBackend) -> None:
+    chat = Chat.user("Count from one to ten.")
+    params = SamplingParams(n=2, temperature=0.0, max_tokens=12, seed=1, logprobs=True,
+                            top_logprobs=3)
+    whole = real.generate([chat], params).generations[0]
+    out = real.generate_watched(chat, params, lambda i, t: i == 0 and False)
+    assert [g.text for g in out.generations[0]] == [g.text for g in whole]
+    assert [g.completion_tokens for g in out.generations[0]] == [
+        g.completion_tokens for g in whole]
+    cut = real.generate_watched(chat, params, lambda i, _t: i == 1)
+    kept, aborted = cut.generations[0]
+    assert aborted.finish_reason == "aborted" and aborted.completion_tokens == 1
+    assert aborted.prompt_tokens == real.count_tokens(chat) == kept.prompt_tokens
+    assert cut.usage.completion_tokens == kept.completion_tokens + 1

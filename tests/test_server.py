@@ -25,6 +25,7 @@ import pytest
 
 from ttscale.backends.fake import FakeBackend
 from ttscale.errors import ConfigError
+from ttscale.registry import strategies
 from ttscale.server.protocol import ChatCompletion, Completion
 from ttscale.server.run import Background, exposure_warning, is_loopback, keys_from
 from ttscale.server.service import ModelNotFound, Settings, plan, split_model
@@ -440,6 +441,4 @@ def test_serve_command_refuses_bad_options() -> None:
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: unknown strategy 'nope': choose one of adaptive_majority, best_of_n, greedy, "
-        "majority, "
-        "weighted_best_of_n"]
+        "error: unknown strategy 'nope': choose one of " + ", ".join(strategies.names())]

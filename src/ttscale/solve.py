@@ -11,8 +11,9 @@ from ttscale.budget import Accountant, Budget
 from ttscale.effort import EFFORT_SAMPLES, backend_sha256, check_effort, plan_effort
 from ttscale.errors import ConfigError
 from ttscale.params import SamplingParams
-from ttscale.registry import strategies
 from ttscale.strategies.base import Env, Progress, run
+from ttscale.strategies.rounds import PROMPT_ALLOWANCE
+from ttscale.strategies.spec import make_strategy
 from ttscale.types import Result
 from ttscale.verifiers.base import Verifier
 from ttscale.verifiers.spec import build_verifier, check_verifier
@@ -26,17 +27,29 @@ def make_verifier(name: str | Verifier | None, backend: Backend) -> Verifier | N
     return build_verifier(name, backend)
 
 
-def make_strategy(name: str, n: int) -> Any:
-    factory = strategies.get(name)
-    fields = getattr(factory, "__dataclass_fields__", {})
-    return factory(n=n) if "n" in fields else factory()
+def context_tokens(strategy: Any, max_tokens: int) -> int:
+    """Context tokens one request of ``strategy`` may need (prompt and completion), so that
+    a backend with a context per slot (llama.cpp) can be built large enough: what the
+    strategy says when its prompts show earlier traces, else the prompt and ``max_tokens``.
+
+    Example:
+        >>> context_tokens(make_strategy("majority", 8), 1024)
+        1536
+        >>> context_tokens(make_strategy("rsa", 8), 1024)
+        5632
+    """
+    own = getattr(strategy, "context_tokens", None)
+    if callable(own):
+        return int(own(max_tokens))
+    return max_tokens + PROMPT_ALLOWANCE
 
 
 def check(question: str, *, strategy: str, verifier: str | Verifier | None, n: int,
           temperature: float, max_tokens: int, seed: int, top_p: float = 1.0,
           stop: Sequence[str] = ()) -> tuple[SamplingParams, Any]:
     """Validate a solve request before anything is loaded: the sampling parameters and the
-    strategy object, or a ``ConfigError`` naming the fix.
+    strategy object (``strategy`` is a spec, ``NAME[:KEY=VALUE,...]``), or a ``ConfigError``
+    naming the fix.
 
     Example:
         >>> check("2+2?", strategy="majority", verifier=None, n=4, temperature=0.7,
@@ -48,10 +61,13 @@ def check(question: str, *, strategy: str, verifier: str | Verifier | None, n: i
     params = SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens, seed=seed,
                             top_p=top_p, stop=tuple(stop))
     strat = make_strategy(strategy, n)
+    check_sampling = getattr(strat, "check_sampling", None)
+    if callable(check_sampling):  # a strategy whose options depend on the sampling ones
+        check_sampling(params)
     if isinstance(verifier, str):
         check_verifier(verifier)  # unknown names and options fail here, listing the choices
     if strat.needs_verifier and verifier is None:
-        raise ConfigError(f"strategy {strategy} needs a verifier: pass --verifier self_judge")
+        raise ConfigError(f"strategy {strat.name} needs a verifier: pass --verifier self_judge")
     return params, strat
 
 
@@ -75,6 +91,7 @@ def solve(
 ) -> Result:
     """Answer ``question`` with a test-time scaling ``strategy``.
 
+    ``strategy`` is a spec: a name, or a name with options (``beam:width=4,max_steps=8``).
     ``backend`` is a backend instance (reuse it across questions) or a registered name built
     with ``model`` and ``backend_options``. ``budget`` is a ``Budget`` or a token cap.
     ``top_p`` and ``stop`` go to every sample, like ``temperature``. ``progress`` is called

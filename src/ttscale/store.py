@@ -306,28 +306,31 @@ class Store:
                 [[t.token, t.logprob, [list(x) for x in t.top]] for t in g.logprobs])
             values.append((r.model_sha256, _sha(p_json), _sha(s_json), r.sample_index, p_json,
                            s_json, g.text, g.prompt_tokens, g.completion_tokens,
-                           g.finish_reason, _summary(g.logprobs), tokens, r.answer, now))
+                           g.finish_reason, _summary(g.logprobs), tokens, r.answer, now,
+                           None if g.hit_stop is None else int(g.hit_stop)))
         return self._insert(
             "INSERT OR IGNORE INTO generations (model_sha256, prompt_hash, params_hash, "
             "sample_index, prompt, params, text, prompt_tokens, completion_tokens, "
-            "finish_reason, logprobs, token_logprobs, answer, created) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", values)
+            "finish_reason, logprobs, token_logprobs, answer, created, hit_stop) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", values)
 
     def get_generations(self, model_sha256: str, prompt: Prompt, params: SamplingParams,
                         first: int, stop: int) -> dict[int, StoredGeneration]:
         """Stored samples with index in ``[first, stop)``, by sample index."""
         rows = self._query(
             "SELECT id, sample_index, text, prompt_tokens, completion_tokens, finish_reason, "
-            "token_logprobs, answer FROM generations WHERE model_sha256=? AND prompt_hash=? "
+            "token_logprobs, answer, hit_stop FROM generations WHERE model_sha256=? AND "
+            "prompt_hash=? "
             "AND params_hash=? AND sample_index>=? AND sample_index<?",
             (model_sha256, _sha(prompt_json(prompt)), _sha(params_json(params)), first, stop))
         out = {}
-        for gid, index, text, p_tok, c_tok, finish, tokens, answer in rows:
+        for gid, index, text, p_tok, c_tok, finish, tokens, answer, hit in rows:
             lps = None if tokens is None else tuple(
                 TokenLogprob(t, lp, tuple((a, b) for a, b in top))
                 for t, lp, top in json.loads(tokens))
             reason: FinishReason = finish
-            gen = Generation(text, p_tok, c_tok, reason, lps, index)
+            gen = Generation(text, p_tok, c_tok, reason, lps, index,
+                             None if hit is None else bool(hit))
             out[index] = StoredGeneration(gid, index, gen, answer)
         return out
 
@@ -459,5 +462,8 @@ def _upgrade(conn: sqlite3.Connection) -> None:
     columns = {r[1] for r in conn.execute("PRAGMA table_info(scores)")}
     if "usage" not in columns:
         conn.execute("ALTER TABLE scores ADD COLUMN usage TEXT")
+    # whether a stop string ended a sample (NULL: unknown), which step-level search reads
+    if "hit_stop" not in {r[1] for r in conn.execute("PRAGMA table_info(generations)")}:
+        conn.execute("ALTER TABLE generations ADD COLUMN hit_stop INTEGER")
     for statement in _LATER:
         conn.execute(statement)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant"]
 
@@ -80,12 +80,18 @@ class TokenLogprob:
     top: tuple[tuple[str, float], ...] = ()
 
 
-FinishReason = Literal["stop", "length", "error"]
+# "aborted": stopped on purpose by the caller mid-way (a confidence check), not by the model.
+FinishReason = Literal["stop", "length", "error", "aborted"]
 
 
 @dataclass(frozen=True)
 class Generation:
-    """One sample: its text, its own token counts and (when asked) token log-probabilities."""
+    """One sample: its text, its own token counts and (when asked) token log-probabilities.
+
+    ``hit_stop`` says whether one of the request's stop strings ended it (True), or the model
+    or the token cap did (False); None when the backend cannot tell. Step-level search reads
+    it to know whether a step ended at the step delimiter or the whole solution ended.
+    """
 
     text: str
     prompt_tokens: int
@@ -93,6 +99,7 @@ class Generation:
     finish_reason: FinishReason
     logprobs: tuple[TokenLogprob, ...] | None = None
     seed: int | None = None
+    hit_stop: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -127,7 +134,9 @@ class AnswerClass:
 
 @dataclass(frozen=True)
 class Result:
-    """Everything ``solve`` learned about one question."""
+    """Everything ``solve`` learned about one question. ``tree`` is what a sequential or
+    search strategy built, as JSON-ready nested nodes (``text``, ``score``, ``children``,
+    ``pruned`` and fields of its own), shown by ``solve --json`` and the eval report."""
 
     question: str
     answer: str | None
@@ -138,6 +147,7 @@ class Result:
     seconds: float
     budget_limited: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
+    tree: Any = None
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready dictionary."""

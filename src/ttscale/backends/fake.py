@@ -4,35 +4,69 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
+from ttscale.backends.streaming import Watch, usage_of, watch_generation
 from ttscale.errors import ConfigError
 from ttscale.params import SamplingParams
-from ttscale.types import FinishReason, GenerateOutput, Generation, Prompt, TokenLogprob, Usage
+from ttscale.types import (
+    Chat,
+    FinishReason,
+    GenerateOutput,
+    Generation,
+    Prompt,
+    TokenLogprob,
+    Usage,
+)
 
 Script = Callable[[Prompt, int], str]
+# (prompt, sample seed, token position, params) -> the token's top log-probabilities, best
+# first; the first is the sampled token's own.
+TokenScript = Callable[[Prompt, int, int, SamplingParams], Sequence[float]]
+
+
+def _continue(text: str, prompt: Prompt, stops: Sequence[str]) -> tuple[str, bool]:
+    """The part of a scripted ``text`` a server would return: after the prompt's prefill,
+    before the first stop string; and whether a stop string ended it."""
+    prefill = prompt.prefill if isinstance(prompt, Chat) else ""
+    if prefill and text.startswith(prefill):
+        text = text[len(prefill):]
+    cuts = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return (text[: min(cuts)], True) if cuts else (text, False)
 
 
 def prompt_text(prompt: Prompt) -> str:
     if isinstance(prompt, str):
         return prompt
-    return "\n".join(m.content for m in prompt.messages) + prompt.prefill
+    # the prefill starts a new message: it never runs into the last word of the prompt
+    return "\n".join([*(m.content for m in prompt.messages), prompt.prefill])
 
 
 class FakeBackend:
     """Returns scripted texts: a list cycled over samples, or a function of (prompt, index).
 
     A token is a whitespace-separated word; ``max_tokens`` truncates (finish ``length``).
+    A stop string ends a text before it (``hit_stop``), as on a real server; for a chat
+    prompt with a ``prefill``, a scripted text that starts with the prefill is continued
+    after it, so one script can serve a step-by-step search.
     ``delay`` makes every ``generate`` call take that many seconds, as a slow model would
-    (for queue, timeout and streaming tests).
+    (for queue, timeout and streaming tests). ``token_logprobs`` scripts each token's top
+    log-probabilities (for confidence and entropy tests); ``generate_watched`` streams
+    word by word.
 
     Example:
-        >>> from ttscale.types import Chat
+        >>> from ttscale.types import Chat, Message
         >>> fb = FakeBackend(responses=["It is 4.", "It is 5."])
         >>> out = fb.generate([Chat.user("2+2?")], SamplingParams(n=3))
         >>> [g.text for g in out.generations[0]]
         ['It is 4.', 'It is 5.', 'It is 4.']
         >>> out.usage.completion_tokens
         9
+        >>> step = FakeBackend(responses=["a b\\n\\nc d"]).generate(
+        ...     [Chat.user("?"), Chat((Message("user", "?"),), prefill="a b\\n\\n")],
+        ...     SamplingParams(stop=("\\n\\n",)))
+        >>> [(g[0].text, g[0].hit_stop) for g in step.generations]
+        [('a b', True), ('c d', False)]
     """
 
     name = "fake"
@@ -45,6 +79,7 @@ class FakeBackend:
         params_count: int = 1_000_000,
         yes_logprob: float | None = None,
         delay: float = 0.0,
+        token_logprobs: TokenScript | None = None,
     ) -> None:
         if delay < 0:
             raise ConfigError(f"delay must be >= 0 seconds, got {delay:g}")
@@ -56,6 +91,7 @@ class FakeBackend:
         self.params_count = params_count
         self.yes_logprob = yes_logprob
         self.delay = delay
+        self.token_logprobs = token_logprobs
         self.calls: list[tuple[Prompt, SamplingParams]] = []
 
     def close(self) -> None:
@@ -75,8 +111,11 @@ class FakeBackend:
             p_tokens = self.count_tokens(prompt)
             gens = []
             for i in range(params.n):
-                words = self.script(prompt, params.seed + i).split()
+                text, hit = _continue(self.script(prompt, params.seed + i), prompt,
+                                      params.stop)
+                words = text.split()
                 finish: FinishReason = "length" if len(words) > params.max_tokens else "stop"
+                hit = hit and finish == "stop"
                 words = words[: params.max_tokens]
                 gens.append(
                     Generation(
@@ -84,8 +123,9 @@ class FakeBackend:
                         prompt_tokens=p_tokens,
                         completion_tokens=len(words),
                         finish_reason=finish,
-                        logprobs=self._logprobs(words, params),
+                        logprobs=self._logprobs(prompt, params.seed + i, words, params),
                         seed=params.seed + i,
+                        hit_stop=hit,
                     )
                 )
                 usage = usage + Usage.of(p_tokens, len(words), self.params_count, 0.0, calls=0)
@@ -94,18 +134,56 @@ class FakeBackend:
         seconds = time.perf_counter() - start
         return GenerateOutput(tuple(out), usage + Usage(seconds=seconds))
 
+    def generate_watched(self, prompt: Prompt, params: SamplingParams,
+                         watch: Watch) -> GenerateOutput:
+        """Sample ``params.n`` completions word by word; ``watch`` sees every word and may
+        abort its sample (kept words only are charged). See ``ttscale.backends.streaming``.
+
+        Example:
+            >>> fb = FakeBackend(responses=["a b c d"])
+            >>> out = fb.generate_watched("q", SamplingParams(n=2), lambda i, t: i == 0)
+            >>> [(g.text, g.finish_reason) for g in out.generations[0]]
+            [('a', 'aborted'), ('a b c d', 'stop')]
+        """
+        start = time.perf_counter()
+        self.calls.append((prompt, params))
+        if self.delay:
+            time.sleep(self.delay)
+        full = self.generate([prompt], params.with_(logprobs=True)).generations[0]
+        self.calls.pop()  # the call above is this one
+        gens = []
+        for i, g in enumerate(full):
+            cut = watch_generation(g, i, watch)
+            gens.append(cut if params.logprobs else replace(cut, logprobs=None))
+        return GenerateOutput((tuple(gens),), usage_of(tuple(gens), self.params_count,
+                                                      time.perf_counter() - start, params.n))
+
     def _logprobs(
-        self, words: list[str], params: SamplingParams
+        self, prompt: Prompt, seed: int, words: list[str], params: SamplingParams
     ) -> tuple[TokenLogprob, ...] | None:
         if not params.logprobs:
             return None
+        if self.token_logprobs is not None:
+            scripted = []
+            for pos, w in enumerate(words):
+                values = list(self.token_logprobs(prompt, seed, pos, params))
+                token = _token(w, pos)
+                candidates = tuple((token if j == 0 else f"<alt{j}>", float(lp))
+                                   for j, lp in enumerate(values[: max(params.top_logprobs, 1)]))
+                scripted.append(TokenLogprob(token, float(values[0]), candidates))
+            return tuple(scripted)
         lps = []
-        for w in words:
+        for pos, w in enumerate(words):
             top: tuple[tuple[str, float], ...] = ()
             if self.yes_logprob is not None:
                 import math
 
                 no = math.log1p(-math.exp(self.yes_logprob)) if self.yes_logprob < 0 else -30.0
                 top = (("Yes", self.yes_logprob), ("No", no))
-            lps.append(TokenLogprob(w, -0.1, top))
+            lps.append(TokenLogprob(_token(w, pos), -0.1, top))
         return tuple(lps)
+
+
+def _token(word: str, position: int) -> str:
+    # words after the first carry their space, so joined tokens give back the text
+    return word if position == 0 else " " + word

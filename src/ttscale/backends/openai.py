@@ -39,6 +39,7 @@ from ttscale.backends.openai_wire import (
     retry_after_seconds,
     split_tokens,
 )
+from ttscale.backends.streaming import StreamedSample, Watch, stream_body, usage_of
 from ttscale.errors import BackendError, ConfigError
 from ttscale.params import SamplingParams
 from ttscale.types import Chat, GenerateOutput, Generation, Prompt, TokenLogprob, Usage
@@ -52,6 +53,17 @@ MAX_RETRY_AFTER = 120.0
 _N_LIMIT = re.compile(r"'n'.*?<=\s*value\s*<=\s*(\d+)", re.IGNORECASE | re.DOTALL)
 # Other servers that refuse n > 1 say so naming the field.
 _N_FIELD = re.compile(r"(['\"`]n['\"`]|\bn\b\s*(must|should|is|has|>|<|=))", re.IGNORECASE)
+
+
+def _hit_stop(choice: dict[str, Any]) -> bool | None:
+    """Whether a stop string ended a choice, where the server says: vLLM's ``stop_reason``
+    and SGLang's ``matched_stop`` hold the stop string (a token id or None otherwise)."""
+    if choice.get("finish_reason") == "length":
+        return False
+    for key in ("stop_reason", "matched_stop"):
+        if key in choice:
+            return isinstance(choice[key], str)
+    return None
 
 
 class OpenAIBackend:
@@ -481,6 +493,49 @@ class OpenAIBackend:
             self._use_n = True
         return gens[:size]
 
+    def generate_watched(self, prompt: Prompt, params: SamplingParams,
+                         watch: Watch) -> GenerateOutput:
+        """``params.n`` samples of ``prompt``, each a streamed request (seed ``seed + i``)
+        whose tokens ``watch`` sees as they arrive; closing an aborted sample's stream makes
+        the server stop it (``ttscale.backends.streaming``)."""
+        start = time.perf_counter()
+        samples = [StreamedSample(i, params.seed + i, watch,
+                                  params.top_logprobs if params.logprobs else 0,
+                                  chat=isinstance(prompt, Chat)) for i in range(params.n)]
+        self._run(gather([self._stream(prompt, params, s) for s in samples]))
+        failed = [s.error for s in samples if s.error]
+        if failed:
+            raise self._error(f"the server at {self.base_url} failed a streamed sample "
+                              f"({one_line(failed[0], 160)}): check the model and options")
+        counted = (self.count_tokens(prompt) if any(s.prompt_tokens is None for s in samples)
+                   else 0)
+        gens = tuple(s.generation(counted) for s in samples)
+        return GenerateOutput((gens,), usage_of(gens, self.params_count,
+                                                time.perf_counter() - start, len(samples)))
+
+    async def _stream(self, prompt: Prompt, params: SamplingParams,
+                      sample: StreamedSample) -> None:
+        import json
+
+        path = "/chat/completions" if isinstance(prompt, Chat) else "/completions"
+        body = stream_body(self._body(prompt, params, 1, sample.seed), params)
+        async with self._sem, self._client.stream("POST", self.base_url + path,
+                                                  json=body) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                raise self._rejected(response, self._server_message(response))
+            async for line in response.aiter_lines():
+                data = line[len("data:"):].strip() if line.startswith("data:") else ""
+                if not data or data == "[DONE]":
+                    continue
+                try:
+                    chunk = json.loads(data)
+                except ValueError:
+                    raise self._shape_error(f"a streamed chunk is not JSON: {data[:60]!r}"
+                                            ) from None
+                if sample.feed(chunk):
+                    break  # leaving the block closes the stream: the server stops decoding
+
     def _body(self, prompt: Prompt, params: SamplingParams, n: int, seed: int) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model_id,
@@ -498,6 +553,11 @@ class OpenAIBackend:
         logprobs = params.logprobs or n > 1
         if isinstance(prompt, Chat):
             body["messages"] = chat_to_openai(prompt)
+            if prompt.prefill:
+                # vLLM and SGLang continue a trailing assistant message only when told;
+                # llama.cpp continues it anyway and accepts these fields.
+                body["add_generation_prompt"] = False
+                body["continue_final_message"] = True
             if logprobs:
                 body["logprobs"] = True
                 if params.logprobs and params.top_logprobs:
@@ -562,6 +622,7 @@ class OpenAIBackend:
                 finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
                 logprobs=lps if params.logprobs else None,
                 seed=seed + i,
+                hit_stop=_hit_stop(choice),
             )
             for i, (choice, text, lps, count) in enumerate(
                 zip(choices, texts, logprobs, counts, strict=True))

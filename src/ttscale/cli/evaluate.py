@@ -25,7 +25,15 @@ from rich.table import Table
 
 from ttscale.adaptive import DEFAULT_RULE, parse_rule
 from ttscale.backends.base import load_backend
+from ttscale.cli.efficiency import (
+    CONFIDENCE,
+    DEFAULT_CONFIDENCE,
+    PRUNE,
+    auto_temperature,
+    efficiency_points,
+)
 from ttscale.cli.render import format_flops
+from ttscale.confidence import parse_confidence
 from ttscale.errors import ConfigError
 from ttscale.evaluation.adaptive_replay import adaptive_curve
 from ttscale.evaluation.cache import CachedBackend
@@ -40,7 +48,7 @@ from ttscale.evaluation.harness import (
     run_settings,
 )
 from ttscale.evaluation.importers import FORMATS, import_boinf
-from ttscale.evaluation.metrics import CurvePoint, curve
+from ttscale.evaluation.metrics import STRATEGY_AGGREGATES, CurvePoint, curve
 from ttscale.evaluation.records import (
     QuestionRecord,
     load_records,
@@ -49,9 +57,11 @@ from ttscale.evaluation.records import (
     with_costs,
 )
 from ttscale.evaluation.runs import max_n, store_imported
+from ttscale.pruning import parse_prune
 from ttscale.store import FILE_NAME, Store
 
-STRATEGIES = ("majority", "best_of_n", "weighted_best_of_n", "pass@k", "adaptive_majority")
+STRATEGIES = ("majority", "best_of_n", "weighted_best_of_n", "pass@k", "adaptive_majority",
+              "deepconf", "deepconf_online", "deepprune")
 ADAPTIVE = "adaptive_majority"  # replayed per stopping rule (--rule), n = its n_max
 RESULTS = "results.jsonl"
 
@@ -143,16 +153,23 @@ def render_files(run_dir: Path, points: Sequence[CurvePoint]) -> None:
 
 def replay(run_dir: Path, strategies: str, n: str, *, resamples: int, seed: int,
            as_json: bool, rules: Sequence[str] = (DEFAULT_RULE,),
-           verifier: str | None = None) -> list[CurvePoint]:
+           confidence: Sequence[str] = DEFAULT_CONFIDENCE,
+           prune: Sequence[str] = ("",), verifier: str | None = None) -> list[CurvePoint]:
     """Replay each strategy at each n over a stored run (generated or imported): print the
     table (or JSON lines), write results.jsonl, curves.png and report.html.
 
     ``adaptive_majority`` is replayed once per stopping rule spec in ``rules`` (e.g.
     ``budgeted``, ``bayes_factor,threshold=10``), with n as the rule's n_max and
-    ``resamples`` random sample orders per question. ``verifier`` names whose stored scores
-    the scored strategies use (default: the run's first verifier by name)."""
+    ``resamples`` random sample orders per question. ``deepconf`` and ``deepconf_online``
+    are replayed once per spec in ``confidence`` (``eta=0.1``), ``deepprune`` once per spec
+    in ``prune`` (``prefix=64``), from the stored tokens, over ``resamples`` orders.
+    ``verifier`` names whose stored scores the scored strategies use (default: the run's
+    first verifier by name)."""
     names, ns = parse_strategies(strategies), parse_ns(n)
     parsed = [parse_rule(spec) for spec in rules] if ADAPTIVE in names else []
+    conf_params = [parse_confidence(s) for s in confidence] if set(CONFIDENCE) & set(
+        names) else []
+    prune_params = [parse_prune(s) for s in prune] if PRUNE in names else []
     if resamples <= 0:
         raise ConfigError(f"--resamples must be a positive number, got {resamples}")
     _settings, records = load_records(run_dir, verifier)
@@ -175,12 +192,14 @@ def replay(run_dir: Path, strategies: str, n: str, *, resamples: int, seed: int,
             "finished (resume their ttscale eval to complete them)", markup=False,
             highlight=False)
     questions = question_samples(records)
-    points = with_costs([p for name in names if name != ADAPTIVE
+    points = with_costs([p for name in names if name in STRATEGY_AGGREGATES
                          for p in curve(questions, ns, name, resamples=resamples, seed=seed)],
                         records)
     points += [adaptive_curve(questions, parse_rule(spec, n_max=k), orders=resamples,
                               seed=seed)
                for spec in rules[: len(parsed)] for k in ns]
+    points += efficiency_points(records, names, ns, conf_params, prune_params,
+                                orders=resamples, seed=seed)
     write_outputs(run_dir, points, as_json=as_json, resamples=resamples, seed=seed,
                   title="replay from stored samples")
     return points
@@ -290,26 +309,43 @@ def eval_run(out: Path, *, cfg: EvalConfig, dataset: str, split: str, limit: int
              ids: str | None, question_field: str | None, answer_field: str | None,
              backend: str, model: str | None, base_url: str | None, threads: int | None,
              as_json: bool, fake_delay: float = 0.0,
-             options: dict[str, Any] | None = None) -> list[CurvePoint]:
-    """``ttscale eval``: generate what is missing, then replay, report and plot the run."""
+             options: dict[str, Any] | None = None,
+             choose_temperature: bool = False) -> list[CurvePoint]:
+    """``ttscale eval``: generate what is missing, then replay, report and plot the run.
+    ``choose_temperature``: the temperature is chosen without labels first (``auto``)."""
     problems = select_problems(dataset, split, limit, ids, question_field, answer_field,
                                options)
     name, sha = model_identity(backend, model, base_url)
-    settings = run_settings(cfg, model=name, model_sha256=sha, dataset=dataset, split=split)
     err = Console(stderr=True)
-    with Store.open(out, settings) as store:
-        check_same_questions(store, problems)
+
+    def load() -> Any:
         if backend == "llamacpp":
-            # one slot per sample in flight; every slot holds a prompt, a trace and a verdict
+            # one slot per sample in flight; every slot holds a prompt, a trace and a verdict,
+            # or the longest request of a strategy that shows earlier traces (RSA, revision)
+            from ttscale.solve import context_tokens
+            from ttscale.strategies.spec import make_strategy
+
+            ctx = max([cfg.max_tokens + 1024] + [
+                context_tokens(make_strategy(s, cfg.n_max), cfg.max_tokens) for s in cfg.solved])
             opts: dict[str, Any] = {"model": model, "threads": threads,
                                     "parallel": min(32, cfg.concurrency * cfg.n_max),
-                                    "ctx_per_slot": cfg.max_tokens + 1024}
+                                    "ctx_per_slot": ctx}
         elif backend == "openai":
             opts = {"model": model, "base_url": base_url}
         else:
             opts = {"delay": fake_delay or None}
         err.print(f"loading {name} ({backend})...", markup=False, highlight=False)
-        be = load_backend(backend, **{k: v for k, v in opts.items() if v is not None})
+        return load_backend(backend, **{k: v for k, v in opts.items() if v is not None})
+
+    def settings_of(c: EvalConfig) -> dict[str, Any]:
+        return run_settings(c, model=name, model_sha256=sha, dataset=dataset, split=split)
+
+    be = None
+    if choose_temperature:
+        cfg, be = auto_temperature(out, cfg, problems, load, settings_of, err)
+    with Store.open(out, settings_of(cfg)) as store:
+        check_same_questions(store, problems)
+        be = be or load()
         cached = CachedBackend(be, store, sha)
         try:
             outcome = _with_progress(err, cfg, cached, store, problems)

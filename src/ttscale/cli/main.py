@@ -33,7 +33,8 @@ from ttscale.cli.render import (
 from ttscale.effort import check_effort
 from ttscale.errors import BudgetExceeded, ConfigError, TtscaleError, require
 from ttscale.registry import backends
-from ttscale.solve import check, solve
+from ttscale.solve import check, context_tokens, solve
+from ttscale.strategies.spec import make_strategy
 
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2  # click's own code for usage errors: bad option values read the same
@@ -164,11 +165,12 @@ def _check_options(
 
 
 def _backend_options(backend: str, model: str | None, base_url: str | None,
-                     threads: int | None, n: int) -> dict[str, Any]:
+                     threads: int | None, n: int, ctx_per_slot: int = 2048) -> dict[str, Any]:
     """The constructor options each backend understands."""
     if backend == "llamacpp":
         # One decoding slot per sample decodes all samples of a call in one batch.
-        return {"model": model, "parallel": max(1, min(n, MAX_PARALLEL)), "threads": threads}
+        return {"model": model, "parallel": max(1, min(n, MAX_PARALLEL)), "threads": threads,
+                "ctx_per_slot": ctx_per_slot}
     if backend == "fake":
         return {}  # scripted: always "The answer is 42."
     opts: dict[str, Any] = {}
@@ -201,8 +203,10 @@ def solve_command(
     base_url: Annotated[str | None, typer.Option(
         help="The OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1.")] = None,
     strategy: Annotated[str | None, typer.Option(
-        help="greedy, majority, best_of_n or weighted_best_of_n (default majority).",
-        show_default=False)] = None,
+        help="NAME[:KEY=VALUE,...]: greedy, majority, adaptive_majority, best_of_n, "
+             "weighted_best_of_n, deepconf, deepconf_online, deepprune, budget_forcing, "
+             "revision, rsa, abstraction, beam, dvts, mcts, ab_mcts; e.g. "
+             "beam:width=4,max_steps=8 (default majority).", show_default=False)] = None,
     n: Annotated[int | None, typer.Option("-n", "--samples", help="Samples to draw (default 8).",
                                           show_default=False)] = None,
     effort: Annotated[str | None, typer.Option(
@@ -217,7 +221,7 @@ def solve_command(
         help="Cap on all tokens spent (prompts, completions, verification).",
         show_default=False)] = None,
     verifier: Annotated[str | None, typer.Option(
-        help="Verifier for the best_of_n strategies: self_judge, llm_judge[,k=8], "
+        help="Verifier for best_of_n and the tree searches: self_judge, llm_judge[,k=8], "
              "sprm[:HEAD], hf_prm:MODEL (NAME[:ARG][,KEY=VALUE...]).", show_default=False)
     ] = None,
     threads: Annotated[int | None, typer.Option(
@@ -245,8 +249,11 @@ def solve_command(
         draws = k if effort is not None else (8 if n is None else n)
         with PhaseDisplay(err) as show, _stdout_to_stderr(as_json):
             show(_loading_message(backend, model, base_url))
+            # a slot holds the longest request: RSA and revision prompts show earlier traces
+            ctx = max(2048, context_tokens(make_strategy(strategy or "majority", draws),
+                                           max_tokens))
             be = load_backend(backend, **_backend_options(backend, model, base_url, threads,
-                                                          draws))
+                                                          draws, ctx))
             try:
                 result = solve(question, backend=be, strategy=strategy, n=n, budget=budget_cap,
                                verifier=verifier, temperature=temperature,
@@ -422,7 +429,8 @@ def eval_command(
     ids: Annotated[str | None, typer.Option(
         help="Problems by position (0-39,50) or by id.", show_default=False)] = None,
     strategies: Annotated[str, typer.Option(
-        help="Comma-separated strategies, e.g. majority,weighted_best_of_n,greedy.")
+        help="Comma-separated strategy specs, e.g. majority,weighted_best_of_n,greedy or "
+             "majority,beam:width=4,max_steps=8,dvts:width=4.")
     ] = "majority",
     n: Annotated[str, typer.Option("--n", help="Sample counts, increasing: 1,2,4,8,16.")
                  ] = "1,2,4,8",
@@ -431,7 +439,9 @@ def eval_command(
         help="Scores samples for best_of_n / weighted_best_of_n (default self_judge; "
              "NAME[:ARG][,KEY=VALUE...], e.g. hf_prm:MODEL).",
         show_default=False)] = None,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
+    temperature: Annotated[str, typer.Option(
+        help="Sampling temperature, or auto: chosen without labels before the run by the "
+             "entropy turning point (TURN) on the first 4 questions.")] = "0.7",
     top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold.")] = 1.0,
     max_tokens: Annotated[int, typer.Option(help="Completion tokens per sample, at most.")
                           ] = 1024,
@@ -464,23 +474,27 @@ def eval_command(
     """
     if ctx.invoked_subcommand is not None:
         return
+    from ttscale.cli.efficiency import parse_temperature
     from ttscale.cli.evaluate import eval_run, parse_ns, parse_options
     from ttscale.evaluation.harness import EvalConfig
+    from ttscale.strategies.spec import split_specs
 
     with _reported():
         if dataset is None or out is None:
             raise ConfigError("ttscale eval needs --dataset and --out: e.g. ttscale eval "
                               "--dataset gsm8k --limit 10 --out runs/gsm8k")
         backends.get(backend)
-        cfg = EvalConfig(strategies=tuple(s.strip() for s in strategies.split(",")
-                                          if s.strip()),
-                         ns=tuple(parse_ns(n)), seeds=seeds, temperature=temperature,
+        fixed = parse_temperature(temperature)
+        cfg = EvalConfig(strategies=tuple(split_specs(strategies)),
+                         ns=tuple(parse_ns(n)), seeds=seeds,
+                         temperature=0.7 if fixed is None else fixed,
                          top_p=top_p, max_tokens=max_tokens, verifier=verifier,
                          concurrency=concurrency, resamples=resamples)
         eval_run(out, cfg=cfg, dataset=dataset, split=split, limit=limit, ids=ids,
                  question_field=question_field, answer_field=answer_field, backend=backend,
                  model=model, base_url=base_url, threads=threads, as_json=as_json,
-                 fake_delay=fake_delay, options=parse_options(option or []))
+                 fake_delay=fake_delay, options=parse_options(option or []),
+                 choose_temperature=fixed is None)
 
 
 @eval_app.command("import-samples")
@@ -506,7 +520,7 @@ def replay_command(
                                             show_default=False)],
     strategies: Annotated[str, typer.Option(
         help="Comma-separated: majority, weighted_best_of_n, best_of_n, pass@k, "
-             "adaptive_majority.")] = "majority",
+             "adaptive_majority, deepconf, deepconf_online, deepprune.")] = "majority",
     n: Annotated[str, typer.Option("--n", help="Sample counts, increasing: 1,2,4,8 (for "
                                                "adaptive_majority: the most samples).")
                  ] = "1,2,4,8",
@@ -514,8 +528,16 @@ def replay_command(
         help="Stopping rule of adaptive_majority, NAME[,KEY=VALUE...] (repeatable): budgeted "
              "(default; threshold, horizon, power), bayes_factor (threshold), fixed.",
         show_default=False)] = None,
-    resamples: Annotated[int, typer.Option(help="Random subsets (adaptive_majority: random "
-                                                "sample orders) per question and n.")] = 200,
+    confidence: Annotated[list[str] | None, typer.Option(
+        help="DeepConf settings KEY=VALUE,... (repeatable; default eta=0.1 and eta=0.9): eta, "
+             "window, measure (lowest, tail, bottom10, mean), warmup, batch, tau, top_k.",
+        show_default=False)] = None,
+    prune: Annotated[list[str] | None, typer.Option(
+        help="DeepPrune settings KEY=VALUE,... (repeatable): prefix, similarity (jaccard, "
+             "embedding), threshold, ngram.", show_default=False)] = None,
+    resamples: Annotated[int, typer.Option(help="Random subsets (adaptive and efficiency "
+                                                "strategies: random sample orders) per "
+                                                "question and n.")] = 200,
     seed: Annotated[int, typer.Option(help="Seed of the subset draws.")] = 0,
     verifier: Annotated[str | None, typer.Option(
         help="Whose stored scores best_of_n / weighted_best_of_n use, e.g. sprm (default: "
@@ -530,12 +552,54 @@ def replay_command(
 
     Example: ttscale eval replay runs/aime --strategies majority,adaptive_majority --n 80
     --rule budgeted --rule bayes_factor,threshold=10
+
+    Example: ttscale eval replay runs/gsm8k --strategies majority,deepconf,deepconf_online,
+    deepprune --n 16 --confidence eta=0.1 --prune prefix=64
     """
+    from ttscale.cli.efficiency import DEFAULT_CONFIDENCE
     from ttscale.cli.evaluate import replay
 
     with _reported():
         replay(run_dir, strategies, n, resamples=resamples, seed=seed, as_json=as_json,
-               rules=rule or ["budgeted"], verifier=verifier)
+               rules=rule or ["budgeted"], confidence=confidence or DEFAULT_CONFIDENCE,
+               prune=prune or [""], verifier=verifier)
+
+
+@eval_app.command("ensemble")
+def ensemble_command(
+    run_dirs: Annotated[list[Path], typer.Argument(
+        help="Two or more run directories (ttscale eval or import-samples), one per source.",
+        show_default=False)],
+    n: Annotated[int | None, typer.Option(
+        "--n", help="Samples per source and question (default: all stored).",
+        show_default=False)] = None,
+    rule: Annotated[str | None, typer.Option(
+        help="Draw each source's samples with this adaptive stopping rule (e.g. budgeted), "
+             "over --orders random orders.", show_default=False)] = None,
+    orders: Annotated[int, typer.Option(help="Random orders with --rule.")] = 5,
+    folds: Annotated[int, typer.Option(help="Cross-validation folds over questions "
+                                            "(0: leave-one-out).")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the random orders.")] = 0,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the report as one JSON object, nothing else.")] = False,
+) -> None:
+    """Ensembles of several runs on their shared questions: equal, first-order, MILP and
+    second-order weights and the best single source (by cross-validation and in hindsight),
+    each with its accuracy and tokens per question, cross-validated over questions.
+
+    Example: ttscale eval ensemble runs/aime-model-a runs/aime-model-b --rule budgeted
+    """
+    from ttscale.adaptive import parse_rule
+    from ttscale.cli.render import ensemble_table
+    from ttscale.evaluation.ensemble_runs import ensemble_report
+
+    with _reported():
+        report = ensemble_report(run_dirs, n=n, rule=parse_rule(rule) if rule else None,
+                                 orders=orders, folds=folds, seed=seed)
+        if as_json:
+            sys.stdout.write(json.dumps(asdict(report)) + "\n")
+        else:
+            Console().print(ensemble_table(report))
 
 
 @sprm_app.command("collect")

@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
@@ -21,6 +22,9 @@ from rich.text import Text
 
 from ttscale.evaluation.datasets import DatasetInfo
 from ttscale.types import Result
+
+if TYPE_CHECKING:  # the ensemble code is loaded only by its command
+    from ttscale.evaluation.ensemble_runs import EnsembleReport
 
 
 def format_flops(flops: float) -> str:
@@ -254,3 +258,26 @@ class PhaseDisplay:
         if self._progress is not None:
             self._progress.stop()  # transient: the spinner line is erased
 
+
+
+def ensemble_table(report: EnsembleReport) -> Table:
+    """The ensemble methods side by side: accuracy, tokens per question, tokens relative to
+    the most accurate single source, and the mean weights."""
+    best = max(range(len(report.sources)), key=lambda i: report.source_accuracy[i])
+    base = report.source_tokens[best] or 1.0
+    from pathlib import Path
+
+    names = [Path(s).name for s in report.sources]
+    table = Table(title=f"{report.questions} shared questions, cross-validated; best single "
+                        f"source {names[best]}: {report.source_accuracy[best]:.1%} at "
+                        f"{report.source_tokens[best]:,.0f} tokens",
+                  caption=f"weights in source order: {', '.join(names)}")
+    for name, justify in (("method", "left"), ("accuracy", "right"),
+                          ("tokens/question", "right"), ("x best source", "right"),
+                          ("mean weights", "left")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for row in report.rows:
+        weights = ", ".join(f"{w:.2f}" for w in row.weights)
+        table.add_row(row.method, f"{row.accuracy:.1%}", f"{row.tokens:,.0f}",
+                      f"{row.tokens / base:.2f}", weights)
+    return table

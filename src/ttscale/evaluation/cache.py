@@ -12,10 +12,11 @@ from collections.abc import Sequence
 
 from ttscale.answers import extract_answer
 from ttscale.backends.base import Backend
+from ttscale.backends.streaming import Watch, can_stream, usage_of, watch_generation
 from ttscale.errors import BackendError
 from ttscale.params import SamplingParams
 from ttscale.store import NewGeneration, Store, prompt_json
-from ttscale.types import GenerateOutput, Generation, Prompt, Usage
+from ttscale.types import GenerateOutput, Generation, Prompt, TokenLogprob, Usage
 
 
 def missing_runs(have: set[int], first: int, stop: int) -> list[tuple[int, int]]:
@@ -137,3 +138,54 @@ class CachedBackend:
             self.cached_samples += replayed
             self.new_samples += fresh
         return GenerateOutput(tuple(out_gens), new_usage), cached
+
+    def generate_watched(self, prompt: Prompt, params: SamplingParams,
+                         watch: Watch) -> GenerateOutput:
+        """Samples with every token shown to ``watch`` (``ttscale.backends.streaming``):
+        stored samples are replayed through it and cut where it aborts (``cached_usage``
+        gets only the tokens up to the cut); missing ones are streamed by the wrapped
+        backend when it can, and kept only when they ran to their end (a cut sample is not
+        the sample its index names).
+
+        Example:
+            >>> import tempfile
+            >>> from ttscale.backends.fake import FakeBackend
+            >>> cb = CachedBackend(FakeBackend(responses=["a b c"]),
+            ...                    Store.open(tempfile.mkdtemp(), {}), "sha")
+            >>> _ = cb.generate(["q"], SamplingParams(n=1, logprobs=True))
+            >>> out = cb.generate_watched("q", SamplingParams(n=2, logprobs=True),
+            ...                           lambda i, t: t.token == " b")
+            >>> [g.text for g in out.generations[0]], cb.cached_usage.completion_tokens
+            (['a b', 'a b'], 2)
+        """
+        first, stop = params.seed, params.seed + params.n
+        stored = self.store.get_generations(self.model_sha256, prompt, params, first, stop)
+        found: dict[int, Generation] = {}
+        new_usage = Usage()
+        for start, length in missing_runs(set(stored), first, stop):
+            asked = params.with_(n=length, seed=start)
+
+            def shifted(j: int, token: TokenLogprob, start: int = start) -> bool:
+                return watch(start - first + j, token)
+
+            if can_stream(self.backend):
+                out = self.backend.generate_watched(prompt, asked,  # type: ignore[attr-defined]
+                                                    shifted)
+                gens = list(out.generations[0])
+            else:
+                out = self.backend.generate([prompt], asked)
+                gens = [watch_generation(g, j, shifted) for j, g in enumerate(out.generations[0])]
+            new_usage = new_usage + out.usage
+            whole = [(start + j, g) for j, g in enumerate(gens)
+                     if g.finish_reason not in ("aborted", "error")]
+            self.store.put_generations([NewGeneration(self.model_sha256, prompt, params, i, g,
+                                                      extract_answer(g.text)) for i, g in whole])
+            found.update({start + j: g for j, g in enumerate(gens)})
+        replayed = tuple(watch_generation(stored[i].generation, i - first, watch)
+                         for i in sorted(stored))
+        found.update({g_index: g for g_index, g in zip(sorted(stored), replayed, strict=True)})
+        with self._lock:
+            self.cached_usage = self.cached_usage + usage_of(replayed, self.params_count, 0.0, 0)
+            self.cached_samples += len(replayed)
+            self.new_samples += params.n - len(replayed)
+        return GenerateOutput((tuple(found[i] for i in range(first, stop)),), new_usage)

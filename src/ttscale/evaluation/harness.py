@@ -28,8 +28,8 @@ from ttscale.evaluation.cache import CachedBackend, missing_runs
 from ttscale.evaluation.datasets import Problem
 from ttscale.evaluation.records import SEED_STRIDE
 from ttscale.params import SamplingParams
-from ttscale.registry import strategies as strategy_registry
 from ttscale.store import QuestionRow, ResultRow, ScoreRow, Store, StoredGeneration, params_json
+from ttscale.strategies.spec import make_strategy
 from ttscale.types import GenerateOutput, Usage
 from ttscale.verifiers.base import Verifier
 from ttscale.verifiers.spec import build_verifier, check_verifier
@@ -79,15 +79,19 @@ smallest to largest, e.g. 1,2,4,8
                               "largest, e.g. 1,2,4,8")
         if not self.strategies:
             raise ConfigError("no strategy given: pass e.g. --strategies majority")
+        needs_verifier = False
         for name in self.strategies:
             if name not in REPLAYED:
-                strategy_registry.get(name)  # unknown names fail here, listing the choices
+                # unknown names and options fail here; so does an n the strategy cannot use
+                for n in self.ns:
+                    needs_verifier |= bool(make_strategy(name, n).needs_verifier)
         if self.seeds <= 0 or self.concurrency <= 0 or self.resamples <= 0:
             raise ConfigError("--seeds, --concurrency and --resamples must be positive numbers")
         if self.n_max >= SEED_STRIDE:
             raise ConfigError(f"--n {self.n_max} is too large: ask for fewer than "
                               f"{SEED_STRIDE} samples")
-        if self.verifier is None and any(s in VERIFIED for s in self.strategies):
+        if self.verifier is None and (needs_verifier
+                                      or any(s in VERIFIED for s in self.strategies)):
             object.__setattr__(self, "verifier", "self_judge")
         if self.verifier is not None:
             check_verifier(self.verifier)
@@ -238,6 +242,7 @@ class Harness:
     def _question(self, problem: Problem) -> Usage:
         spent = Usage()
         rows: list[ResultRow] = []
+        trees: list[tuple[str, dict[str, Any]]] = []
         for seed in range(self.cfg.seeds):
             if self.cfg.replayed:
                 began = time.perf_counter()
@@ -246,9 +251,13 @@ class Harness:
                 rows.extend(self._replay_rows(problem, seed, stored,
                                               time.perf_counter() - began))
             for name in self.cfg.solved:
-                row, used = self._solve(problem, name, seed)
+                row, used = self._solve(problem, name, seed, trees)
                 spent = spent + used
                 rows.extend(row)
+        # Written just before the result rows: a question whose rows exist is not solved
+        # again, so its trees are not written twice.
+        for label, tree in trees:
+            self.store.put_tree(problem.id, label, tree)
         self.store.put_results(rows)
         return spent
 
@@ -320,7 +329,10 @@ class Harness:
                                       usage))
         return rows
 
-    def _solve(self, problem: Problem, name: str, seed: int) -> tuple[list[ResultRow], Usage]:
+    def _solve(self, problem: Problem, name: str, seed: int,
+               trees: list[tuple[str, dict[str, Any]]]) -> tuple[list[ResultRow], Usage]:
+        """Each ``n`` of a strategy run through ``solve``; the trees it records go into
+        ``trees`` as (``NAME, n=N, seed=S``, tree)."""
         from ttscale.solve import solve
 
         done = {(r.strategy, r.n, r.seed) for r in self.store.results(RUN_LABEL)
@@ -339,6 +351,8 @@ class Harness:
             full = r.usage + _minus(self.backend.cached_usage, cached_before)
             correct = r.answer is not None and equivalent(problem.gold, r.answer)
             rows.append(ResultRow(RUN_LABEL, problem.id, name, n, seed, r.answer, correct, full))
+            if r.tree is not None:
+                trees.append((f"{name}, n={n}, seed={seed}", r.tree))
         return rows, spent
 
 

@@ -25,6 +25,7 @@ from ttscale.evaluation.runs import KIND as IMPORT_KIND
 from ttscale.evaluation.runs import load_run, stored_settings
 from ttscale.params import SamplingParams
 from ttscale.store import ResultRow, Store, TreeRow
+from ttscale.types import TokenLogprob
 
 SEED_STRIDE = 100_000  # as in ttscale.evaluation.harness: sample indices of one seed
 
@@ -42,6 +43,9 @@ class TraceRecord:
     finish_reason: str = "stop"
     score: float | None = None
     verifier_tokens: int = 0
+    # every sampled token with its top candidates, as stored (eval runs keep the top 5);
+    # None for imported samples
+    logprobs: tuple[TokenLogprob, ...] | None = field(default=None, repr=False)
 
     @property
     def tokens(self) -> int:
@@ -115,7 +119,7 @@ def load_records(run_dir: str | Path, verifier_name: str | None = None,
                     index // SEED_STRIDE, index % SEED_STRIDE, gen.text, g.answer,
                     gen.prompt_tokens, gen.completion_tokens, gen.finish_reason,
                     None if s is None else s.score,
-                    0 if s is None else s.usage.total_tokens))
+                    0 if s is None else s.usage.total_tokens, gen.logprobs))
             out.append(QuestionRecord(
                 q.id, q.question, q.gold, tuple(traces),
                 tuple(r for r in results if r.question_id == q.id),

@@ -62,11 +62,13 @@ class TtscaleOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     strategy: str | None = Field(default=None, description="A strategy, e.g. majority, or "
-                                 "majority@8 with its number of samples.")
+                                 "majority@8 with its number of samples, or with options: "
+                                 "beam@8:width=4,max_steps=6.")
     n: int | None = Field(default=None, description="Samples to draw (overrides the @N).")
     verifier: str | None = Field(default=None, description="Verifier for best_of_n strategies.")
     budget: int | None = Field(default=None, description="Cap on all tokens spent on this request.")
-    traces: bool = Field(default=False, description="Return every sampled trace in the response.")
+    traces: bool = Field(default=False, description="Return every sampled trace (and a tree "
+                         "search's tree) in the response.")
 
 
 class ContentPart(BaseModel):
@@ -210,6 +212,7 @@ class TtscaleOut(BaseModel):
     seconds: float
     notes: list[str]
     traces: list[TraceOut] | None = None
+    tree: dict[str, Any] | None = None
 
 
 class ChatMessageOut(BaseModel):

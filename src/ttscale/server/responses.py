@@ -92,6 +92,8 @@ def summary(plan: Plan, result: Result) -> dict[str, Any]:
                           "completion_tokens": t.completion_tokens,
                           "finish_reason": t.finish_reason, "score": t.score}
                          for t in result.traces]
+        if result.tree is not None:
+            out["tree"] = result.tree
     return out
 
 

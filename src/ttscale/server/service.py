@@ -4,8 +4,9 @@ and a ``Service`` runs plans on the one shared backend under a concurrency limit
 Choosing the strategy, most specific first:
 
 1. the ``ttscale`` object (``extra_body={"ttscale": {"strategy": "majority", "n": 8}}``);
-2. the model name, ``STRATEGY[@N]/MODEL`` (``majority@8/qwen2.5-coder-1.5b``) or
-   ``STRATEGY[@N]`` alone for the served model;
+2. the model name, ``STRATEGY[@N][:KEY=VALUE,...]/MODEL`` (``majority@8/qwen2.5-coder-1.5b``,
+   ``beam@8:width=4/qwen2.5-coder-1.5b``) or the same without ``/MODEL`` for the served
+   model;
 3. ``reasoning_effort``: ``none``/``minimal`` greedy, ``low`` majority@2, ``medium``
    majority@8, ``high`` majority@32 (verifier-guided levels wait for a trained verifier);
 4. the server's default (``--default-strategy``, majority@8).
@@ -28,7 +29,8 @@ from ttscale.backends.base import Backend
 from ttscale.budget import Budget
 from ttscale.errors import ConfigError, TtscaleError
 from ttscale.registry import strategies
-from ttscale.solve import check, make_strategy, solve
+from ttscale.solve import check, solve
+from ttscale.strategies.spec import check_strategy, make_strategy
 from ttscale.types import Result
 
 EFFORT = {"none": "greedy", "minimal": "greedy", "low": "majority@2", "medium": "majority@8",
@@ -112,7 +114,7 @@ class Settings:
         if any(not k for k in self.api_keys):
             raise ConfigError("an API key is empty: give non-empty keys")
         name, count = parse_spec(self.default_strategy)
-        strategies.get(name)  # an unknown default fails at startup, not per request
+        check_strategy(name)  # an unknown default or option fails at startup, not per request
         if (count or DEFAULT_N) > self.max_n:
             raise ConfigError(f"the default strategy {self.default_strategy} draws more "
                               f"samples than max_n {self.max_n}: lower one or raise the other")
@@ -143,23 +145,40 @@ class Plan:
 
 
 def parse_spec(spec: str) -> tuple[str, int | None]:
-    """``majority@8`` -> ``("majority", 8)``; ``greedy`` -> ``("greedy", None)``.
+    """``majority@8`` -> ``("majority", 8)``; ``greedy`` -> ``("greedy", None)``; options
+    follow the count: ``beam@8:width=4`` -> ``("beam:width=4", 8)``.
 
     Example:
         >>> parse_spec("majority@8")
         ('majority', 8)
+        >>> parse_spec("beam@8:width=4,max_steps=6")
+        ('beam:width=4,max_steps=6', 8)
         >>> parse_spec("majority@lots")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
         ttscale.errors.ConfigError: strategy 'majority@lots': the number after @ must be ...
     """
-    name, at, count = spec.strip().partition("@")
+    head, colon, options = spec.strip().partition(":")
+    name, at, count = head.partition("@")
+    if colon:
+        name = f"{name}:{options}"
     if not at:
         return name, None
     if not count.isdigit() or int(count) <= 0:
         raise ConfigError(f"strategy {spec!r}: the number after @ must be a positive whole "
-                          f"number of samples, e.g. {name or 'majority'}@8")
+                          f"number of samples, e.g. {head.partition('@')[0] or 'majority'}@8")
     return name, int(count)
+
+
+def canonical(spec: str, count: int) -> str:
+    """The spec with its sample count, as a model name: ``beam:width=4``, 8 -> ``beam@8:width=4``.
+
+    Example:
+        >>> canonical("beam:width=4", 8), canonical("majority", 2)
+        ('beam@8:width=4', 'majority@2')
+    """
+    name, colon, options = spec.partition(":")
+    return f"{name}@{count}{colon}{options}"
 
 
 def split_model(name: str, served: Sequence[str]) -> tuple[str | None, str]:
@@ -178,7 +197,7 @@ def split_model(name: str, served: Sequence[str]) -> tuple[str | None, str]:
     head, slash, rest = name.partition("/")
     spec: str | None = None
     model = name
-    if "@" in head or head in strategies.names():
+    if "@" in head or head.partition(":")[0] in strategies.names():
         spec, model = head, (rest if slash else "")
     if not model:
         return spec, served[0]
@@ -249,8 +268,8 @@ def plan(*, question: str, model: str, served: Sequence[str], settings: Settings
     seed = 0 if seed is None else seed
     check(question, strategy=name, verifier=verifier, n=count, temperature=temperature,
           max_tokens=max_tokens, seed=seed, top_p=top_p, stop=stops)
-    canonical = f"{name}@{count}" if hasattr(strat, "n") else name
-    return Plan(question=question, model=f"{canonical}/{model_id}", strategy=name, n=count,
+    shown = canonical(name, count) if hasattr(strat, "n") else name
+    return Plan(question=question, model=f"{shown}/{model_id}", strategy=name, n=count,
                 verifier=verifier, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                 seed=seed, stop=stops, budget=budget, choices=choices, traces=traces)
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from ttscale.answers import extract_answer, group_answers, solve_prompt
 from ttscale.backends.base import Backend
 from ttscale.budget import Accountant
 from ttscale.errors import BudgetExceeded
 from ttscale.params import SamplingParams
-from ttscale.types import AnswerClass, Prompt, Result, Trace
+from ttscale.types import AnswerClass, GenerateOutput, Generation, Prompt, Result, Trace
 from ttscale.verifiers.base import Verifier
 
 Progress = Callable[[str], None]
@@ -59,11 +59,23 @@ class Strategy(Protocol):
     def finish(self, state: State, env: Env) -> Result: ...
 
 
+def to_trace(g: Generation) -> Trace:
+    """A generation as a trace: its text, extracted answer, length and finish."""
+    return Trace(g.text, extract_answer(g.text), g.completion_tokens, g.finish_reason)
+
+
+Generate = Callable[[Prompt, SamplingParams], GenerateOutput]
+
+
 def sample(env: Env, state: State, want: int, *, extra_per_sample: int = 0,
-           params: SamplingParams | None = None, prompt: Prompt | None = None) -> State:
+           params: SamplingParams | None = None, prompt: Prompt | None = None,
+           generate: Generate | None = None,
+           convert: Callable[[Generation], Trace] = to_trace) -> State:
     """Sample up to ``want`` traces in one batched call, as many as the budget allows.
 
     ``extra_per_sample`` reserves tokens each sample will cost later (e.g. its verification).
+    ``generate`` replaces the backend's plain call for one prompt (a streamed, watched one);
+    ``convert`` turns each generation into a trace (e.g. scored by its confidence).
     Raises ``BudgetExceeded`` when nothing has been spent yet and not even one sample fits.
     """
     params = params or env.sampling
@@ -81,12 +93,11 @@ def sample(env: Env, state: State, want: int, *, extra_per_sample: int = 0,
                 "max_tokens")
         return replace(state, done=True, budget_limited=True)
     env.progress(f"sampling {k} trace{'s' if k > 1 else ''}")
-    out = env.backend.generate([prompt], params.with_(n=k, seed=params.seed + len(state.traces)))
+    asked = params.with_(n=k, seed=params.seed + len(state.traces))
+    out = (generate(prompt, asked) if generate is not None
+           else env.backend.generate([prompt], asked))
     env.accountant.charge(out.usage)
-    new = tuple(
-        Trace(g.text, extract_answer(g.text), g.completion_tokens, g.finish_reason)
-        for g in out.generations[0]
-    )
+    new = tuple(convert(g) for g in out.generations[0])
     return replace(state, traces=state.traces + new, budget_limited=k < want)
 
 
@@ -135,7 +146,7 @@ def pick(classes: Sequence[AnswerClass], by: str) -> str | None:
 
 
 def result(state: State, env: Env, name: str, classes: Sequence[AnswerClass],
-           answer: str | None) -> Result:
+           answer: str | None, tree: Any = None) -> Result:
     return Result(
         question=state.question,
         answer=answer,
@@ -146,12 +157,15 @@ def result(state: State, env: Env, name: str, classes: Sequence[AnswerClass],
         seconds=time.perf_counter() - state.started,
         budget_limited=state.budget_limited,
         notes=state.notes,
+        tree=tree,
     )
 
 
 def run(strategy: Strategy, question: str, env: Env) -> Result:
-    """Step a strategy to the end and build its result."""
-    state = State(question)
+    """Step a strategy to the end and build its result. A strategy that keeps more state
+    than ``State`` (a search tree) makes its first state with ``start(question)``."""
+    start = getattr(strategy, "start", None)
+    state: State = start(question) if callable(start) else State(question)
     while not state.done:
         state = strategy.step(state, env)
     return strategy.finish(state, env)

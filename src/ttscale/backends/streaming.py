@@ -1,0 +1,176 @@
+"""Samples whose tokens are watched as they arrive, so that a caller can abort one mid-way.
+
+A *watch* is called with a sample's index (its place in the request) and each new token with
+its top log-probabilities; returning True aborts that sample only. Backends that can stream
+(llama.cpp in-process, OpenAI-compatible servers, the fake) implement
+``generate_watched(prompt, params, watch)``; each sample is its own streamed request with seed
+``seed + i``, so one abort never stops the others. An aborted sample keeps the tokens it had,
+finishes with ``"aborted"`` and is charged exactly those tokens plus its prompt.
+
+:func:`generate_watched` is what callers use: it streams where the backend can, and otherwise
+generates whole samples and applies the watch afterwards (every generated token is then still
+charged, since it was spent).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ttscale.params import SamplingParams
+from ttscale.types import FinishReason, GenerateOutput, Generation, Prompt, TokenLogprob, Usage
+
+Watch = Callable[[int, TokenLogprob], bool]
+"""Called with (sample index in the request, new token); True aborts that sample."""
+
+
+def can_stream(backend: object) -> bool:
+    """Whether ``backend`` streams samples itself (has ``generate_watched``).
+
+    Example:
+        >>> from ttscale.backends.fake import FakeBackend
+        >>> can_stream(FakeBackend()), can_stream(object())
+        (True, False)
+    """
+    return callable(getattr(backend, "generate_watched", None))
+
+
+def watch_generation(gen: Generation, index: int, watch: Watch) -> Generation:
+    """Feed a finished sample's tokens to ``watch``; cut it at the token the watch aborts on.
+
+    The cut sample's text is its kept tokens joined; without log-probabilities the sample is
+    returned whole (nothing to watch).
+
+    Example:
+        >>> toks = tuple(TokenLogprob(t, -0.1) for t in ("a", "b", "c"))
+        >>> g = Generation("abc", 5, 3, "stop", toks)
+        >>> cut = watch_generation(g, 0, lambda _i, t: t.token == "b")
+        >>> cut.text, cut.completion_tokens, cut.finish_reason
+        ('ab', 2, 'aborted')
+    """
+    for t, token in enumerate(gen.logprobs or ()):
+        if watch(index, token):
+            kept = (gen.logprobs or ())[: t + 1]
+            return replace(gen, text="".join(x.token for x in kept), completion_tokens=t + 1,
+                           finish_reason="aborted", logprobs=kept)
+    return gen
+
+
+def generate_watched(backend: Any, prompt: Prompt, params: SamplingParams,
+                     watch: Watch) -> tuple[GenerateOutput, bool]:
+    """``params.n`` samples of ``prompt`` with every token shown to ``watch``; also whether
+    they really streamed (False: whole samples were generated, then cut).
+
+    Example:
+        >>> from ttscale.backends.fake import FakeBackend
+        >>> out, streamed = generate_watched(FakeBackend(responses=["one two three"]), "q",
+        ...     SamplingParams(n=2, logprobs=True), lambda i, t: i == 1 and t.token == " two")
+        >>> [g.text for g in out.generations[0]], out.usage.completion_tokens, streamed
+        (['one two three', 'one two'], 5, True)
+    """
+    if can_stream(backend):
+        result: GenerateOutput = backend.generate_watched(prompt, params, watch)
+        return result, True
+    out = backend.generate([prompt], params.with_(logprobs=True))
+    gens = tuple(watch_generation(g, i, watch) for i, g in enumerate(out.generations[0]))
+    return GenerateOutput((gens,), out.usage), False
+
+
+def usage_of(gens: tuple[Generation, ...], params_count: int, seconds: float,
+             calls: int) -> Usage:
+    """The usage of streamed samples: each its prompt plus the tokens it produced."""
+    usage = Usage(calls=calls, seconds=seconds)
+    for g in gens:
+        usage = usage + Usage.of(g.prompt_tokens, g.completion_tokens, params_count, 0.0,
+                                 calls=0)
+    return usage
+
+
+@dataclass
+class StreamedSample:
+    """One sample being streamed in OpenAI chunk form (llama.cpp and OpenAI servers alike):
+    its text, tokens and finish so far. ``feed`` takes one chunk and says whether to stop.
+
+    Example:
+        >>> s = StreamedSample(0, 7, lambda _i, t: t.token == "b", top_k=0)
+        >>> lp = {"content": [{"token": "a", "logprob": -0.5}]}
+        >>> s.feed({"choices": [{"index": 0, "delta": {"content": "a"}, "logprobs": lp}]})
+        False
+        >>> lp = {"content": [{"token": "b", "logprob": -0.1}]}
+        >>> s.feed({"choices": [{"index": 0, "delta": {"content": "b"}, "logprobs": lp}]})
+        True
+        >>> g = s.generation(prompt_tokens=4)
+        >>> g.text, g.completion_tokens, g.finish_reason, g.seed, g.logprobs is None
+        ('ab', 2, 'aborted', 7, True)
+    """
+
+    index: int
+    seed: int
+    watch: Watch
+    top_k: int = 0  # 0: keep no log-probabilities in the result (they were still watched)
+    chat: bool = True
+    parts: list[str] = field(default_factory=list)
+    tokens: list[TokenLogprob] = field(default_factory=list)
+    finish: FinishReason = "stop"
+    prompt_tokens: int | None = None
+    error: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def feed(self, chunk: dict[str, Any]) -> bool:
+        """Take one chunk; True when the sample must stop (aborted by the watch, or failed)."""
+        if "error" in chunk or ("code" in chunk and "message" in chunk):
+            err = chunk.get("error", chunk)
+            self.error = str(err.get("message", err) if isinstance(err, dict) else err)
+            self.finish = "error"
+            return True
+        usage = chunk.get("usage")
+        if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
+            self.prompt_tokens = int(usage["prompt_tokens"])
+        for choice in chunk.get("choices") or ():
+            if self.chat:
+                self.parts.append((choice.get("delta") or {}).get("content") or "")
+            else:
+                self.parts.append(choice.get("text") or "")
+            if choice.get("finish_reason") == "length":
+                self.finish = "length"
+            for t in (choice.get("logprobs") or {}).get("content") or ():
+                token = TokenLogprob(
+                    str(t.get("token", "")), float(t.get("logprob", 0.0)),
+                    tuple((str(c.get("token", "")), float(c.get("logprob", 0.0)))
+                          for c in t.get("top_logprobs") or ()))
+                self.tokens.append(token)
+                if self.watch(self.index, token):
+                    self.finish = "aborted"
+                    return True
+        return False
+
+    def generation(self, prompt_tokens: int) -> Generation:
+        """The sample as a ``Generation``; ``prompt_tokens`` is used when no usage came."""
+        text = "".join(self.parts)
+        if self.finish == "aborted":
+            # The text deltas may run ahead of the watched tokens: keep what was watched.
+            text = "".join(t.token for t in self.tokens)
+        return Generation(text, self.prompt_tokens if self.prompt_tokens is not None
+                          else prompt_tokens, len(self.tokens), self.finish,
+                          tuple(self.tokens) if self.top_k else None, self.seed)
+
+
+def stream_body(body: dict[str, Any], params: SamplingParams) -> dict[str, Any]:
+    """A request body turned into a streamed one that reports every token with its top
+    candidates (the watch needs them even when the caller keeps none).
+
+    Example:
+        >>> stream_body({"messages": []}, SamplingParams(top_logprobs=5, logprobs=True))
+        ... # doctest: +NORMALIZE_WHITESPACE
+        {'messages': [], 'stream': True, 'stream_options': {'include_usage': True},
+         'logprobs': True, 'top_logprobs': 5}
+    """
+    out = dict(body, stream=True, stream_options={"include_usage": True})
+    if "messages" in out:
+        out["logprobs"] = True
+        out["top_logprobs"] = max(params.top_logprobs, 1)
+    else:
+        out["logprobs"] = max(params.top_logprobs, 1)
+    return out
