@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar, cast
@@ -71,7 +72,7 @@ def refine_prompt(question: str, answer: str, score: float | None) -> Prompt:
 
 
 @dataclass(frozen=True, kw_only=True)
-class _TreeSearch:
+class _TreeSearch(ABC):
     n: int = 8
     aggregate: str = "weighted"
     name: str = "mcts"
@@ -83,11 +84,13 @@ class _TreeSearch:
         check_aggregate(self.aggregate)
         self.algorithm()  # a missing treequest or a bad option fails before any sampling
 
+    @abstractmethod
     def algorithm(self) -> Any:
-        raise NotImplementedError
+        """The treequest algorithm object (stateless; the tree state is passed to it)."""
 
+    @abstractmethod
     def batch_size(self) -> int:
-        raise NotImplementedError
+        """How many answers one round asks treequest for."""
 
     def start(self, question: str) -> SearchState:
         return SearchState(question, algo_state=self.algorithm().init_tree())
