@@ -343,6 +343,17 @@ def test_effort_levels_stay_within_the_server_limit() -> None:
         plan(question=Q, model="majority@32", served=["fake"], settings=Settings(max_n=16))
 
 
+def test_effort_levels_use_the_servers_effort_verifier() -> None:
+    settings = Settings(effort_verifier="sprm:/heads/model.safetensors")
+    p = plan(question=Q, model="fake", served=["fake"], settings=settings, effort="low")
+    assert (p.strategy, p.n, p.verifier) == ("best_of_n", 2, "sprm:/heads/model.safetensors")
+    greedy = plan(question=Q, model="fake", served=["fake"], settings=settings, effort="none")
+    assert (greedy.strategy, greedy.verifier) == ("greedy", None)
+    named = plan(question=Q, model="majority@4/fake", served=["fake"], settings=settings,
+                 effort="high")
+    assert (named.strategy, named.n, named.verifier) == ("majority", 4, None)
+
+
 def test_metrics_count_requests_tokens_and_latency() -> None:
     with running() as s:
         oa = client(s)

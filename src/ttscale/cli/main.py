@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -188,6 +188,22 @@ def _loading_message(backend: str, model: str | None, base_url: str | None) -> s
         where = base_url or "the default server"
         return f"loading model {model} from {where}" if model else f"connecting to {where}"
     return f"loading model {model or f'({backend} backend)'}"
+
+
+def _effort_verifier(backend: Any, model: str | None) -> str | None:
+    """The verifier the server's effort levels use: the SPRM head shipped for the served
+    model, or ``None`` (majority voting), said on stderr either way."""
+    from ttscale.effort import backend_sha256, plan_effort
+
+    plan = plan_effort("medium", model=model or backend.model_id,
+                       sha256=backend_sha256(backend))
+    if plan.verifier is None:
+        sys.stderr.write(f"reasoning_effort low/medium/high: majority of 2/8/32 (no SPRM head "
+                         f"ships for {model or backend.model_id})\n")
+    else:
+        sys.stderr.write("reasoning_effort low/medium/high: best of 2/8/32 by the shipped "
+                         "SPRM head\n")
+    return plan.verifier
 
 
 @app.command("solve")
@@ -406,6 +422,7 @@ def serve_command(
         sys.stderr.write(_loading_message(backend, model, base_url) + "\n")
         be = load_backend(backend, **opts)
         try:
+            settings = replace(settings, effort_verifier=_effort_verifier(be, model))
             serve(be, settings, host=host, port=port)
         finally:
             be.close()
