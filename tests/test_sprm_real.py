@@ -178,3 +178,16 @@ def test_collect_train_eval_end_to_end(tmp_path: Path) -> None:
                       "--n", "3", "--verifier", "sprm", "--json", env=env)
     assert replay.returncode == 0, replay.stderr
     assert json.loads(replay.stdout.splitlines()[0])["strategy"] == "weighted_best_of_n"
+
+    # more layers later: one pass through the deepest fills the missing layer's cache
+    both = _ttscale(*collect[:-2], "--layer", "4,15", "--out", str(run), env=env)
+    assert both.returncode == 0, both.stderr
+    assert "0 samples generated now" in both.stderr
+    assert "step features of 9 traces extracted now" in both.stderr
+    assert json.loads((run / "sprm-features" / "layer4" / "meta.json").read_text())["layer"] == 4
+    shallow = _ttscale("sprm", "train", str(run), "--layer", "4", "--out", str(tmp_path / "h4"),
+                       "--holdout", "0.34", "--threads", "1", env=env)
+    assert shallow.returncode == 0, shallow.stderr
+    assert json.loads((tmp_path / "h4.sprm.json").read_text())["layer"] == 4
+    bad = _ttscale(*collect[:-2], "--layer", "0,4", "--out", str(run), env=env)
+    assert bad.returncode != 0 and "--layer takes positive layer numbers" in bad.stderr

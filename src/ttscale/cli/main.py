@@ -638,8 +638,9 @@ def sprm_collect_command(
                           ] = 1024,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
     concurrency: Annotated[int, typer.Option(help="Questions in flight at once.")] = 2,
-    layer: Annotated[int | None, typer.Option(
-        help="Decoder layer whose output feeds the head (default: the last).",
+    layer: Annotated[str | None, typer.Option(
+        help="Decoder layer whose output feeds the head, or several (4,8,14: read in one "
+             "pass through the deepest). Default: half the model's depth.",
         show_default=False)] = None,
     batch_size: Annotated[int, typer.Option(help="Traces per feature forward pass.")] = 8,
     threads: Annotated[int | None, typer.Option(
@@ -650,12 +651,12 @@ def sprm_collect_command(
 
     Example: ttscale sprm collect --split train --ids 0-199 -n 4 --out runs/sprm-train
     """
-    from ttscale.cli.sprm import collect
+    from ttscale.cli.sprm import collect, parse_layers
 
     with _reported():
         collect(out, dataset=dataset, split=split, ids=ids, limit=limit, n=n, model=model,
                 max_tokens=max_tokens, temperature=temperature, concurrency=concurrency,
-                layer=layer, threads=threads, batch_size=batch_size)
+                layer=parse_layers(layer), threads=threads, batch_size=batch_size)
 
 
 @sprm_app.command("train")

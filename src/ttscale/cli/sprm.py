@@ -39,9 +39,33 @@ def feature_progress(err: Console, what: str) -> Iterator[Any]:
         yield tick
 
 
+def parse_layers(text: str | None) -> list[int] | None:
+    """The layers of ``--layer`` (one or a comma list), or a ``ConfigError`` with the fix.
+
+    Example:
+        >>> parse_layers("14"), parse_layers("8, 4,14"), parse_layers(None)
+        ([14], [4, 8, 14], None)
+        >>> parse_layers("4,x")
+        Traceback (most recent call last):
+        ...
+        ttscale.errors.ConfigError: --layer takes positive layer numbers such as 14 or \
+4,8,14, got '4,x'
+    """
+    if text is None:
+        return None
+    try:
+        layers = sorted({int(p) for p in text.split(",")})
+    except ValueError:
+        layers = []
+    if not layers or layers[0] < 1:
+        raise ConfigError(f"--layer takes positive layer numbers such as 14 or 4,8,14, "
+                          f"got {text!r}")
+    return layers
+
+
 def collect(out: Path, *, dataset: str, split: str, ids: str | None, limit: int | None,
             n: int, model: str | None, max_tokens: int, temperature: float,
-            concurrency: int, layer: int | None, threads: int | None,
+            concurrency: int, layer: Sequence[int] | None, threads: int | None,
             batch_size: int) -> int:
     """Sample and grade through the eval harness into ``out``, then cache step features;
     returns the traces whose features were extracted now."""

@@ -151,53 +151,60 @@ def run_model(settings: dict[str, Any]) -> tuple[str, Path, str]:
     return name, path, sha
 
 
-def collect_features(run_dir: str | Path, layer: int | None, *, delimiter: str =
-                     DEFAULT_DELIMITER, batch_size: int = 8, threads: int | None = None,
-                     extractor: Any = None,
+def collect_features(run_dir: str | Path, layer: int | Sequence[int] | None, *,
+                     delimiter: str = DEFAULT_DELIMITER, batch_size: int = 8,
+                     threads: int | None = None, extractor: Any = None,
                      on_question: Callable[[int, int], None] | None = None) -> int:
     """Extract and cache the step features of every stored trace not cached yet; returns
     how many traces were extracted now. ``layer`` ``None``: the run's only cached layer, or
-    ``default_layer`` of the model. The model is loaded only when a trace needs it."""
+    ``default_layer`` of the model; several layers come from one forward pass through the
+    deepest. The model is loaded only when a trace needs it."""
     settings, records = load_records(run_dir)
     name, path, sha = run_model(settings)
     if layer is None and extractor is None and any(
             (p / "meta.json").is_file() for p in (Path(run_dir) / FEATURES_DIR).glob("layer*")):
         layer = int(features_meta(run_dir, None)["layer"])
     loaded: list[Any] = [extractor] if extractor is not None else []
+    layers = None if layer is None else sorted({layer} if isinstance(layer, int) else set(layer))
 
     def model() -> Any:
         if not loaded:
             from ttscale.verifiers.sprm_features import TorchFeatures
 
-            loaded.append(TorchFeatures.load(str(path), layer, batch_size=batch_size,
-                                             threads=threads))
+            loaded.append(TorchFeatures.load(str(path), layers[-1] if layers else None,
+                                             batch_size=batch_size, threads=threads))
         return loaded[0]
 
-    if layer is None:
-        layer = model().layer
-    folder = features_dir(run_dir, layer)
-    wanted = {"model": name, "model_sha256": sha, "layer": layer,
-              "step_delimiter": delimiter}
-    meta_path = folder / "meta.json"
-    if meta_path.is_file():
-        stored = json.loads(meta_path.read_text(encoding="utf-8"))
-        _check_meta(folder, {**stored, **wanted})
+    if not layers:
+        layers = [model().layer]
+    wanted = {w: {"model": name, "model_sha256": sha, "layer": w, "step_delimiter": delimiter}
+              for w in layers}
+    for w in layers:
+        meta_path = features_dir(run_dir, w) / "meta.json"
+        if meta_path.is_file():
+            stored = json.loads(meta_path.read_text(encoding="utf-8"))
+            _check_meta(features_dir(run_dir, w), {**stored, **wanted[w]})
     done = 0
     for i, record in enumerate(records):
-        target = folder / _file_name(record.id)
-        have = _read(target)
-        todo = [t for t in record.traces if _sample(t.seed, t.index) not in have]
+        targets = {w: features_dir(run_dir, w) / _file_name(record.id) for w in layers}
+        have = {w: _read(targets[w]) for w in layers}
+        todo = [t for t in record.traces
+                if any(_sample(t.seed, t.index) not in have[w] for w in layers)]
         if todo:
             ext = model()
-            _check_meta(folder, {**wanted, "n_layers": ext.n_layers,
-                                 "hidden_size": ext.hidden_size})
+            for w in layers:
+                _check_meta(features_dir(run_dir, w), {**wanted[w], "n_layers": ext.n_layers,
+                                                       "hidden_size": ext.hidden_size})
             start = time.perf_counter()
-            out = ext.extract(chat_text(ext.tokenizer, record.question),
-                              [t.text for t in todo], delimiter, layer=layer)
-            share = (time.perf_counter() - start) / max(sum(o.tokens for o in out), 1)
-            for t, o in zip(todo, out, strict=True):
-                have[_sample(t.seed, t.index)] = (o.vectors, o.tokens, share * o.tokens)
-            _write(target, have)
+            out = ext.extract_layers(chat_text(ext.tokenizer, record.question),
+                                     [t.text for t in todo], delimiter, layers)
+            # the seconds of the pass through the deepest layer, shared out by tokens read
+            share = (time.perf_counter() - start) / max(sum(o.tokens for o in out[layers[-1]]),
+                                                        1)
+            for w in layers:
+                for t, o in zip(todo, out[w], strict=True):
+                    have[w][_sample(t.seed, t.index)] = (o.vectors, o.tokens, share * o.tokens)
+                _write(targets[w], have[w])
             done += len(todo)
         if on_question is not None:
             on_question(i + 1, len(records))

@@ -178,32 +178,53 @@ class TorchFeatures:
                 layer: int | None = None) -> list[TraceFeatures]:
         """Step-end features of each trace after ``prompt_text`` (the chat-templated prompt),
         at ``layer`` (default: every layer kept)."""
-        torch = import_torch()
         layer = layer or self.layer
-        if not 1 <= layer <= self.layer:
-            raise ConfigError(f"layer must be between 1 and the {self.layer} layers loaded, "
-                              f"got {layer}")
+        return self.extract_layers(prompt_text, traces, delimiter, (layer,))[layer]
+
+    def extract_layers(self, prompt_text: str, traces: Sequence[str], delimiter: str,
+                       layers: Sequence[int]) -> dict[int, list[TraceFeatures]]:
+        """The features of ``extract`` at each of ``layers``, from one forward pass through
+        the deepest of them: reading several layers costs what the deepest costs alone."""
+        torch = import_torch()
+        wanted = sorted(set(layers))
+        if not wanted or not all(1 <= w <= self.layer for w in wanted):
+            raise ConfigError(f"layers must be between 1 and the {self.layer} layers loaded, "
+                              f"got {', '.join(map(str, layers)) or 'none'}")
+        deepest = wanted[-1]
         tok = self.tokenizer
         prompt_ids = tok(prompt_text, add_special_tokens=True)["input_ids"]
         encoded = [tok(t, add_special_tokens=False, return_offsets_mapping=True) for t in traces]
-        out: list[TraceFeatures] = []
+        out: dict[int, list[TraceFeatures]] = {w: [] for w in wanted}
         full = self.model.layers
-        self.model.layers = full[:layer]
-        self.model.config.num_hidden_layers = layer
+        self.model.layers = full[:deepest]
+        self.model.config.num_hidden_layers = deepest
+        hidden = len(wanted) > 1  # the shallower layers' outputs are kept only when asked
         try:
             with torch.inference_mode():
-                prompt = self.model(input_ids=torch.tensor([prompt_ids]), use_cache=True)
+                prompt = self.model(input_ids=torch.tensor([prompt_ids]), use_cache=True,
+                                    output_hidden_states=hidden)
                 for i in range(0, len(traces), self.batch_size):
                     chunk = encoded[i:i + self.batch_size]
-                    out.extend(self._batch(prompt, len(prompt_ids), chunk,
-                                           traces[i:i + self.batch_size], delimiter))
+                    got = self._batch(prompt, len(prompt_ids), chunk,
+                                      traces[i:i + self.batch_size], delimiter, wanted)
+                    for w in wanted:
+                        out[w].extend(got[w])
         finally:
             self.model.layers = full
             self.model.config.num_hidden_layers = len(full)
         return out
 
+    def _states(self, output: Any, layers: Sequence[int]) -> dict[int, Any]:
+        """Per layer, the final RMSNorm of the residual stream after it. The deepest is the
+        model's own normed output; ``hidden_states[k]`` is the raw output of layer k
+        (``hidden_states[0]`` the embeddings)."""
+        deepest = max(layers)
+        return {w: output.last_hidden_state if w == deepest
+                else self.model.norm(output.hidden_states[w]) for w in layers}
+
     def _batch(self, prompt: Any, prompt_len: int, chunk: Sequence[Any],
-               texts: Sequence[str], delimiter: str) -> list[TraceFeatures]:
+               texts: Sequence[str], delimiter: str,
+               layers: Sequence[int]) -> dict[int, list[TraceFeatures]]:
         """One forward pass of right-padded traces over the shared prompt cache: real
         positions never attend to the padding, so a trace's features do not depend on the
         batch it is in."""
@@ -218,17 +239,21 @@ class TorchFeatures:
             mask[row, prompt_len:prompt_len + n] = 1
         cache = copy.deepcopy(prompt.past_key_values)
         cache.batch_repeat_interleave(len(chunk))
-        hidden = self.model(input_ids=ids, attention_mask=mask, past_key_values=cache,
-                            use_cache=True).last_hidden_state
-        last_prompt = prompt.last_hidden_state[0, -1]
-        out = []
+        states = self._states(self.model(input_ids=ids, attention_mask=mask,
+                                         past_key_values=cache, use_cache=True,
+                                         output_hidden_states=len(layers) > 1), layers)
+        prompt_states = self._states(prompt, layers)
+        out: dict[int, list[TraceFeatures]] = {w: [] for w in layers}
         for row, (e, text) in enumerate(zip(chunk, texts, strict=True)):
             n = len(e["input_ids"])
-            if n == 0:  # an empty trace: the prompt's last token is all there is to read
-                vec = last_prompt.float().numpy()[None, :]
-                out.append(TraceFeatures(vec.copy(), (prompt_len - 1,), prompt_len))
-                continue
-            at = end_tokens([tuple(o) for o in e["offset_mapping"]], step_ends(text, delimiter))
-            vecs = hidden[row, at].float().numpy().copy()
-            out.append(TraceFeatures(vecs, tuple(prompt_len + a for a in at), prompt_len + n))
+            for w in layers:
+                if n == 0:  # an empty trace: the prompt's last token is all there is to read
+                    vec = prompt_states[w][0, -1].float().numpy()[None, :]
+                    out[w].append(TraceFeatures(vec.copy(), (prompt_len - 1,), prompt_len))
+                    continue
+                at = end_tokens([tuple(o) for o in e["offset_mapping"]],
+                                step_ends(text, delimiter))
+                vecs = states[w][row, at].float().numpy().copy()
+                out[w].append(TraceFeatures(vecs, tuple(prompt_len + a for a in at),
+                                            prompt_len + n))
         return out
