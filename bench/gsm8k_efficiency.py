@@ -6,6 +6,17 @@ the differences are the methods' alone. Per method: accuracy and its change agai
 majority@16 (paired over questions, with a 95% interval), tokens per question and the share
 of majority@16's tokens saved. Random-order methods are averaged over ``--orders`` orders.
 
+The baseline is majority@16 averaged over the same orders: all 16 samples vote, and a tie
+goes to the class drawn first in the order, as it does for the adaptive rules, which see
+the samples in those orders. (Sample-index order would break every tie the same way and
+make the comparison a coin toss on tied questions.) The sample-order figure is kept in the
+JSON as ``majority_sample_order``.
+
+Adaptive N: the published Bayes-factor rule at a sweep of thresholds, our budgeted default,
+and the threshold fitted without peeking: on each half of the questions, the cheapest
+threshold of the sweep whose accuracy stays within 1 point of majority@16 there, scored on
+the other half.
+
 DeepPrune's threshold is also calibrated without peeking: fitted on one half of the
 questions (pairs of 64-token prefixes, precision 0.9), scored on the other, and vice versa.
 
@@ -26,7 +37,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ttscale.adaptive import BayesFactorRule, BudgetedBayesFactorRule, StoppingRule, rule_label
+from ttscale.adaptive import (
+    BayesFactorRule,
+    BudgetedBayesFactorRule,
+    FixedRule,
+    StoppingRule,
+    rule_label,
+)
 from ttscale.confidence import ConfidenceParams
 from ttscale.evaluation.adaptive_replay import orders_for, replay_order
 from ttscale.evaluation.confidence_replay import prepare_confidence, replay_confidence
@@ -37,6 +54,7 @@ from ttscale.pruning import PruneParams, calibrate
 
 HERE = Path(__file__).resolve().parent
 N = 16
+THRESHOLDS = (3.0, 5.0, 8.0, 10.0, 20.0, 50.0, 100.0)  # the Bayes-factor sweep
 
 
 def paired(per: Sequence[tuple[float, float]],
@@ -60,6 +78,28 @@ def adaptive(records: Sequence[QuestionRecord], rule: StoppingRule, orders: int,
         outs = [replay_order(p, rule, o) for o in orders_for(len(r.traces), orders, rng)]
         out.append((sum(o.correct for o in outs) / orders, sum(o.tokens for o in outs) / orders))
     return out
+
+
+def fitted_threshold(per_rule: dict[float, list[tuple[float, float]]],
+                     base: Sequence[tuple[float, float]],
+                     tolerance: float = 0.01) -> tuple[list[tuple[float, float]], list[float]]:
+    """The Bayes-factor threshold fitted on one half of the questions (the cheapest whose
+    accuracy there is within ``tolerance`` of the baseline's; else the most careful) and
+    scored on the other half, both ways round."""
+    half = len(base) // 2
+    out: list[tuple[float, float]] = []
+    chosen = []
+    for fit, test in ((range(half, len(base)), range(half)),
+                      (range(half), range(half, len(base)))):
+        def mean(rows: Sequence[tuple[float, float]], idx: range, k: int) -> float:
+            return sum(rows[i][k] for i in idx) / max(len(idx), 1)
+
+        ok = [t for t in THRESHOLDS
+              if mean(per_rule[t], fit, 0) >= mean(base, fit, 0) - tolerance]
+        pick = min(ok, key=lambda t: mean(per_rule[t], fit, 1)) if ok else max(THRESHOLDS)
+        chosen.append(pick)
+        out += [per_rule[pick][i] for i in test]
+    return out, chosen  # the first fold scores the first half: question order already
 
 
 def halves_calibrated(qs: Sequence[PruneQuestion], params: PruneParams, orders: int,
@@ -98,18 +138,25 @@ def main() -> int:
     if not records:
         print(f"{args.run_dir} has no question with {N} samples yet", file=sys.stderr)
         return 2
-    base = []
+    in_sample_order = []
     for r in records:
         p = prepare([(t.answer, t.tokens, None) for t in r.traces], r.gold)
-        base.append(replay(p, N, 1, random.Random(0)))
+        in_sample_order.append(replay(p, N, 1, random.Random(0)))
+    base = adaptive(records, FixedRule(n_max=N), args.orders, args.seed)
     rows: list[dict[str, Any]] = [{"method": f"majority@{N}", **paired(base, base)}]
 
     def add(method: str, per: Sequence[tuple[float, float]], **extra: Any) -> None:
         rows.append({"method": method, **paired(per, base), **extra})
 
-    for rule in (BudgetedBayesFactorRule(n_max=N), BayesFactorRule(threshold=10, n_max=N)):
-        add(f"adaptive_majority[{rule_label(rule)}]",
-            adaptive(records, rule, args.orders, args.seed))
+    add(f"adaptive_majority[{rule_label(BudgetedBayesFactorRule(n_max=N))}]",
+        adaptive(records, BudgetedBayesFactorRule(n_max=N), args.orders, args.seed))
+    per_rule = {t: adaptive(records, BayesFactorRule(threshold=t, n_max=N), args.orders,
+                            args.seed) for t in THRESHOLDS}
+    for t, per in per_rule.items():
+        add(f"adaptive_majority[{rule_label(BayesFactorRule(threshold=t, n_max=N))}]", per)
+    per, chosen = fitted_threshold(per_rule, base)
+    add("adaptive_majority[bayes_factor, threshold fitted on the other half]", per,
+        thresholds=chosen)
     conf = prepare_confidence(records)
     for eta in (0.1, 0.9):
         p = ConfidenceParams(eta=eta)
@@ -134,11 +181,11 @@ def main() -> int:
         calibrated.append({"similarity": sim, "thresholds": cuts})
         add(f"deepprune[{sim},prefix=64,calibrated on the other half]", per, thresholds=cuts)
     print(f"{len(records)} questions with {N} samples, {args.orders} orders per question")
-    print(f"{'method':58} {'accuracy':>8} {'change (95% CI)':>24} {'tokens':>8} {'saved':>6}")
+    print(f"{'method':68} {'accuracy':>8} {'change (95% CI)':>24} {'tokens':>8} {'saved':>6}")
     for row in rows:
         ci = f"{row['accuracy_change']:+.3f} ({row['change_ci_low']:+.3f}, " \
              f"{row['change_ci_high']:+.3f})"
-        print(f"{row['method']:58} {row['accuracy']:8.3f} {ci:>24} {row['tokens']:8,.0f} "
+        print(f"{row['method']:68} {row['accuracy']:8.3f} {ci:>24} {row['tokens']:8,.0f} "
               f"{row['tokens_saved']:6.1%}")
     print("DeepConf window (eta: offline change / online change, online saved):")
     for w in windows:
@@ -147,6 +194,7 @@ def main() -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"run": str(args.run_dir), "questions": len(records),
                                      "n": N, "orders": args.orders, "seed": args.seed,
+                                     "majority_sample_order": paired(in_sample_order, base),
                                      "rows": rows, "deepconf_windows": windows,
                                      "deepprune_calibration": calibrated}, indent=1),
                          encoding="utf-8")

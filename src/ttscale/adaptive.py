@@ -121,7 +121,8 @@ def bayes_factor(counts: Sequence[int], unseen: float = 0.3) -> float:
 class StoppingRule(Protocol):
     """Decides after each sample whether the vote is settled; ``n_max`` caps the samples."""
 
-    n_max: int
+    @property
+    def n_max(self) -> int: ...  # read-only: rules are frozen dataclasses
 
     def should_stop(self, tally: Tally) -> bool: ...
 
@@ -274,7 +275,7 @@ threshold, horizon, power, n_max, unseen
         options[key] = int(number) if key in ("n_max", "horizon") else number
     if n_max is not None:
         options["n_max"] = n_max
-    rule: StoppingRule = factory(**options)  # type: ignore[arg-type,assignment]
+    rule: StoppingRule = factory(**options)  # type: ignore[arg-type]
     return rule
 
 
