@@ -455,6 +455,41 @@ def test_unreachable_server() -> None:
     assert str(info.value) == expected
 
 
+def test_a_signal_caught_by_the_loop_thread_still_reaches_the_waiting_caller() -> None:
+    """The OS may deliver Ctrl-C to any thread; the caller waiting on a silent server must
+    still be interrupted (here a SIGUSR1 sent to the loop thread, whose handler raises)."""
+    import signal
+
+    class Stop(Exception):
+        pass
+
+    def raise_stop(_signum: int, _frame: Any) -> None:
+        raise Stop
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: held.append(listener.accept()[0]), daemon=True).start()
+    old = signal.signal(signal.SIGUSR1, raise_stop)
+    be = OpenAIBackend("m", base_url=f"http://127.0.0.1:{listener.getsockname()[1]}",
+                       timeout=60, max_retries=0)
+    try:
+        ident = be._thread.ident
+        assert ident is not None
+        threading.Timer(0.5, signal.pthread_kill, (ident, signal.SIGUSR1)).start()
+        start = time.monotonic()
+        with pytest.raises(Stop):
+            be.generate([CHAT], SamplingParams())
+        assert time.monotonic() - start < 5  # not the server's 60 s timeout
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+        be.close()
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
 def test_api_key_is_sent_and_never_shown(serve: Callable[[App], FakeServer],
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     inner = openai_app()

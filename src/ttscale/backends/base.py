@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from ttscale.params import SamplingParams
 from ttscale.types import Chat, GenerateOutput, Prompt
+
+T = TypeVar("T")
+WAKE_SECONDS = 0.2
+
+
+def wait_for(future: concurrent.futures.Future[T]) -> T:
+    """``future.result()``, waking every ``WAKE_SECONDS``: the OS may deliver a Ctrl-C to
+    a worker thread, and the main thread, blocked on a lock without a timeout, would only
+    see it once the future is done (after a server's full timeout, or never).
+
+    Example:
+        >>> from concurrent.futures import ThreadPoolExecutor
+        >>> with ThreadPoolExecutor(1) as pool:
+        ...     wait_for(pool.submit(sum, [1, 2]))
+        3
+    """
+    while not future.done():
+        concurrent.futures.wait([future], timeout=WAKE_SECONDS)
+    return future.result()
 
 
 @runtime_checkable

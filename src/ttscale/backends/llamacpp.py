@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ttscale.backends.base import chat_to_openai, strip_prefill
+from ttscale.backends.base import chat_to_openai, strip_prefill, wait_for
 from ttscale.backends.streaming import StreamedSample, Watch, stream_body, usage_of
 from ttscale.errors import BackendError, require
 from ttscale.params import SamplingParams
@@ -263,7 +263,7 @@ class LlamaCppBackend:
             for offset in range(0, params.n, self.parallel):
                 n = min(self.parallel, params.n - offset)
                 jobs.append(self._pool.submit(self._call, prompt, params, n, params.seed + offset))
-        results = [j.result() for j in jobs]
+        results = [wait_for(j) for j in jobs]
         seconds = time.perf_counter() - start
         out: list[tuple[Generation, ...]] = []
         k = 0
@@ -291,7 +291,7 @@ class LlamaCppBackend:
                                   params.top_logprobs if params.logprobs else 0,
                                   chat=isinstance(prompt, Chat)) for i in range(params.n)]
         for job in [self._pool.submit(self._stream, prompt, params, s) for s in samples]:
-            job.result()
+            wait_for(job)
         failed = [s.error for s in samples if s.error]
         if failed:
             raise BackendError(f"llama.cpp rejected the request: {failed[0]}")

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from ttscale.backends.base import chat_to_openai, strip_prefill
+from ttscale.backends.base import chat_to_openai, strip_prefill, wait_for
 from ttscale.backends.openai_wire import (
     NRejected,
     RequestStats,
@@ -49,6 +49,7 @@ T = TypeVar("T")
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 # A Retry-After longer than this is a server asking us to go away: fail sooner instead.
 MAX_RETRY_AFTER = 120.0
+CLOSE_SECONDS = 5.0  # the longest close() waits for the loop to wind down, twice
 # llama.cpp rejects n above its slot count with this message; the bound is learned from it.
 _N_LIMIT = re.compile(r"'n'.*?<=\s*value\s*<=\s*(\d+)", re.IGNORECASE | re.DOTALL)
 # Other servers that refuse n > 1 say so naming the field.
@@ -175,7 +176,7 @@ class OpenAIBackend:
                                "from another thread")
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
-            return future.result()
+            return wait_for(future)
         except concurrent.futures.CancelledError:
             raise BackendError("the backend was closed while a request was running: close it "
                                "only after generate returns") from None
@@ -203,17 +204,20 @@ class OpenAIBackend:
         await self._client.aclose()
 
     def close(self) -> None:
-        """Close the connections and stop the loop thread; calling it again does nothing."""
+        """Close the connections and stop the loop thread; calling it again does nothing.
+        Bounded: cancelled requests end within milliseconds, and a close that follows a
+        Ctrl-C must not keep the user waiting on a server that never answers."""
         if self._closed:
             return
         if threading.current_thread() is not self._thread:
             # Closing must not fail: the process may be exiting anyway.
             with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(30)
+                asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(
+                    CLOSE_SECONDS)
         self._closed = True
         self._loop.call_soon_threadsafe(self._loop.stop)
         if threading.current_thread() is not self._thread:
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=CLOSE_SECONDS)  # a daemon: never blocks the exit
             if not self._loop.is_running():
                 self._loop.close()
 
