@@ -298,8 +298,12 @@ def test_interrupt_exits_130_without_traceback(env: dict[str, str]) -> None:
 
     threading.Thread(target=accept, daemon=True).start()
     url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+    # A shell without job control starts background commands with SIGINT ignored, and an
+    # ignored signal stays ignored across exec: give the child the default, as a terminal's
+    # foreground process has, whatever launched the test run.
     proc = subprocess.Popen([TTSCALE, "solve", "q", "--backend", "openai", "--base-url", url],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         # Interrupt only once the request is out: the command is past start-up by then.
         assert connected.wait(60), "the CLI never connected to the server"

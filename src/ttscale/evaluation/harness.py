@@ -23,6 +23,7 @@ from itertools import pairwise
 from typing import Any
 
 from ttscale.answers import SYSTEM_PROMPT, equivalent, solve_prompt
+from ttscale.backends.base import wait_for
 from ttscale.errors import ConfigError
 from ttscale.evaluation.cache import CachedBackend, missing_runs
 from ttscale.evaluation.datasets import Problem
@@ -226,8 +227,14 @@ class Harness:
                     one(p)
             else:
                 with ThreadPoolExecutor(self.cfg.concurrency) as pool:
-                    # list(): re-raise the first failure here, after the others stop
-                    list(pool.map(one, problems))
+                    jobs = [pool.submit(one, p) for p in problems]
+                    try:  # re-raise the first failure here, after the others stop
+                        for job in jobs:
+                            wait_for(job)  # wakes for a Ctrl-C the OS gave a worker
+                    except BaseException:
+                        for job in jobs:
+                            job.cancel()
+                        raise
         return EvalOutcome(len(problems), self.backend.new_samples - before[0],
                            self.backend.cached_samples + self._replayed - before[1], new_usage,
                            time.perf_counter() - start)
