@@ -1,15 +1,16 @@
 """SPRM scoring time against the generation time of the traces it scores, in one run.
 
 For each GSM8K test question, K traces are generated in one batched llama.cpp call (timed),
-then the same K traces are scored by the SPRM verifier (timed: step features through
-transformers at the head's layer, then the head). Model loading is not counted on either
-side. The acceptance figure is scoring / generation <= 0.10.
+then the same K traces are scored by the SPRM verifier at each layer asked for (timed: step
+features through transformers at the head's layer, then the head). Model loading is not
+counted on either side. The acceptance figure is scoring / generation <= 0.10.
 
-    nice -n 19 python bench/sprm_speed.py                        # the default model
+    nice -n 19 python bench/sprm_speed.py                        # the default model's head
+    nice -n 19 python bench/sprm_speed.py --layer 2,4,8           # three layers, one run
     nice -n 19 python bench/sprm_speed.py --model smollm2-135m --questions 3 --layer 15
 
-Without ``--head`` the model's shipped head is used, or, when none ships, a fresh untrained
-head at ``--layer`` (scoring costs the same whatever the weights).
+Without ``--layer`` the head of ``--head`` or the model's shipped head is used; with it, a
+fresh untrained head per layer (scoring costs the same whatever the weights).
 """
 
 from __future__ import annotations
@@ -18,6 +19,33 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+
+def _verifiers(args: argparse.Namespace, backend: Any, sha: str) -> list[Any]:
+    """One SPRM verifier per layer measured, each with its feature model loaded."""
+    from ttscale.cli.sprm import parse_layers
+    from ttscale.verifiers.sprm import HeadMeta, SPRMHead, SPRMVerifier, shipped_head
+    from ttscale.verifiers.sprm_features import TorchFeatures
+
+    layers = parse_layers(args.layer)
+    if layers is None:
+        head = args.head or shipped_head(sha)
+        if head is None:
+            raise SystemExit(f"{args.model} ships no SPRM head: give --head or --layer")
+        verifier = SPRMVerifier(backend, str(head), threads=args.threads)
+        _ = verifier.features
+        return [verifier]
+    out = []
+    for layer in layers:
+        feats = TorchFeatures.load(str(backend.model_path), layer, threads=args.threads)
+        meta = HeadMeta(sha, backend.model_id, feats.layer, feats.n_layers, feats.hidden_size,
+                        256)
+        path = SPRMHead.new(meta).save(Path(tempfile.mkdtemp()) / f"untrained-{layer}")
+        verifier = SPRMVerifier(backend, str(path), threads=args.threads)
+        verifier._features = feats  # loaded above, to read the model's depth
+        out.append(verifier)
+    return out
 
 
 def main() -> None:
@@ -29,8 +57,8 @@ def main() -> None:
     ap.add_argument("--questions", type=int, default=3)
     ap.add_argument("--max-tokens", type=int, default=768)
     ap.add_argument("--head", default=None)
-    ap.add_argument("--layer", type=int, default=None,
-                    help="without --head and a shipped head: the fresh head's layer")
+    ap.add_argument("--layer", default=None,
+                    help="layers to measure with untrained heads, e.g. 2,4,8 (one run)")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
 
@@ -38,55 +66,46 @@ def main() -> None:
     from ttscale.backends.llamacpp import LlamaCppBackend
     from ttscale.evaluation.datasets import load_dataset
     from ttscale.params import SamplingParams
-    from ttscale.verifiers.sprm import HeadMeta, SPRMHead, SPRMVerifier, shipped_head
-    from ttscale.verifiers.sprm_features import TorchFeatures
 
     backend = LlamaCppBackend(args.model, parallel=args.k, ctx_per_slot=args.max_tokens + 512,
                               threads=args.threads)
     sha = backend.sha256 or models.sha256_of(backend.model_path)
-    head = args.head or shipped_head(sha)
     t = time.perf_counter()
-    if head is None:
-        feats = TorchFeatures.load(str(backend.model_path), args.layer, threads=args.threads)
-        head = str(SPRMHead.new(HeadMeta(sha, backend.model_id, feats.layer, feats.n_layers,
-                                         feats.hidden_size, 256)).save(
-            Path(tempfile.mkdtemp()) / "untrained"))
-        print(f"no head given or shipped: an untrained head at layer {feats.layer}/"
-              f"{feats.n_layers}")
-        verifier = SPRMVerifier(backend, head, threads=args.threads)
-        verifier._features = feats  # loaded above, to read the model's depth
-    else:
-        verifier = SPRMVerifier(backend, str(head), threads=args.threads)
-        feats = verifier.features
-    print(f"feature model loaded in {time.perf_counter() - t:.1f} s "
-          f"(layer {feats.layer}/{feats.n_layers})")
+    verifiers = _verifiers(args, backend, sha)
+    n_layers = verifiers[0].features.n_layers
+    layers = [v.features.layer for v in verifiers]
+    print(f"feature models loaded in {time.perf_counter() - t:.1f} s "
+          f"(layers {', '.join(map(str, layers))} of {n_layers})")
     params = SamplingParams(n=args.k, temperature=0.7, max_tokens=args.max_tokens, seed=0)
     problems = load_dataset("gsm8k", "test")[: args.questions]
-    gen_total = score_total = 0.0
-    tokens = scored_tokens = 0
+    gen_total = 0.0
+    tokens = 0
+    score_total = [0.0] * len(verifiers)
+    scored_tokens = [0] * len(verifiers)
     for p in problems:
         t = time.perf_counter()
         out = backend.generate([solve_prompt(p.question)], params)
         gen = time.perf_counter() - t
-        texts = [g.text for g in out.generations[0]]
-        t = time.perf_counter()
-        scored = verifier.score(p.question, texts)
-        score = time.perf_counter() - t
         gen_total += gen
-        score_total += score
         tokens += out.usage.completion_tokens
-        scored_tokens += scored.usage.prompt_tokens
-        print(f"{p.id}: generation {gen:.1f} s ({out.usage.completion_tokens} tokens), "
-              f"scoring {score:.1f} s ({scored.usage.prompt_tokens} tokens re-read), "
-              f"ratio {score / gen:.3f}", flush=True)
+        texts = [g.text for g in out.generations[0]]
+        line = [f"{p.id}: generation {gen:.1f} s ({out.usage.completion_tokens} tokens)"]
+        for i, verifier in enumerate(verifiers):
+            t = time.perf_counter()
+            scored = verifier.score(p.question, texts)
+            score = time.perf_counter() - t
+            score_total[i] += score
+            scored_tokens[i] += scored.usage.prompt_tokens
+            line.append(f"layer {layers[i]} {score:.1f} s (ratio {score / gen:.3f})")
+        print(", ".join(line), flush=True)
     backend.close()
-    print(f"\n{args.model}, {len(problems)} questions x {args.k} traces, layer "
-          f"{feats.layer}/{feats.n_layers}")
+    print(f"\n{args.model}, {len(problems)} questions x {args.k} traces, {n_layers} layers")
     print(f"  generation {gen_total:.1f} s for {tokens} completion tokens "
           f"({tokens / gen_total:.1f} tokens/s)")
-    print(f"  scoring    {score_total:.1f} s for {scored_tokens} tokens re-read "
-          f"({scored_tokens / score_total:.1f} tokens/s)")
-    print(f"  scoring / generation = {score_total / gen_total:.3f}  (goal <= 0.10)")
+    for i, layer in enumerate(layers):
+        print(f"  layer {layer:>2}: scoring {score_total[i]:.1f} s for {scored_tokens[i]} "
+              f"tokens re-read ({scored_tokens[i] / score_total[i]:.1f} tokens/s); "
+              f"scoring / generation = {score_total[i] / gen_total:.3f}  (goal <= 0.10)")
 
 
 if __name__ == "__main__":

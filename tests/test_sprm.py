@@ -14,7 +14,8 @@ pytest.importorskip("safetensors")
 
 from ttscale.backends.fake import FakeBackend  # noqa: E402
 from ttscale.errors import ConfigError  # noqa: E402
-from ttscale.evaluation.sprm import Example, auroc, train_head  # noqa: E402
+from ttscale.evaluation.metrics import auroc  # noqa: E402
+from ttscale.evaluation.sprm import Example, train_head  # noqa: E402
 from ttscale.verifiers.spec import build_verifier, check_verifier  # noqa: E402
 from ttscale.verifiers.sprm import (  # noqa: E402
     HeadMeta,

@@ -619,6 +619,51 @@ def ensemble_command(
             Console().print(ensemble_table(report))
 
 
+@eval_app.command("verifiers")
+def verifiers_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory scored by one or more "
+                                                 "verifiers.", show_default=False)],
+    n: Annotated[str, typer.Option("--n", "-n", help="Sample counts, increasing: 1,2,4,8.")
+                 ] = "1,2,4,8",
+    verifier: Annotated[str | None, typer.Option(
+        help="Comma-separated verifiers to compare (default: every one that scored the run).",
+        show_default=False)] = None,
+    plot: Annotated[Path | None, typer.Option(
+        help="Write the curves (accuracy against tokens, verifier tokens included) to this "
+             "PNG.", show_default=False)] = None,
+    resamples: Annotated[int, typer.Option(help="Random subsets per question and n.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the subset draws.")] = 0,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the comparison as one JSON object, nothing else.")] = False,
+) -> None:
+    """Verifiers side by side on the same stored samples: trace AUROC, and best-of-n and
+    weighted best-of-n by each verifier's scores against majority at the same n.
+
+    Example: ttscale eval verifiers runs/gsm8k -n 1,2,4,8 --plot verifiers.png
+    """
+    from ttscale.cli.evaluate import parse_ns
+    from ttscale.cli.render import verifiers_table
+    from ttscale.evaluation.plots import plot_curves
+    from ttscale.evaluation.verifier_compare import compare_verifiers
+
+    with _reported():
+        if resamples < 1:
+            raise ConfigError(f"--resamples must be a positive number, got {resamples}")
+        names = [v.strip() for v in verifier.split(",") if v.strip()] if verifier else None
+        res = compare_verifiers(run_dir, parse_ns(n), verifiers=names, resamples=resamples,
+                                seed=seed)
+        if plot is not None:
+            plot_curves(res.points, plot, "verifiers against majority")
+        if as_json:
+            sys.stdout.write(json.dumps(asdict(res)) + "\n")
+        else:
+            Console().print(verifiers_table(res))
+            if res.skipped:
+                Console(stderr=True).print(
+                    f"{res.skipped} questions left out: fewer than {parse_ns(n)[-1]} samples "
+                    "scored by every verifier", markup=False, highlight=False)
+
+
 @sprm_app.command("collect")
 def sprm_collect_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="The run directory (resumable).",

@@ -25,6 +25,7 @@ from ttscale.types import Result
 
 if TYPE_CHECKING:  # the ensemble code is loaded only by its command
     from ttscale.evaluation.ensemble_runs import EnsembleReport
+    from ttscale.evaluation.verifier_compare import Comparison
 
 
 def format_flops(flops: float) -> str:
@@ -280,4 +281,26 @@ def ensemble_table(report: EnsembleReport) -> Table:
         weights = ", ".join(f"{w:.2f}" for w in row.weights)
         table.add_row(row.method, f"{row.accuracy:.1%}", f"{row.tokens:,.0f}",
                       f"{row.tokens / base:.2f}", weights)
+    return table
+
+
+def verifiers_table(res: Comparison) -> Table:
+    """Majority and each verifier's best-of-n and weighted best-of-n at every n, with the
+    verifier's trace AUROC, all on the same samples."""
+    table = Table(title=f"{res.questions} questions, the same samples for every row",
+                  caption="tokens per question include the verifier's")
+    for name, justify in (("strategy", "left"), ("verifier", "left"), ("n", "right"),
+                          ("accuracy", "right"), ("95% CI", "right"), ("tokens/q", "right"),
+                          ("AUROC", "right")):
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    short = {"best_of_n": "best-of-n", "weighted_best_of_n": "weighted"}
+    for p in res.majority:
+        table.add_row("majority", "", str(p.n), f"{p.accuracy:.1%}",
+                      f"{p.ci_low:.0%}..{p.ci_high:.0%}", f"{p.mean_tokens:,.0f}", "")
+    for v in res.verifiers:
+        auc = "-" if v.auroc is None else f"{v.auroc:.3f}"
+        for p in v.points:
+            table.add_row(short.get(p.strategy.split(" [")[0], p.strategy), v.verifier,
+                          str(p.n), f"{p.accuracy:.1%}", f"{p.ci_low:.0%}..{p.ci_high:.0%}",
+                          f"{p.mean_tokens:,.0f}", auc)
     return table

@@ -24,7 +24,7 @@ import numpy as np
 from ttscale import models
 from ttscale.answers import equivalent, solve_prompt
 from ttscale.errors import ConfigError
-from ttscale.evaluation.metrics import curve
+from ttscale.evaluation.metrics import auroc, curve
 from ttscale.evaluation.records import (
     SEED_STRIDE,
     QuestionRecord,
@@ -51,26 +51,6 @@ class Example:
     label: int
     tokens: int
     seconds: float
-
-
-def auroc(scores: Sequence[float], labels: Sequence[int]) -> float | None:
-    """Area under the ROC curve from ranks (ties share their mean rank); ``None`` when only
-    one class is present.
-
-    Example:
-        >>> auroc([0.9, 0.8, 0.3, 0.1], [1, 0, 1, 0])
-        0.75
-        >>> auroc([0.5, 0.5], [1, 0]), auroc([0.2], [1])
-        (0.5, None)
-    """
-    from scipy.stats import rankdata
-
-    y = np.asarray(labels, dtype=bool)
-    pos, neg = int(y.sum()), int((~y).sum())
-    if pos == 0 or neg == 0:
-        return None
-    ranks = rankdata(np.asarray(scores, dtype=np.float64))
-    return float((ranks[y].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
 def _file_name(question_id: str) -> str:
