@@ -199,8 +199,20 @@ def test_training_learns_a_separable_signal_and_records_metrics() -> None:
     assert m["held_out"]["questions"] == 9 and m["train"]["questions"] == 21
     assert m["held_out"]["traces"] + m["train"]["traces"] == len(examples)
     assert m["held_out"]["auroc"] > 0.9
-    assert 1 <= m["best_epoch"] <= m["epochs_run"] <= 500
+    assert 1 <= m["best_epoch"] <= m["epochs_run"] <= 300 and m["warmup_epochs"] == 25
     assert head.meta.created
+
+
+def test_standardised_features_are_clipped() -> None:
+    """A coordinate far outside its training range counts as CLIP deviations, no more."""
+    head = SPRMHead.new(_meta(), seed=0, mean=np.zeros(6, np.float32),
+                        scale=np.full(6, 1e-3, np.float32))
+    near, far = np.zeros((1, 6), np.float32), np.zeros((1, 6), np.float32)
+    near[0, 2], far[0, 2] = 1.0, 1e6  # 1,000 and 10^9 deviations: both clipped to CLIP
+    assert head.step_scores(near) == head.step_scores(far)
+    inside = np.zeros((1, 6), np.float32)
+    inside[0, 2] = 1e-3  # one deviation: not clipped, so it scores differently
+    assert head.step_scores(inside) != head.step_scores(near)
 
 
 def test_train_refuses_a_test_split_run_in_one_sentence(tmp_path: Path) -> None:
@@ -224,3 +236,17 @@ def test_train_refuses_a_test_split_run_in_one_sentence(tmp_path: Path) -> None:
                                    "trains on gsm8k train only: collect with ttscale sprm "
                                    "collect --split train")
     assert not (tmp_path / "head.sprm.safetensors").exists()
+
+
+def test_the_default_model_ships_a_head_trained_on_gsm8k_train() -> None:
+    from ttscale import models
+
+    spec = models.CATALOG[models.DEFAULT_MODEL]
+    path = shipped_head(spec.sha256)
+    assert path is not None and path.parent.name == "heads"
+    head = SPRMHead.load(path)
+    assert head.meta.base_model_sha256 == spec.sha256 and head.meta.model == spec.name
+    assert (head.meta.training["dataset"], head.meta.training["split"]) == ("gsm8k", "train")
+    assert head.meta.layer < head.meta.n_layers and head.meta.metrics["held_out"]["auroc"]
+    scores = head.step_scores(np.zeros((3, head.meta.hidden_size), np.float32))
+    assert len(scores) == 3 and all(0.0 < s < 1.0 for s in scores)

@@ -713,8 +713,10 @@ def sprm_train_command(
     layer: Annotated[int | None, typer.Option(
         help="The feature layer (default: the runs' only one).", show_default=False)] = None,
     width: Annotated[int, typer.Option(help="Width of the head's hidden layer.")] = 256,
-    epochs: Annotated[int, typer.Option(help="Full-batch epochs, at most.")] = 500,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 5e-3,
+    epochs: Annotated[int, typer.Option(help="Full-batch epochs, at most.")] = 300,
+    warmup: Annotated[int, typer.Option(
+        help="First epochs on cross-entropy of every step, before the SPRM loss.")] = 25,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
     holdout: Annotated[float, typer.Option(
         help="Share of questions held out for early stopping.")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of the split and the initial weights.")] = 0,
@@ -728,8 +730,8 @@ def sprm_train_command(
     from ttscale.cli.sprm import print_train, train
 
     with _reported():
-        head = train(runs, out, layer=layer, width=width, epochs=epochs, lr=lr,
-                     holdout=holdout, seed=seed, threads=threads)
+        head = train(runs, out, layer=layer, width=width, epochs=epochs, warmup=warmup,
+                     lr=lr, holdout=holdout, seed=seed, threads=threads)
         print_train(head, out)
 
 

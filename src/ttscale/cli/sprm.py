@@ -107,15 +107,17 @@ on gsm8k train only: collect with ttscale sprm collect --split train
 
 
 def train(runs: Sequence[Path], out: Path, *, layer: int | None, width: int, epochs: int,
-          lr: float, holdout: float, seed: int, threads: int | None = None) -> Any:
+          lr: float, holdout: float, seed: int, threads: int | None = None,
+          warmup: int = 25) -> Any:
     """Train a head on the cached features of ``runs`` and save it at ``out``."""
     from ttscale.evaluation.records import load_records
     from ttscale.evaluation.sprm import features_meta, load_examples, train_head
     from ttscale.verifiers.sprm import HeadMeta
 
-    if width < 1 or epochs < 1 or lr <= 0 or not 0 <= holdout < 1:
-        raise ConfigError("--width, --epochs and --lr must be positive and --holdout in "
-                          "[0, 1): e.g. --width 256 --epochs 300 --lr 0.001 --holdout 0.2")
+    if width < 1 or epochs < 1 or lr <= 0 or warmup < 0 or not 0 <= holdout < 1:
+        raise ConfigError("--width, --epochs and --lr must be positive, --warmup at least 0 "
+                          "and --holdout in [0, 1): e.g. --width 256 --epochs 300 --warmup 25 "
+                          "--lr 0.001 --holdout 0.2")
     examples: list[Any] = []
     meta: dict[str, Any] | None = None
     training: dict[str, Any] = {"dataset": TRAIN_DATASET, "split": TRAIN_SPLIT, "runs": []}
@@ -138,8 +140,8 @@ def train(runs: Sequence[Path], out: Path, *, layer: int | None, width: int, epo
     head_meta = HeadMeta(meta["model_sha256"], meta["model"], int(meta["layer"]),
                          int(meta["n_layers"]), int(meta["hidden_size"]), width,
                          meta["step_delimiter"], training)
-    head = train_head(examples, head_meta, lr=lr, epochs=epochs, holdout=holdout, seed=seed,
-                      threads=threads)
+    head = train_head(examples, head_meta, lr=lr, epochs=epochs, warmup=warmup,
+                      holdout=holdout, seed=seed, threads=threads)
     head.save(out)
     return head
 
@@ -160,7 +162,8 @@ def print_train(head: Any, out: Path) -> None:
                       str(p["correct"]), str(p["steps"]), _fmt(p["auroc"]))
     Console().print(table)
     Console(stderr=True).print(
-        f"best epoch {m['best_epoch']} of {m['epochs_run']}; held-out cross-entropy "
+        f"best epoch {m['best_epoch']} of {m['epochs_run']} (the first "
+        f"{m.get('warmup_epochs', 0)} on every step's cross-entropy); held-out cross-entropy "
         f"{_fmt(m['held_out_cross_entropy'])}; saved {out}", markup=False, highlight=False)
 
 

@@ -101,6 +101,9 @@ def build_module(hidden_size: int, width: int) -> Any:
     return nn.Sequential(nn.Linear(hidden_size, width), nn.GELU(), nn.Linear(width, 1))
 
 
+CLIP = 8.0  # standardised features are clipped to [-CLIP, CLIP]
+
+
 class SPRMHead:
     """Step scores from step-end features: standardise, two linear layers, sigmoid.
 
@@ -132,7 +135,9 @@ class SPRMHead:
         """Logits of a ``(steps, hidden)`` float32 tensor (gradients flow when training)."""
         torch = import_torch()
         x = (features - torch.from_numpy(self.mean)) / torch.from_numpy(self.scale)
-        return self.module(x).squeeze(-1)
+        # a feature almost constant in training can sit many deviations away on a new
+        # trace; clipping keeps one such coordinate from deciding the score alone
+        return self.module(x.clamp(-CLIP, CLIP)).squeeze(-1)
 
     def step_scores(self, features: np.ndarray) -> list[float]:
         """Step scores in (0, 1) of one trace's ``(steps, hidden)`` features."""
