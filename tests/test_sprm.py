@@ -15,7 +15,8 @@ pytest.importorskip("safetensors")
 from ttscale.backends.fake import FakeBackend  # noqa: E402
 from ttscale.errors import ConfigError  # noqa: E402
 from ttscale.evaluation.metrics import auroc  # noqa: E402
-from ttscale.evaluation.sprm import Example, train_head  # noqa: E402
+from ttscale.evaluation.sprm import Example  # noqa: E402
+from ttscale.evaluation.sprm_train import train_head  # noqa: E402
 from ttscale.verifiers.spec import build_verifier, check_verifier  # noqa: E402
 from ttscale.verifiers.sprm import (  # noqa: E402
     HeadMeta,
@@ -203,6 +204,36 @@ def test_training_learns_a_separable_signal_and_records_metrics() -> None:
     assert head.meta.created
 
 
+def test_cross_validation_picks_the_epoch_count_then_trains_on_every_question() -> None:
+    rng = np.random.default_rng(1)
+    examples = []
+    for q in range(20):
+        for s in range(3):
+            label = int(rng.random() < 0.5)
+            x = rng.normal(size=(int(rng.integers(1, 4)), 6)).astype(np.float32)
+            x[:, 1] += 1.5 if label else -1.5
+            examples.append(Example(f"q{q}", s, x, label, 100, 0.1))
+    ticks: list[tuple[int, int]] = []
+    head = train_head(examples, _meta(), folds=4, epochs=40, warmup=10, lr=0.02, threads=1,
+                      on_epoch=lambda done, total: ticks.append((done, total)))
+    m = head.meta.metrics
+    cv = m["cross_validation"]
+    assert cv["folds"] == 4 and 1 <= cv["best_epoch"] <= 40 and cv["auroc"] > 0.8
+    # the final head trains on every question for exactly the chosen number of epochs
+    assert m["train"]["questions"] == 20 and m["held_out"]["traces"] == 0
+    assert m["best_epoch"] == m["epochs_run"] == cv["best_epoch"]
+    assert m["loss"].startswith("cross-entropy on every step")
+    assert ("SPRM loss" in m["loss"]) == (cv["best_epoch"] > 10)
+    assert len(ticks) == 4 * 40 + cv["best_epoch"] and ticks[-1][0] == ticks[-1][1]
+
+
+def test_cross_validation_refuses_too_few_questions() -> None:
+    x = np.ones((1, 6), np.float32)
+    examples = [Example("q0", 0, x, 1, 10, 0.1), Example("q1", 0, x, 0, 10, 0.1)]
+    with pytest.raises(ConfigError, match="lower --folds"):
+        train_head(examples, _meta(), folds=5, epochs=3, threads=1)
+
+
 def test_standardised_features_are_clipped() -> None:
     """A coordinate far outside its training range counts as CLIP deviations, no more."""
     head = SPRMHead.new(_meta(), seed=0, mean=np.zeros(6, np.float32),
@@ -247,6 +278,8 @@ def test_the_default_model_ships_a_head_trained_on_gsm8k_train() -> None:
     head = SPRMHead.load(path)
     assert head.meta.base_model_sha256 == spec.sha256 and head.meta.model == spec.name
     assert (head.meta.training["dataset"], head.meta.training["split"]) == ("gsm8k", "train")
-    assert head.meta.layer < head.meta.n_layers and head.meta.metrics["held_out"]["auroc"]
+    cv = head.meta.metrics["cross_validation"]
+    assert head.meta.layer < head.meta.n_layers and cv["folds"] >= 2 and cv["auroc"] > 0.5
+    assert head.meta.metrics["best_epoch"] == cv["best_epoch"]
     scores = head.step_scores(np.zeros((3, head.meta.hidden_size), np.float32))
     assert len(scores) == 3 and all(0.0 < s < 1.0 for s in scores)

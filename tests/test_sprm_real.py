@@ -152,15 +152,18 @@ def test_collect_train_eval_end_to_end(tmp_path: Path) -> None:
     assert "step features of 0 traces extracted now" in again.stderr
 
     head = tmp_path / "smollm2"
-    trained = _ttscale("sprm", "train", str(run), "--out", str(head), "--holdout", "0.34",
-                       "--threads", "1", env=env)
+    trained = _ttscale("sprm", "train", str(run), "--out", str(head), "--folds", "3",
+                       "--epochs", "60", "--threads", "1", env=env)
     assert trained.returncode == 0, trained.stderr
     info = json.loads((tmp_path / "smollm2.sprm.json").read_text())
     assert info["base_model_sha256"] == models.CATALOG["smollm2-135m"].sha256
     assert info["layer"] == 15 and info["step_delimiter"] == "\n\n"
     assert info["training"]["runs"][0]["question_ids"] == [
         "gsm8k-train-0", "gsm8k-train-1", "gsm8k-train-2"]
-    assert info["metrics"]["train"]["traces"] + info["metrics"]["held_out"]["traces"] == 9
+    # cross-validation over the 3 questions chose the epochs; the head trained on all 9 traces
+    assert info["metrics"]["cross_validation"]["folds"] == 3
+    assert info["metrics"]["train"]["traces"] == 9 and "5-fold" not in trained.stdout
+    assert "3-fold CV" in trained.stdout and "epochs chosen by cross-validation" in trained.stderr
 
     scored = _ttscale("sprm", "eval", str(run), "--head", str(head), "-n", "3", "--json",
                       env=env)
@@ -186,8 +189,10 @@ def test_collect_train_eval_end_to_end(tmp_path: Path) -> None:
     assert "step features of 9 traces extracted now" in both.stderr
     assert json.loads((run / "sprm-features" / "layer4" / "meta.json").read_text())["layer"] == 4
     shallow = _ttscale("sprm", "train", str(run), "--layer", "4", "--out", str(tmp_path / "h4"),
-                       "--holdout", "0.34", "--threads", "1", env=env)
+                       "--folds", "0", "--holdout", "0.34", "--threads", "1", env=env)
     assert shallow.returncode == 0, shallow.stderr
-    assert json.loads((tmp_path / "h4.sprm.json").read_text())["layer"] == 4
+    h4 = json.loads((tmp_path / "h4.sprm.json").read_text())
+    assert h4["layer"] == 4 and "cross_validation" not in h4["metrics"]
+    assert h4["metrics"]["train"]["traces"] + h4["metrics"]["held_out"]["traces"] == 9
     bad = _ttscale(*collect[:-2], "--layer", "0,4", "--out", str(run), env=env)
     assert bad.returncode != 0 and "--layer takes positive layer numbers" in bad.stderr

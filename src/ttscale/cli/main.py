@@ -717,8 +717,11 @@ def sprm_train_command(
     warmup: Annotated[int, typer.Option(
         help="First epochs on cross-entropy of every step, before the SPRM loss.")] = 25,
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
+    folds: Annotated[int, typer.Option(
+        help="Cross-validation folds by question that choose the epoch count, then a head "
+             "trains on every question; 0: hold out --holdout of them instead.")] = 5,
     holdout: Annotated[float, typer.Option(
-        help="Share of questions held out for early stopping.")] = 0.2,
+        help="With --folds 0: share of questions held out to pick the best epoch.")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of the split and the initial weights.")] = 0,
     threads: Annotated[int | None, typer.Option(
         help="CPU threads for training (default: torch's).", show_default=False)] = None,
@@ -731,7 +734,7 @@ def sprm_train_command(
 
     with _reported():
         head = train(runs, out, layer=layer, width=width, epochs=epochs, warmup=warmup,
-                     lr=lr, holdout=holdout, seed=seed, threads=threads)
+                     lr=lr, holdout=holdout, folds=folds, seed=seed, threads=threads)
         print_train(head, out)
 
 

@@ -108,16 +108,18 @@ on gsm8k train only: collect with ttscale sprm collect --split train
 
 def train(runs: Sequence[Path], out: Path, *, layer: int | None, width: int, epochs: int,
           lr: float, holdout: float, seed: int, threads: int | None = None,
-          warmup: int = 25) -> Any:
+          warmup: int = 25, folds: int = 5) -> Any:
     """Train a head on the cached features of ``runs`` and save it at ``out``."""
     from ttscale.evaluation.records import load_records
-    from ttscale.evaluation.sprm import features_meta, load_examples, train_head
+    from ttscale.evaluation.sprm import features_meta, load_examples
+    from ttscale.evaluation.sprm_train import train_head
     from ttscale.verifiers.sprm import HeadMeta
 
-    if width < 1 or epochs < 1 or lr <= 0 or warmup < 0 or not 0 <= holdout < 1:
-        raise ConfigError("--width, --epochs and --lr must be positive, --warmup at least 0 "
-                          "and --holdout in [0, 1): e.g. --width 256 --epochs 300 --warmup 25 "
-                          "--lr 0.001 --holdout 0.2")
+    if (width < 1 or epochs < 1 or lr <= 0 or warmup < 0 or not 0 <= holdout < 1
+            or folds < 0 or folds == 1):
+        raise ConfigError("--width, --epochs and --lr must be positive, --warmup at least 0, "
+                          "--holdout in [0, 1) and --folds 0 or at least 2: e.g. --width 256 "
+                          "--epochs 300 --warmup 25 --lr 0.001 --folds 5")
     examples: list[Any] = []
     meta: dict[str, Any] | None = None
     training: dict[str, Any] = {"dataset": TRAIN_DATASET, "split": TRAIN_SPLIT, "runs": []}
@@ -140,8 +142,14 @@ def train(runs: Sequence[Path], out: Path, *, layer: int | None, width: int, epo
     head_meta = HeadMeta(meta["model_sha256"], meta["model"], int(meta["layer"]),
                          int(meta["n_layers"]), int(meta["hidden_size"]), width,
                          meta["step_delimiter"], training)
-    head = train_head(examples, head_meta, lr=lr, epochs=epochs, warmup=warmup,
-                      holdout=holdout, seed=seed, threads=threads)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("epochs"), TimeElapsedColumn())
+    what = f"training ({folds} folds, then all)" if folds else "training"
+    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+        task = bar.add_task(what, total=None)
+        head = train_head(examples, head_meta, lr=lr, epochs=epochs, warmup=warmup,
+                          holdout=holdout, folds=folds, seed=seed, threads=threads,
+                          on_epoch=lambda d, t: bar.update(task, completed=d, total=t))
     head.save(out)
     return head
 
@@ -156,15 +164,20 @@ def print_train(head: Any, out: Path) -> None:
                         f"{head.meta.n_layers}")
     for col in ("part", "questions", "traces", "correct", "steps", "trace AUROC"):
         table.add_column(col, justify="left" if col == "part" else "right")
+    cv = m.get("cross_validation")
     for part in ("train", "held_out"):
         p = m[part]
-        table.add_row(part.replace("_", "-"), str(p["questions"]), str(p["traces"]),
-                      str(p["correct"]), str(p["steps"]), _fmt(p["auroc"]))
+        if p["traces"]:
+            table.add_row(part.replace("_", "-"), str(p["questions"]), str(p["traces"]),
+                          str(p["correct"]), str(p["steps"]), _fmt(p["auroc"]))
+    if cv is not None:
+        table.add_row(f"{cv['folds']}-fold CV", "", "", "", "", _fmt(cv["auroc"]))
     Console().print(table)
-    Console(stderr=True).print(
-        f"best epoch {m['best_epoch']} of {m['epochs_run']} (the first "
-        f"{m.get('warmup_epochs', 0)} on every step's cross-entropy); held-out cross-entropy "
-        f"{_fmt(m['held_out_cross_entropy'])}; saved {out}", markup=False, highlight=False)
+    chosen = (f"epochs chosen by cross-validation: {m['best_epoch']}" if cv is not None else
+              f"best epoch {m['best_epoch']} of {m['epochs_run']}; held-out cross-entropy "
+              f"{_fmt(m['held_out_cross_entropy'])}")
+    Console(stderr=True).print(f"{chosen}; loss: {m['loss']}; saved {out}", markup=False,
+                               highlight=False)
 
 
 def evaluate(run_dir: Path, head_path: Path | None, *, n: int, resamples: int, seed: int,

@@ -1,5 +1,5 @@
-"""SPRM data: step features of a run's stored traces (cached, resumable), training a head,
-and scoring a run with one.
+"""SPRM data: step features of a run's stored traces (cached, resumable), and scoring a run
+with a head (training: :mod:`ttscale.evaluation.sprm_train`).
 
 Features live beside the run store, one file per question:
 ``RUN_DIR/sprm-features/layer<L>/<question>.npz`` (float16 vectors of every step end, the
@@ -15,7 +15,6 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +33,8 @@ from ttscale.evaluation.records import (
 )
 from ttscale.store import ScoreRow, Store
 from ttscale.types import Usage
-from ttscale.verifiers.sprm import HeadMeta, SPRMHead, geometric_mean, sprm_loss
-from ttscale.verifiers.sprm_features import chat_text, import_torch
+from ttscale.verifiers.sprm import SPRMHead, geometric_mean
+from ttscale.verifiers.sprm_features import chat_text
 from ttscale.verifiers.steps import DEFAULT_DELIMITER
 
 FEATURES_DIR = "sprm-features"
@@ -225,109 +224,6 @@ def features_meta(run_dir: str | Path, layer: int | None) -> dict[str, Any]:
 def trace_scores(head: SPRMHead, examples: Sequence[Example]) -> list[float]:
     """Each example's trace score under ``head``."""
     return [geometric_mean(head.step_scores(e.vectors)) for e in examples]
-
-
-def _split(examples: Sequence[Example], holdout: float, seed: int) -> tuple[list[int], list[int]]:
-    """Indices of training and held-out examples, split by question."""
-    questions = sorted({e.question_id for e in examples})
-    rng = np.random.default_rng(seed)
-    rng.shuffle(questions)
-    k = round(len(questions) * holdout) if len(questions) > 1 else 0
-    held = set(questions[:max(k, 1 if len(questions) > 1 and holdout > 0 else 0)])
-    train = [i for i, e in enumerate(examples) if e.question_id not in held]
-    return train, [i for i, e in enumerate(examples) if e.question_id in held]
-
-
-def train_head(examples: Sequence[Example], meta: HeadMeta, *, lr: float = 1e-3,
-               weight_decay: float = 1e-2, epochs: int = 300, warmup: int = 25,
-               patience: int = 50, holdout: float = 0.2, seed: int = 0,
-               threads: int | None = None) -> SPRMHead:
-    """Train a head on ``examples``: full-batch AdamW, ``warmup`` epochs of cross-entropy on
-    every step, then the SPRM loss; the weights kept are those of the epoch with the best
-    held-out trace AUROC (ties: lower trace cross-entropy). The metrics go into its meta.
-    ``threads``: torch's CPU threads (on a busy machine, 1 is often fastest for a head).
-
-    Why the warm-up: the SPRM loss only counts steps whose prediction already agrees with
-    the trace's label, so from random weights it mostly reinforces chance agreement (held-out
-    AUROC about 0.53 on 400 GSM8K train traces of the default model); a head that first
-    learnt from every step gives the filter something to keep.
-
-    Example:
-        >>> rng = np.random.default_rng(0)
-        >>> ex = [Example(f"q{i}", 0, rng.normal(size=(2, 4)).astype(np.float32) + i % 2,
-        ...               i % 2, 50, 0.1) for i in range(10)]
-        >>> head = train_head(ex, HeadMeta("ab" * 32, "m", 1, 2, 4, 8), epochs=20, threads=1)
-        >>> head.meta.metrics["held_out"]["questions"], head.meta.metrics["train"]["traces"]
-        (2, 8)
-    """
-    torch = import_torch()
-    if threads:
-        torch.set_num_threads(threads)
-    if not examples:
-        raise ConfigError("no traces with features to train on: run ttscale sprm collect "
-                          "first")
-    train, held = _split(examples, holdout, seed)
-    x_train = np.concatenate([examples[i].vectors for i in train])
-    mean = x_train.mean(axis=0)
-    std = x_train.std(axis=0)
-    # a floor on the scale: near-constant coordinates would otherwise be blown up
-    scale = np.maximum(std, 0.1 * float(np.median(std)) + 1e-6).astype(np.float32)
-    head = SPRMHead.new(meta, seed=seed, mean=mean, scale=scale)
-    x = torch.from_numpy(x_train)
-    y = torch.tensor([float(examples[i].label) for i in train
-                      for _ in range(len(examples[i].vectors))])
-    opt = torch.optim.AdamW(head.module.parameters(), lr=lr, weight_decay=weight_decay)
-    # the held-out steps in one tensor, and where each trace's steps start in it
-    x_held = torch.from_numpy(np.concatenate([examples[i].vectors for i in held])
-                              if held else np.zeros((0, meta.hidden_size), np.float32))
-    starts = np.cumsum([0] + [len(examples[i].vectors) for i in held])[:-1]
-    t_held = np.array([examples[i].label for i in held], dtype=np.float64)
-
-    def held_out() -> tuple[float, float]:
-        """(-AUROC, cross-entropy) of the held-out traces' geometric-mean scores."""
-        with torch.inference_mode():
-            log_s = torch.nn.functional.logsigmoid(head.logits(x_held)).double().numpy()
-        counts = np.diff(np.append(starts, len(log_s)))
-        s = np.clip(np.exp(np.add.reduceat(log_s, starts) / counts), 1e-6, 1 - 1e-6)
-        ce = float(-(t_held * np.log(s) + (1 - t_held) * np.log(1 - s)).mean())
-        area = auroc(s.tolist(), t_held.astype(int).tolist())
-        return (-(area if area is not None else 0.5), ce)
-
-    best = ((float("inf"), float("inf")), 0,
-            {k: v.clone() for k, v in head.module.state_dict().items()})
-    epoch = 0
-    for epoch in range(1, epochs + 1):
-        head.module.train()
-        opt.zero_grad()
-        logits = head.logits(x)
-        loss = (sprm_loss(logits, y) if epoch > warmup else
-                torch.nn.functional.binary_cross_entropy_with_logits(logits, y))
-        loss.backward()
-        opt.step()
-        head.module.eval()
-        now = held_out() if held else (0.0, float(loss.detach()))
-        if now < best[0]:
-            best = (now, epoch, {k: v.clone() for k, v in head.module.state_dict().items()})
-        elif epoch - best[1] >= patience and epoch > warmup:
-            break
-    head.module.load_state_dict(best[2])
-    head.module.eval()
-
-    def part(idx: Sequence[int]) -> dict[str, Any]:
-        chosen = [examples[i] for i in idx]
-        scores = trace_scores(head, chosen)
-        return {"questions": len({e.question_id for e in chosen}), "traces": len(chosen),
-                "steps": int(sum(len(e.vectors) for e in chosen)),
-                "correct": int(sum(e.label for e in chosen)),
-                "auroc": auroc(scores, [e.label for e in chosen])}
-
-    metrics = {"train": part(train), "held_out": part(held),
-               "held_out_cross_entropy": best[0][1] if held else None,
-               "best_epoch": best[1], "epochs_run": epoch, "warmup_epochs": warmup,
-               "loss": "cross-entropy on every step, then the SPRM loss"}
-    return SPRMHead(HeadMeta(**{**meta.__dict__, "metrics": metrics,
-                                "created": datetime.now(UTC).isoformat(timespec="seconds")}),
-                    head.module, mean, scale)
 
 
 @dataclass(frozen=True)
