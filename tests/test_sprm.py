@@ -144,6 +144,33 @@ def test_verifier_usage_counts_reread_tokens_and_scales_flops_by_depth(tmp_path:
     assert sum(u.flops for u in per) == pytest.approx(total.flops)
 
 
+def test_questions_in_flight_share_one_loaded_extractor(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Concurrent first scores (eval runs several questions at once) load the model once."""
+    import threading
+    import time
+
+    from ttscale.verifiers import sprm_features
+
+    loads: list[int] = []
+
+    def slow_load(*_a: object, **_k: object) -> object:
+        loads.append(1)
+        time.sleep(0.2)  # long enough for every thread to arrive while it loads
+        return object()
+
+    monkeypatch.setattr(sprm_features.TorchFeatures, "load", staticmethod(slow_load))
+    v = build_verifier(f"sprm:{SPRMHead.new(_meta()).save(tmp_path / 'h')}",
+                       _fake_with_model(SHA, tmp_path))
+    got: list[object] = []
+    threads = [threading.Thread(target=lambda: got.append(v.features)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(loads) == 1 and len(got) == 4 and len({id(g) for g in got}) == 1
+
+
 def test_shipped_head_is_found_by_sha(tmp_path: Path) -> None:
     SPRMHead.new(_meta()).save(tmp_path / "tiny")
     SPRMHead.new(_meta(base_model_sha256=OTHER, model="other")).save(tmp_path / "other")

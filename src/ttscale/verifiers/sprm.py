@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -274,16 +275,20 @@ class SPRMVerifier:
         self.batch_size = batch_size
         self.threads = threads
         self._features: Any = None
+        # questions evaluated concurrently share one verifier: one copy of the model is
+        # loaded, and its forward passes take turns (each already uses every core)
+        self._lock = threading.Lock()
 
     @property
     def features(self) -> Any:
         """The feature extractor, loaded once (tens of seconds on a CPU)."""
-        if self._features is None:
-            from ttscale.verifiers.sprm_features import TorchFeatures
+        with self._lock:
+            if self._features is None:
+                from ttscale.verifiers.sprm_features import TorchFeatures
 
-            self._features = TorchFeatures.load(str(self.gguf_path), self.head.meta.layer,
-                                                batch_size=self.batch_size,
-                                                threads=self.threads)
+                self._features = TorchFeatures.load(str(self.gguf_path), self.head.meta.layer,
+                                                    batch_size=self.batch_size,
+                                                    threads=self.threads)
         return self._features
 
     def reserve_tokens(self, trace_max_tokens: int) -> int:
@@ -295,11 +300,12 @@ class SPRMVerifier:
 
     def score(self, question: str, traces: Sequence[str]) -> VerifierOutput:
         feats = self.features
-        start = time.perf_counter()
-        out = feats.extract(chat_text(feats.tokenizer, question), traces,
-                            self.head.meta.step_delimiter, layer=self.head.meta.layer)
-        scores = tuple(tuple(self.head.step_scores(o.vectors)) for o in out)
-        seconds = time.perf_counter() - start
+        with self._lock:
+            start = time.perf_counter()
+            out = feats.extract(chat_text(feats.tokenizer, question), traces,
+                                self.head.meta.step_delimiter, layer=self.head.meta.layer)
+            scores = tuple(tuple(self.head.step_scores(o.vectors)) for o in out)
+            seconds = time.perf_counter() - start
         total, per = self.usage([o.tokens for o in out], seconds)
         return VerifierOutput(scores, total, (), per)
 
