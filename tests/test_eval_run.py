@@ -96,6 +96,34 @@ def test_verifier_scores_are_stored_once_and_counted(tmp_path: Path) -> None:
     assert weighted.mean_tokens > majority.mean_tokens
 
 
+def test_search_strategies_share_the_runs_one_verifier(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every question and n of a solved strategy scores with the verifier built for the run."""
+    import importlib
+
+    from ttscale.evaluation import harness
+    from ttscale.verifiers import spec
+
+    built: list[object] = []
+
+    def counting(name: object, backend: object) -> object:
+        if isinstance(name, str):  # built from a spec; an instance only passes through
+            built.append(name)
+        return spec.build_verifier(name, backend)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(harness, "build_verifier", counting)
+    monkeypatch.setattr(importlib.import_module("ttscale.solve"), "build_verifier", counting)
+    fake = FakeBackend(script=script, yes_logprob=-0.3)
+    cfg = EvalConfig(strategies=("majority", "beam:width=2", "dvts:width=2"), ns=(2, 4),
+                     verifier="self_judge")
+    store, h = open_run(tmp_path, cfg, fake)
+    h.run(PROBLEMS[:3])
+    rows = [r for r in store.results() if r.strategy.startswith(("beam", "dvts"))]
+    assert len(rows) == 3 * 2 * 2 and all(r.usage.total_tokens > 0 for r in rows)
+    assert built == ["self_judge"]
+    store.close()
+
+
 def test_vote_breaks_ties_toward_the_first_class() -> None:
     assert vote([("2", 0.1), ("3", 0.1)], "majority") == "2"
     assert vote([("2", 0.1), ("3", 0.1), ("3", 0.05)], "weighted") == "3"

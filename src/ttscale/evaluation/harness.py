@@ -349,8 +349,10 @@ class Harness:
             if (name, n, seed) in done:
                 continue
             cached_before = self.backend.cached_usage
+            # the run's one verifier instance: built per call, a model-reading verifier
+            # (sprm, hf_prm) would load its model again for every question and n
             r = solve(problem.question, backend=self.backend, strategy=name, n=n,
-                      verifier=self.cfg.verifier, temperature=self.cfg.temperature,
+                      verifier=self.verifier, temperature=self.cfg.temperature,
                       top_p=self.cfg.top_p, max_tokens=self.cfg.max_tokens,
                       seed=seed * SEED_STRIDE)
             spent = spent + r.usage
