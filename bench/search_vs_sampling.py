@@ -3,11 +3,12 @@
 Reads a ``ttscale eval`` run in which strategies such as ``beam``, ``dvts``, ``ab_mcts`` and
 ``rsa`` were solved question by question (their rows in the store's ``results`` table, with
 every token they spent, verifier included), and the independent samples that majority
-voting replays (from the same run or from ``--samples``). For each solved strategy and ``n``: its accuracy and mean tokens per
-question, and majority voting's accuracy at the same mean tokens on the same questions,
-interpolated (in log tokens) between the two sample counts whose replayed cost brackets it;
-the difference is paired over questions with a 95% interval. A budget beyond the stored
-samples is compared with majority at all of them, and says so.
+voting replays (from the same run or from ``--samples``). For each solved strategy and
+``n``: its accuracy and mean tokens per question, and majority voting's accuracy at the same
+mean tokens on the same questions, interpolated (in log tokens) between the two sample
+counts whose replayed cost brackets it; the difference is paired over questions with a 95%
+interval. A budget beyond the stored samples is compared with majority at all of them, and
+says so.
 
     python bench/search_vs_sampling.py runs/gsm8k-search --samples runs/gsm8k-test-0-39
 
