@@ -95,11 +95,11 @@ def choose(results: dict[str, dict[str, tuple[float, float]]], models: Sequence[
 
 def lomo(data: dict[str, list[Prepared]], orders: int, seed: int) -> dict[str, Any]:
     rules = {rule_label(r): r for r in (
-        BudgetedBayesFactorRule(threshold=b, horizon=h, power=pw, n_max=POOL)
+        BudgetedBayesFactorRule(threshold=b, horizon=int(h), power=pw, n_max=POOL)
         for b, h, pw in itertools.product(*GRID.values()))}
     results = {label: per_model(data, rule, orders, seed) for label, rule in rules.items()}
     models = list(data)
-    held = {}
+    held: dict[str, dict[str, Any]] = {}
     for m in models:
         label = choose(results, [x for x in models if x != m])
         held[m] = {"chosen": label, "accuracy": results[label][m][0],

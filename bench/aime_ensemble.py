@@ -17,7 +17,7 @@ import json
 import random
 import sys
 import time
-from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,11 @@ from ttscale.evaluation.metrics import Prepared, prepare
 HERE = Path(__file__).resolve().parent
 DEFAULT_DIR = HERE.parents[1] / "shared" / "samples" / "aime2024"
 POOL = 80
+
+
+def _same(gold: str, answer: str) -> bool:
+    """Whether a drawn answer equals the gold one (bound per question with partial)."""
+    return equivalent(answer, gold)
 
 
 def votes(data: dict[str, list[ImportedQuestion]], prepared: dict[str, list[Prepared]],
@@ -50,7 +55,7 @@ def votes(data: dict[str, list[ImportedQuestion]], prepared: dict[str, list[Prep
             drawn.append([pool[i][0] for i in order[: o.drawn]])
             tokens.append(o.tokens)
         gold = first.gold
-        out.append(question_votes(first.id, lambda a, g=gold: equivalent(a, g), drawn, tokens))
+        out.append(question_votes(first.id, partial(_same, gold), drawn, tokens))
     return out
 
 
@@ -94,13 +99,14 @@ def main() -> int:
             results = [cross_validate(qs, method) for qs in runs]
             acc = sum(r.accuracy for r in results) / len(results)
             tok = sum(r.mean_tokens for r in results) / len(results)
-            mean_w: Counter[str] = Counter()
+            mean_w: dict[str, float] = dict.fromkeys(models, 0.0)
             for r in results:
                 for w in r.weights:
-                    total = sum(w) or 1.0
+                    total = float(sum(w)) or 1.0
                     for m, x in zip(models, w, strict=True):
                         mean_w[m] += x / total / len(r.weights) / len(results)
-            top = ", ".join(f"{m[:14]} {x:.2f}" for m, x in mean_w.most_common(3) if x > 0)
+            heaviest = sorted(mean_w.items(), key=lambda kv: -kv[1])[:3]
+            top = ", ".join(f"{m[:14]} {x:.2f}" for m, x in heaviest if x > 0)
             print(f"{setting:24} {method:15} {acc:8.3f} {tok:15,.0f} {tok / best_tokens:9.2f}"
                   f"  {top if method not in ('equal', 'second_order') else 'equal'}")
             rows.append({"votes": setting, "method": method, "accuracy": acc,

@@ -13,6 +13,7 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from ttscale import solve
 from ttscale.answers import equivalent
@@ -44,7 +45,7 @@ def main() -> None:
         # Two questions in flight: 2 x (8 + 1) sequences decode in one llama.cpp batch.
         be = LlamaCppBackend(args.model, parallel=2 * (args.n + 1), ctx_per_slot=1536)
 
-        def one(item: tuple) -> dict:
+        def one(item: tuple[Any, str]) -> dict[str, Any]:
             p, strat = item
             r = solve(p.question, backend=be, strategy=strat, n=args.n,
                       max_tokens=args.max_tokens, seed=0)

@@ -159,16 +159,16 @@ def main() -> int:
         thresholds=chosen)
     conf = prepare_confidence(records)
     for eta in (0.1, 0.9):
-        p = ConfidenceParams(eta=eta)
-        add(f"deepconf[eta={eta}]", replay_confidence(conf, p, N)[1])
+        cp = ConfidenceParams(eta=eta)
+        add(f"deepconf[eta={eta}]", replay_confidence(conf, cp, N)[1])
         add(f"deepconf_online[eta={eta}]", replay_confidence(
-            conf, p, N, mode="online", orders=args.orders, seed=args.seed)[1])
-    windows = []
+            conf, cp, N, mode="online", orders=args.orders, seed=args.seed)[1])
+    windows: list[dict[str, Any]] = []
     for window in (16, 32, 64, 128):
         for eta in (0.1, 0.9):
-            p = ConfidenceParams(eta=eta, window=window)
-            off = paired(replay_confidence(conf, p, N)[1], base)
-            on = paired(replay_confidence(conf, p, N, mode="online", orders=args.orders,
+            cp = ConfidenceParams(eta=eta, window=window)
+            off = paired(replay_confidence(conf, cp, N)[1], base)
+            on = paired(replay_confidence(conf, cp, N, mode="online", orders=args.orders,
                                           seed=args.seed)[1], base)
             windows.append({"window": window, "eta": eta, "offline": off, "online": on})
     calibrated = []

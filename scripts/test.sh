@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 .venv/bin/ruff check src tests bench
 .venv/bin/mypy
+.venv/bin/mypy bench
 .venv/bin/python -m pytest -q -p no:cacheprovider --doctest-modules src tests
