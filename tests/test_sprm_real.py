@@ -194,5 +194,18 @@ def test_collect_train_eval_end_to_end(tmp_path: Path) -> None:
     h4 = json.loads((tmp_path / "h4.sprm.json").read_text())
     assert h4["layer"] == 4 and "cross_validation" not in h4["metrics"]
     assert h4["metrics"]["train"]["traces"] + h4["metrics"]["held_out"]["traces"] == 9
+    # a second head's scores stored under another name, beside the first head's
+    other = _ttscale("sprm", "eval", str(run), "--head", str(tmp_path / "h4"), "-n", "3",
+                     "--store-as", "sprm-l4", "--json", env=env)
+    assert other.returncode == 0, other.stderr
+    assert json.loads(other.stdout)["stored_as"] == "sprm-l4"
+    shallow_scores = [t.score for r in load_records(run, "sprm-l4")[1] for t in r.traces]
+    assert len(shallow_scores) == 9 and shallow_scores != scores
+    assert [t.score for r in load_records(run, "sprm")[1] for t in r.traces] == scores
+    side = _ttscale("eval", "verifiers", str(run), "-n", "1,3", "--json", env=env)
+    assert side.returncode == 0, side.stderr
+    assert "sprm-l4" in side.stdout and '"sprm"' in side.stdout
+    named = _ttscale("sprm", "eval", str(run), "--head", str(head), "--store-as", "a b", env=env)
+    assert named.returncode != 0 and "is not a verifier name" in named.stderr
     bad = _ttscale(*collect[:-2], "--layer", "0,4", "--out", str(run), env=env)
     assert bad.returncode != 0 and "--layer takes positive layer numbers" in bad.stderr

@@ -751,11 +751,14 @@ def sprm_eval_command(
     batch_size: Annotated[int, typer.Option(help="Traces per feature forward pass.")] = 8,
     threads: Annotated[int | None, typer.Option(
         help="CPU threads (default: all cores).", show_default=False)] = None,
+    store_as: Annotated[str, typer.Option(
+        help="The verifier name the scores are stored under: another name keeps the "
+             "default head's scores beside them, for `ttscale eval verifiers`.")] = "sprm",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Score a run's traces with an SPRM head: trace AUROC, best-of-N and weighted
     best-of-N against majority at N, scoring against generation time; stores the scores
-    as verifier sprm.
+    as verifier sprm (or --store-as NAME).
 
     Example: ttscale sprm eval runs/gsm8k --head heads/qwen2.5-coder-1.5b -n 8
     """
@@ -763,6 +766,7 @@ def sprm_eval_command(
 
     with _reported():
         evaluate(run_dir, head, n=n, resamples=resamples, seed=seed, batch_size=batch_size,
+                 store_as=store_as,
                  threads=threads, as_json=as_json)
 
 

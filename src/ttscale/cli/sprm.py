@@ -181,7 +181,8 @@ def print_train(head: Any, out: Path) -> None:
 
 
 def evaluate(run_dir: Path, head_path: Path | None, *, n: int, resamples: int, seed: int,
-             batch_size: int, threads: int | None, as_json: bool) -> Any:
+             batch_size: int, threads: int | None, as_json: bool,
+             store_as: str = "sprm") -> Any:
     """Score a run with a head; print AUROC, best-of-n against majority, scoring time."""
     from ttscale.evaluation.records import load_records
     from ttscale.evaluation.sprm import run_model, score_run
@@ -189,6 +190,9 @@ def evaluate(run_dir: Path, head_path: Path | None, *, n: int, resamples: int, s
 
     if n < 1 or resamples < 1:
         raise ConfigError("-n and --resamples must be positive numbers")
+    if not store_as.strip() or any(c.isspace() or c in ",:" for c in store_as):
+        raise ConfigError(f"--store-as {store_as!r} is not a verifier name: use letters, "
+                          "digits, '-' or '_', e.g. --store-as sprm-l14")
     settings, _records = load_records(run_dir)
     name, _path, sha = run_model(settings)
     found = head_path or shipped_head(sha)
@@ -199,9 +203,11 @@ def evaluate(run_dir: Path, head_path: Path | None, *, n: int, resamples: int, s
     err = Console(stderr=True)
     with feature_progress(err, "features") as tick:
         res = score_run(run_dir, head, n, resamples=resamples, seed=seed,
-                        batch_size=batch_size, threads=threads, on_question=tick)
+                        batch_size=batch_size, threads=threads, on_question=tick,
+                        verifier_name=store_as)
     ratio = res.scoring_seconds / res.generation_seconds if res.generation_seconds else None
-    summary = {"run": str(run_dir), "head": str(found), "traces": res.traces,
+    summary = {"run": str(run_dir), "head": str(found), "stored_as": store_as,
+               "traces": res.traces,
                "correct": res.correct, "auroc": res.auroc, "n": n,
                "questions_replayed": res.questions_replayed,
                "points": {p.strategy: p.accuracy for p in res.points},
@@ -224,6 +230,7 @@ def evaluate(run_dir: Path, head_path: Path | None, *, n: int, resamples: int, s
         f"trace AUROC {_fmt(res.auroc)} over {res.traces} traces ({res.correct} correct); "
         f"scoring {res.scoring_seconds:.1f} s against {res.generation_seconds:.1f} s of "
         f"stored generation time" + (f" (ratio {ratio:.3f})" if ratio is not None else "")
-        + "; scores stored as verifier sprm (ttscale eval replay RUN_DIR --verifier sprm)",
+        + f"; scores stored as verifier {store_as} (ttscale eval replay RUN_DIR "
+        f"--verifier {store_as})",
         markup=False, highlight=False)
     return res

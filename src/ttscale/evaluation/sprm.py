@@ -265,10 +265,11 @@ def generation_seconds(record: QuestionRecord) -> float:
 def score_run(run_dir: str | Path, head: SPRMHead, n: int, *, resamples: int = 200,
               seed: int = 0, batch_size: int = 8, threads: int | None = None,
               extractor: Any = None,
-              on_question: Callable[[int, int], None] | None = None) -> RunScores:
+              on_question: Callable[[int, int], None] | None = None,
+              verifier_name: str = "sprm") -> RunScores:
     """Score every stored trace of a run with ``head`` (features extracted where missing),
-    store the scores under the verifier name ``sprm``, and replay best-of-n against
-    majority at ``n``."""
+    store the scores under ``verifier_name``, and replay best-of-n against majority at
+    ``n``."""
     settings, records = load_records(run_dir)
     name, _path, sha = run_model(settings)
     head.check_model(sha, name)
@@ -294,11 +295,11 @@ def score_run(run_dir: str | Path, head: SPRMHead, n: int, *, resamples: int = 2
                     continue
                 e, s = found
                 secs = e.seconds + head_seconds / max(len(examples), 1)
-                rows.append(ScoreRow(g.id, "sprm", tuple(s), geometric_mean(s),
+                rows.append(ScoreRow(g.id, verifier_name, tuple(s), geometric_mean(s),
                                      Usage(e.tokens, 0, 0, secs,
                                            2.0 * params * e.tokens * fraction)))
         store.put_scores(rows, replace=True)
-    done = [r for r in load_records(run_dir, "sprm")[1]
+    done = [r for r in load_records(run_dir, verifier_name)[1]
             if len(r.traces) >= n and all(t.score is not None for t in r.traces)]
     samples = question_samples(done)
     points: list[Any] = []
