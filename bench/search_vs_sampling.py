@@ -67,7 +67,7 @@ def matched(curve: Sequence[Sequence[tuple[float, float]]], target: float
     return [(1 - w) * q[k][0] + w * q[k + 1][0] for q in curve], k + 1 + w, ""
 
 
-def compare(per: dict[str, tuple[float, float, float]], samples: dict[str, QuestionRecord],
+def compare(per: dict[str, tuple[float, float, float, float]], samples: dict[str, QuestionRecord],
             resamples: int, seed: int, generated: bool) -> dict[str, Any]:
     """One strategy at one n against majority at the same mean tokens (all tokens, or
     ``generated`` ones only) on the questions both have."""
@@ -78,7 +78,9 @@ def compare(per: dict[str, tuple[float, float, float]], samples: dict[str, Quest
     tokens = sum(per[q][2 if generated else 1] for q in ids) / len(ids)
     maj, k, note = matched(curve, tokens)
     d, low, high = mean_ci([a - b for a, b in zip(acc, maj, strict=True)])
+    seconds = sum(per[q][3] for q in ids)
     return {"questions": len(ids), "accuracy": sum(acc) / len(acc), "tokens": tokens,
+            "seconds_per_question": seconds / len(ids), "seconds": seconds,
             "majority_accuracy": sum(maj) / len(maj), "majority_k": k, "difference": d,
             "ci_low": low, "ci_high": high, "note": note}
 
@@ -104,18 +106,20 @@ def main() -> int:
               f"{args.run_dir}: give a run of the same settings", file=sys.stderr)
         return 2
     wanted = set(args.strategies.split(",")) if args.strategies else None
-    seeds: dict[tuple[str, int], dict[str, list[tuple[float, float, float]]]] = defaultdict(
-        lambda: defaultdict(list))
+    seeds: dict[tuple[str, int], dict[str, list[tuple[float, float, float, float]]]] = (
+        defaultdict(
+            lambda: defaultdict(list)))
     for r in records:
         for res in r.results:
             if res.strategy in REPLAYED or (wanted and res.strategy not in wanted):
                 continue
             spent = res.usage.prompt_tokens + res.usage.completion_tokens
             seeds[(res.strategy, res.n)][r.id].append(
-                (float(bool(res.correct)), float(spent), float(res.usage.completion_tokens)))
+                (float(bool(res.correct)), float(spent), float(res.usage.completion_tokens),
+                 res.usage.seconds))
     # several seeds of a question: their mean
     groups = {key: {q: (sum(x[0] for x in v) / len(v), sum(x[1] for x in v) / len(v),
-                        sum(x[2] for x in v) / len(v))
+                        sum(x[2] for x in v) / len(v), sum(x[3] for x in v) / len(v))
                     for q, v in per.items()} for key, per in seeds.items()}
     if not groups:
         print(f"{args.run_dir} has no solved search or sequential strategy results yet",
@@ -127,7 +131,7 @@ def main() -> int:
         print(f"\ntokens counted: {measure} (verifier included)"
               if measure == "all" else "\ntokens counted: generated (completion) only")
         print(f"{'strategy':28} {'n':>3} {'qs':>3} {'accuracy':>8} {'tokens':>8} "
-              f"{'majority':>8} {'at k':>5} {'difference (95% CI)':>26}")
+              f"{'majority':>8} {'at k':>5} {'difference (95% CI)':>26} {'s/q':>6}")
         for (name, n), per in sorted(groups.items()):
             row = {"strategy": name, "n": n, "tokens_counted": measure,
                    **compare(per, samples, args.resamples, args.seed, measure == "generated")}
@@ -135,7 +139,11 @@ def main() -> int:
             print(f"{name:28} {n:3} {row['questions']:3} {row['accuracy']:8.3f} "
                   f"{row['tokens']:8,.0f} {row['majority_accuracy']:8.3f} "
                   f"{row['majority_k']:5.1f} {row['difference']:+.3f} "
-                  f"({row['ci_low']:+.3f}, {row['ci_high']:+.3f}) {row['note']}")
+                  f"({row['ci_low']:+.3f}, {row['ci_high']:+.3f}) "
+                  f"{row['seconds_per_question']:6.0f} {row['note']}")
+    total = sum(r["seconds"] for r in rows if r["tokens_counted"] == "all")
+    print(f"\ncompute: {total / 3600:.2f} h of wall time stored for these results (questions "
+          "in flight together each count their own wall time)")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"run": str(args.run_dir),
                                      "samples": str(args.samples or args.run_dir),
