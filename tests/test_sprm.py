@@ -118,8 +118,10 @@ def test_verifier_spec_loads_a_head_and_refuses_a_mismatch(tmp_path: Path) -> No
     head = SPRMHead.new(_meta())
     weights = head.save(tmp_path / "h")
     check_verifier(f"sprm:{weights}")  # the spec binds without loading anything
-    v = build_verifier(f"sprm:{weights},batch_size=2", _fake_with_model(SHA, tmp_path))
+    v = build_verifier(f"sprm:{weights},reuse_tokens=0", _fake_with_model(SHA, tmp_path))
     assert v.name == "sprm" and v.reduce([0.25, 1.0]) == pytest.approx(0.5)
+    with pytest.raises(ConfigError, match="reuse_tokens must be a number of tokens"):
+        build_verifier(f"sprm:{weights},reuse_tokens=-1", _fake_with_model(SHA, tmp_path))
     with pytest.raises(ConfigError, match="not on the loaded model tiny-model"):
         build_verifier(f"sprm:{weights}", _fake_with_model(OTHER, tmp_path))
 
@@ -134,10 +136,10 @@ def test_verifier_needs_a_model_file_and_a_head(tmp_path: Path) -> None:
 def test_verifier_usage_counts_reread_tokens_and_scales_flops_by_depth(tmp_path: Path) -> None:
     weights = SPRMHead.new(_meta(layer=1, n_layers=4)).save(tmp_path / "h")
     fb = _fake_with_model(SHA, tmp_path)
-    v = build_verifier(f"sprm:{weights},batch_size=2", fb)
+    v = build_verifier(f"sprm:{weights}", fb)
     total, per = v.usage([100, 50, 30], 3.0)  # prompt + trace tokens of three traces
     assert total.prompt_tokens == 180 and total.completion_tokens == 0
-    assert total.calls == 1 + 2  # the prompt, then two batches of at most 2 traces
+    assert total.calls == 3  # one forward pass per trace
     assert total.flops == pytest.approx(2.0 * fb.params_count * 180 / 4)
     assert [u.prompt_tokens for u in per] == [100, 50, 30]
     assert sum(u.seconds for u in per) == pytest.approx(3.0)

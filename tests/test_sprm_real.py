@@ -59,11 +59,40 @@ def test_features_do_not_depend_on_the_batch_and_a_shallower_layer_differs(
         feats: TorchFeatures) -> None:
     prompt = chat_text(feats.tokenizer, "What is (3 + 4) * 2?")
     together = feats.extract(prompt, TRACES, "\n\n")
-    alone = feats.extract(prompt, TRACES[1:2], "\n\n")
-    np.testing.assert_allclose(alone[0].vectors, together[1].vectors, atol=2e-3, rtol=1e-3)
+    # the traces run shortest first, two at a time: results must come back in input order
+    for i, trace in enumerate(TRACES):
+        alone = feats.extract(prompt, [trace], "\n\n")
+        assert alone[0].positions == together[i].positions
+        np.testing.assert_allclose(alone[0].vectors, together[i].vectors, atol=2e-3, rtol=1e-3)
     half = feats.extract(prompt, TRACES[:1], "\n\n", layer=15)
     assert half[0].positions == together[0].positions
     assert not np.allclose(half[0].vectors, together[0].vectors, atol=1e-2)
+
+
+def test_a_prefix_already_run_is_not_run_again(feats: TorchFeatures) -> None:
+    from ttscale.verifiers.sprm_prefix import PrefixStore
+
+    prompt = chat_text(feats.tokenizer, "What is (5 + 1) * 3?")
+    n_prompt = len(feats.tokenizer(prompt, add_special_tokens=True)["input_ids"])
+    steps = ["First, 5 + 1 = 6.", "Then 6 * 3 = 18.", "The answer is \\boxed{18}."]
+    kept = feats.prefixes
+    try:
+        feats.prefixes = PrefixStore(0)  # nothing kept: every sequence runs whole
+        cold = feats.extract(prompt, ["\n\n".join(steps)], "\n\n")[0]
+        assert cold.evaluated == cold.tokens
+        feats.prefixes = PrefixStore(4096)
+        rounds = [feats.extract(prompt, ["\n\n".join(steps[:k]) + "\n\n"], "\n\n")[0]
+                  for k in (1, 2)]
+        warm = feats.extract(prompt, ["\n\n".join(steps)], "\n\n")[0]
+    finally:
+        feats.prefixes = kept
+    assert rounds[0].evaluated == rounds[0].tokens  # the first sequence of the prompt
+    # each round runs only what follows the last one (a token or two of the blank line may
+    # merge with the next step's first word and run again)
+    assert rounds[1].evaluated <= rounds[1].tokens - rounds[0].tokens + 2
+    assert warm.evaluated <= warm.tokens - rounds[1].tokens + 2 < warm.tokens - n_prompt
+    assert warm.positions == cold.positions and warm.tokens == cold.tokens
+    np.testing.assert_allclose(warm.vectors, cold.vectors, atol=2e-3, rtol=1e-3)
 
 
 def test_last_layer_features_equal_llama_cpp_embeddings(feats: TorchFeatures) -> None:

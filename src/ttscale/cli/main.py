@@ -687,7 +687,6 @@ def sprm_collect_command(
         help="Decoder layer whose output feeds the head, or several (4,8,14: read in one "
              "pass through the deepest). Default: half the model's depth.",
         show_default=False)] = None,
-    batch_size: Annotated[int, typer.Option(help="Traces per feature forward pass.")] = 8,
     threads: Annotated[int | None, typer.Option(
         help="CPU threads (default: all cores).", show_default=False)] = None,
 ) -> None:
@@ -701,7 +700,7 @@ def sprm_collect_command(
     with _reported():
         collect(out, dataset=dataset, split=split, ids=ids, limit=limit, n=n, model=model,
                 max_tokens=max_tokens, temperature=temperature, concurrency=concurrency,
-                layer=parse_layers(layer), threads=threads, batch_size=batch_size)
+                layer=parse_layers(layer), threads=threads)
 
 
 @sprm_app.command("train")
@@ -748,7 +747,6 @@ def sprm_eval_command(
     n: Annotated[int, typer.Option("-n", help="N of best-of-N and majority.")] = 8,
     resamples: Annotated[int, typer.Option(help="Random subsets per question.")] = 200,
     seed: Annotated[int, typer.Option(help="Seed of the subset draws.")] = 0,
-    batch_size: Annotated[int, typer.Option(help="Traces per feature forward pass.")] = 8,
     threads: Annotated[int | None, typer.Option(
         help="CPU threads (default: all cores).", show_default=False)] = None,
     store_as: Annotated[str, typer.Option(
@@ -765,8 +763,7 @@ def sprm_eval_command(
     from ttscale.cli.sprm import evaluate
 
     with _reported():
-        evaluate(run_dir, head, n=n, resamples=resamples, seed=seed, batch_size=batch_size,
-                 store_as=store_as,
+        evaluate(run_dir, head, n=n, resamples=resamples, seed=seed, store_as=store_as,
                  threads=threads, as_json=as_json)
 
 

@@ -65,8 +65,7 @@ def parse_layers(text: str | None) -> list[int] | None:
 
 def collect(out: Path, *, dataset: str, split: str, ids: str | None, limit: int | None,
             n: int, model: str | None, max_tokens: int, temperature: float,
-            concurrency: int, layer: Sequence[int] | None, threads: int | None,
-            batch_size: int) -> int:
+            concurrency: int, layer: Sequence[int] | None, threads: int | None) -> int:
     """Sample and grade through the eval harness into ``out``, then cache step features;
     returns the traces whose features were extracted now."""
     from ttscale.cli.evaluate import eval_run
@@ -81,7 +80,7 @@ def collect(out: Path, *, dataset: str, split: str, ids: str | None, limit: int 
     err = Console(stderr=True)
     err.print("loading the model for step features (transformers)...", markup=False)
     with feature_progress(err, "features") as tick:
-        done = collect_features(out, layer, batch_size=batch_size, threads=threads,
+        done = collect_features(out, layer, threads=threads,
                                 on_question=tick)
     err.print(f"step features of {done} traces extracted now (the others were cached)",
               markup=False, highlight=False)
@@ -181,7 +180,7 @@ def print_train(head: Any, out: Path) -> None:
 
 
 def evaluate(run_dir: Path, head_path: Path | None, *, n: int, resamples: int, seed: int,
-             batch_size: int, threads: int | None, as_json: bool,
+             threads: int | None, as_json: bool,
              store_as: str = "sprm") -> Any:
     """Score a run with a head; print AUROC, best-of-n against majority, scoring time."""
     from ttscale.evaluation.records import load_records
@@ -203,7 +202,7 @@ def evaluate(run_dir: Path, head_path: Path | None, *, n: int, resamples: int, s
     err = Console(stderr=True)
     with feature_progress(err, "features") as tick:
         res = score_run(run_dir, head, n, resamples=resamples, seed=seed,
-                        batch_size=batch_size, threads=threads, on_question=tick,
+                        threads=threads, on_question=tick,
                         verifier_name=store_as)
     ratio = res.scoring_seconds / res.generation_seconds if res.generation_seconds else None
     summary = {"run": str(run_dir), "head": str(found), "stored_as": store_as,

@@ -131,7 +131,7 @@ def run_model(settings: dict[str, Any]) -> tuple[str, Path, str]:
 
 
 def collect_features(run_dir: str | Path, layer: int | Sequence[int] | None, *,
-                     delimiter: str = DEFAULT_DELIMITER, batch_size: int = 8,
+                     delimiter: str = DEFAULT_DELIMITER,
                      threads: int | None = None, extractor: Any = None,
                      on_question: Callable[[int, int], None] | None = None) -> int:
     """Extract and cache the step features of every stored trace not cached yet; returns
@@ -151,7 +151,7 @@ def collect_features(run_dir: str | Path, layer: int | Sequence[int] | None, *,
             from ttscale.verifiers.sprm_features import TorchFeatures
 
             loaded.append(TorchFeatures.load(str(path), layers[-1] if layers else None,
-                                             batch_size=batch_size, threads=threads))
+                                             threads=threads))
         return loaded[0]
 
     if not layers:
@@ -263,7 +263,7 @@ def generation_seconds(record: QuestionRecord) -> float:
 
 
 def score_run(run_dir: str | Path, head: SPRMHead, n: int, *, resamples: int = 200,
-              seed: int = 0, batch_size: int = 8, threads: int | None = None,
+              seed: int = 0, threads: int | None = None,
               extractor: Any = None,
               on_question: Callable[[int, int], None] | None = None,
               verifier_name: str = "sprm") -> RunScores:
@@ -274,7 +274,7 @@ def score_run(run_dir: str | Path, head: SPRMHead, n: int, *, resamples: int = 2
     name, _path, sha = run_model(settings)
     head.check_model(sha, name)
     extracted = collect_features(run_dir, head.meta.layer, delimiter=head.meta.step_delimiter,
-                                 batch_size=batch_size, threads=threads, extractor=extractor,
+                                 threads=threads, extractor=extractor,
                                  on_question=on_question)
     examples = load_examples(run_dir, head.meta.layer, records)
     start = time.perf_counter()

@@ -17,7 +17,6 @@ Heads trained by the project ship in ``ttscale/heads/``, found by the model's SH
 from __future__ import annotations
 
 import json
-import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -31,7 +30,7 @@ from ttscale.errors import ConfigError
 from ttscale.types import Usage
 from ttscale.verifiers.base import VerifierOutput
 from ttscale.verifiers.reduce import reduce_scores
-from ttscale.verifiers.sprm_features import chat_text, import_torch
+from ttscale.verifiers.sprm_features import REUSE_TOKENS, chat_text, import_torch
 
 SUFFIX = ".sprm.safetensors"
 META_SUFFIX = ".sprm.json"
@@ -244,8 +243,10 @@ class SPRMVerifier:
 
     ``head``: a head file (``sprm:PATH``); by default the head shipped for the loaded model,
     found by its SHA-256. The features are read by transformers from the same GGUF, loaded on
-    the first ``score``. Usage: every trace's prompt and trace tokens are verifier prompt
-    tokens; FLOPs are 2 x parameters x tokens x (layers run / layers of the model).
+    the first ``score``; up to ``reuse_tokens`` tokens of what it ran are kept, so a branch
+    re-scored in the next search round runs only its new tokens. Usage: every trace's prompt
+    and trace tokens are verifier prompt tokens, cached or not (as the policy's prompts are
+    counted); FLOPs are 2 x parameters x tokens x (layers run / layers of the model).
 
     Example (a head trained on the 135M model, e.g. by ``ttscale sprm train``):
         >>> from ttscale.backends.llamacpp import LlamaCppBackend
@@ -258,10 +259,11 @@ class SPRMVerifier:
 
     name = "sprm"
 
-    def __init__(self, backend: Any, head: str | None = None, *, batch_size: int = 8,
-                 threads: int | None = None) -> None:
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive number of traces, got {batch_size}")
+    def __init__(self, backend: Any, head: str | None = None, *,
+                 reuse_tokens: int = REUSE_TOKENS, threads: int | None = None) -> None:
+        if not isinstance(reuse_tokens, int) or reuse_tokens < 0:
+            raise ConfigError(f"reuse_tokens must be a number of tokens (0 keeps none), got "
+                              f"{reuse_tokens!r}")
         model, self.gguf_path, sha = model_identity(backend)
         found = Path(head) if head is not None else shipped_head(sha)
         if found is None:
@@ -272,7 +274,7 @@ class SPRMVerifier:
         self.head.check_model(sha, model)
         self.head_path = found
         self.params_count = int(getattr(backend, "params_count", 0))
-        self.batch_size = batch_size
+        self.reuse_tokens = reuse_tokens
         self.threads = threads
         self._features: Any = None
         # questions evaluated concurrently share one verifier: one copy of the model is
@@ -287,7 +289,7 @@ class SPRMVerifier:
                 from ttscale.verifiers.sprm_features import TorchFeatures
 
                 self._features = TorchFeatures.load(str(self.gguf_path), self.head.meta.layer,
-                                                    batch_size=self.batch_size,
+                                                    reuse_tokens=self.reuse_tokens,
                                                     threads=self.threads)
         return self._features
 
@@ -313,7 +315,7 @@ class SPRMVerifier:
         """The call's usage and each trace's share, for ``tokens`` read per trace."""
         fraction = self.head.meta.layer / max(self.head.meta.n_layers, 1)
         total = sum(tokens)
-        calls = 1 + math.ceil(len(tokens) / self.batch_size)  # the prompt, then batches
+        calls = len(tokens)  # one forward pass per trace
 
         def one(n: int, secs: float, k: int) -> Usage:
             return Usage(n, 0, k, secs, 2.0 * self.params_count * n * fraction)
