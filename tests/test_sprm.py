@@ -126,6 +126,24 @@ def test_verifier_spec_loads_a_head_and_refuses_a_mismatch(tmp_path: Path) -> No
         build_verifier(f"sprm:{weights}", _fake_with_model(OTHER, tmp_path))
 
 
+def test_verifier_picks_a_shipped_head_by_layer(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import ttscale.verifiers.sprm as sprm_module
+
+    monkeypatch.setattr(sprm_module, "HEADS_DIR", tmp_path / "heads")
+    deep = SPRMHead.new(_meta(layer=3)).save(tmp_path / "heads" / "deep")
+    shallow = SPRMHead.new(_meta(layer=1)).save(tmp_path / "heads" / "shallow")
+    fb = _fake_with_model(SHA, tmp_path)
+    assert build_verifier("sprm", fb).head_path == deep
+    assert build_verifier("sprm,layer=1", fb).head_path == shallow
+    with pytest.raises(ConfigError, match="at layer 2: the shipped heads read layer 1, 3"):
+        build_verifier("sprm,layer=2", fb)
+    with pytest.raises(ConfigError, match="a head file or a layer of a shipped head, not both"):
+        build_verifier(f"sprm:{deep},layer=3", fb)
+    with pytest.raises(ConfigError, match="layer must be the positive layer"):
+        build_verifier("sprm,layer=\"four\"", fb)
+
+
 def test_verifier_needs_a_model_file_and_a_head(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="use the llamacpp backend"):
         build_verifier("sprm", FakeBackend())
@@ -179,6 +197,10 @@ def test_shipped_head_is_found_by_sha(tmp_path: Path) -> None:
     assert shipped_head(SHA, tmp_path) == tmp_path / "tiny.sprm.safetensors"
     assert shipped_head(OTHER, tmp_path) == tmp_path / "other.sprm.safetensors"
     assert shipped_head("ff" * 32, tmp_path) is None
+    SPRMHead.new(_meta(layer=1)).save(tmp_path / "a-shallow")  # sorts first, reads layer 1
+    assert shipped_head(SHA, tmp_path) == tmp_path / "tiny.sprm.safetensors"  # the deepest
+    assert shipped_head(SHA, tmp_path, layer=1) == tmp_path / "a-shallow.sprm.safetensors"
+    assert shipped_head(SHA, tmp_path, layer=3) is None
     assert head_paths(tmp_path / "x.sprm.safetensors")[1].name == "x.sprm.json"
 
 

@@ -207,21 +207,37 @@ def head_paths(path: str | Path) -> tuple[Path, Path]:
     return Path(text + SUFFIX), Path(text + META_SUFFIX)
 
 
-def shipped_head(sha256: str | None, heads_dir: Path | None = None) -> Path | None:
-    """The head shipped for the model with this SHA-256, or ``None``.
+def shipped_heads(sha256: str | None, heads_dir: Path | None = None) -> dict[int, Path]:
+    """The heads shipped for the model with this SHA-256, by the layer they read.
+
+    Example:
+        >>> shipped_heads("0" * 64)
+        {}
+    """
+    folder = heads_dir or HEADS_DIR
+    if sha256 is None or not folder.is_dir():
+        return {}
+    found: dict[int, Path] = {}
+    for meta_path in sorted(folder.glob(f"*{META_SUFFIX}")):
+        meta = HeadMeta.from_json(meta_path.read_text(encoding="utf-8"))
+        if meta.base_model_sha256 == sha256 and head_paths(meta_path)[0].is_file():
+            found.setdefault(meta.layer, head_paths(meta_path)[0])
+    return dict(sorted(found.items()))
+
+
+def shipped_head(sha256: str | None, heads_dir: Path | None = None, *,
+                 layer: int | None = None) -> Path | None:
+    """The head shipped for the model with this SHA-256 that reads ``layer``, or by default
+    the deepest one (the better verifier; a shallower one scores faster); ``None`` if none.
 
     Example:
         >>> shipped_head("0" * 64) is None
         True
     """
-    folder = heads_dir or HEADS_DIR
-    if sha256 is None or not folder.is_dir():
-        return None
-    for meta_path in sorted(folder.glob(f"*{META_SUFFIX}")):
-        meta = HeadMeta.from_json(meta_path.read_text(encoding="utf-8"))
-        if meta.base_model_sha256 == sha256 and head_paths(meta_path)[0].is_file():
-            return head_paths(meta_path)[0]
-    return None
+    heads = shipped_heads(sha256, heads_dir)
+    if layer is not None:
+        return heads.get(layer)
+    return heads[max(heads)] if heads else None
 
 
 def model_identity(backend: Any) -> tuple[str, Path, str]:
@@ -242,9 +258,10 @@ class SPRMVerifier:
     """The SPRM head as a step-level verifier of the policy's own traces.
 
     ``head``: a head file (``sprm:PATH``); by default the head shipped for the loaded model,
-    found by its SHA-256. The features are read by transformers from the same GGUF, loaded on
-    the first ``score``; up to ``reuse_tokens`` tokens of what it ran are kept, so a branch
-    re-scored in the next search round runs only its new tokens. Usage: every trace's prompt
+    found by its SHA-256: the deepest, or the one reading ``layer`` (``sprm,layer=4``). The
+    features are read by transformers from the same GGUF, loaded on the first ``score``; up to
+    ``reuse_tokens`` tokens of what it ran are kept, so a branch re-scored in the next search
+    round runs only its new tokens. Usage: every trace's prompt
     and trace tokens are verifier prompt tokens, cached or not (as the policy's prompts are
     counted); FLOPs are 2 x parameters x tokens x (layers run / layers of the model).
 
@@ -259,13 +276,22 @@ class SPRMVerifier:
 
     name = "sprm"
 
-    def __init__(self, backend: Any, head: str | None = None, *,
+    def __init__(self, backend: Any, head: str | None = None, *, layer: int | None = None,
                  reuse_tokens: int = REUSE_TOKENS, threads: int | None = None) -> None:
         if not isinstance(reuse_tokens, int) or reuse_tokens < 0:
             raise ConfigError(f"reuse_tokens must be a number of tokens (0 keeps none), got "
                               f"{reuse_tokens!r}")
+        if layer is not None and (not isinstance(layer, int) or layer < 1):
+            raise ConfigError(f"layer must be the positive layer a shipped head reads, e.g. "
+                              f"layer=4, got {layer!r}")
         model, self.gguf_path, sha = model_identity(backend)
-        found = Path(head) if head is not None else shipped_head(sha)
+        if head is not None and layer is not None:
+            raise ConfigError("give the sprm verifier a head file or a layer of a shipped "
+                              "head, not both")
+        found = Path(head) if head is not None else shipped_head(sha, layer=layer)
+        if found is None and layer is not None and shipped_heads(sha):
+            raise ConfigError(f"no SPRM head ships for {model} at layer {layer}: the shipped "
+                              f"heads read layer {', '.join(map(str, shipped_heads(sha)))}")
         if found is None:
             raise ConfigError(f"no SPRM head ships for {model} (SHA-256 {sha[:12]}...): train "
                               "one with ttscale sprm collect and ttscale sprm train, then pass "
