@@ -319,3 +319,54 @@ def test_replay_of_a_run_still_generating_uses_its_finished_questions(tmp_path: 
     assert {json.loads(line)["questions"] for line in done.stdout.splitlines()} == {1}
     too_many = _ttscale("eval", "replay", tmp_path, "--strategies", "majority", "--n", "8")
     assert too_many.returncode == 2 and "at most 4" in too_many.stderr
+
+
+def test_a_resumed_run_refuses_another_verifier_behind_its_rows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scores are kept per verifier name and guided rows per (strategy, n, seed): a resumed
+    run whose verifier name now means another head, or whose guided strategies ask for
+    another verifier, would silently keep the first one's rows."""
+    from ttscale.evaluation import harness
+    from ttscale.verifiers import spec
+
+    heads = iter(["SPRM head a (SHA-256 1)", "SPRM head a (SHA-256 1)",
+                  "SPRM head b (SHA-256 2)"])
+
+    def with_head(name: object, backend: object) -> object:
+        made = spec.build_verifier(name, backend)  # type: ignore[arg-type]
+        made.identity = next(heads)  # type: ignore[attr-defined]
+        return made
+
+    monkeypatch.setattr(harness, "build_verifier", with_head)
+    fake = FakeBackend(script=script, yes_logprob=-0.3)
+    cfg = EvalConfig(strategies=("majority", "beam:width=2"), ns=(2,), verifier="self_judge")
+    store, h = open_run(tmp_path, cfg, fake)
+    h.run(PROBLEMS[:1])
+    store.close()
+    store, h = open_run(tmp_path, cfg, fake)  # the same head: resumes, nothing redone
+    calls = len(fake.calls)
+    h.run(PROBLEMS[:1])
+    assert len(fake.calls) == calls
+    store.close()
+    with pytest.raises(ConfigError, match=r"as verifier self_judge came from SPRM head a "
+                       r"\(SHA-256 1\), but self_judge now means SPRM head b"):
+        open_run(tmp_path, cfg, fake)
+    monkeypatch.setattr(harness, "build_verifier", spec.build_verifier)
+    judge = EvalConfig(strategies=("beam:width=2",), ns=(2,), verifier="llm_judge")
+    with pytest.raises(ConfigError, match="guided strategies stored in .* ran with --verifier "
+                       "self_judge, not llm_judge: pass --verifier self_judge to go on"):
+        open_run(tmp_path, judge, fake)
+    # scores of another verifier on the same samples are welcome: nothing guided asks for it
+    open_run(tmp_path, EvalConfig(strategies=("best_of_n",), ns=(2,), verifier="llm_judge"),
+             fake)[0].close()
+
+
+def test_eval_cli_says_which_verifier_a_run_was_guided_by(tmp_path: Path) -> None:
+    data, out = _questions(tmp_path, 2), tmp_path / "run"
+    args = ["eval", "--dataset", data, "--backend", "fake", "--n", "2", "--out", out,
+            "--concurrency", "1", "--strategies", "beam:width=2"]
+    first = _ttscale(*args, "--verifier", "self_judge")
+    assert first.returncode == 0, first.stderr
+    other = _ttscale(*args, "--verifier", "llm_judge")
+    assert other.returncode == 2 and "Traceback" not in other.stderr
+    assert "ran with --verifier self_judge, not llm_judge" in " ".join(other.stderr.split())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -231,6 +232,11 @@ def test_collect_train_eval_end_to_end(tmp_path: Path) -> None:
     shallow_scores = [t.score for r in load_records(run, "sprm-l4")[1] for t in r.traces]
     assert len(shallow_scores) == 9 and shallow_scores != scores
     assert [t.score for r in load_records(run, "sprm")[1] for t in r.traces] == scores
+    # each name is bound to the head behind its scores, so a resumed eval cannot mix heads
+    with sqlite3.connect(run / "run.sqlite") as db:
+        bound = dict(db.execute("SELECT key, value FROM bindings").fetchall())
+    assert bound["verifier:sprm"].startswith("SPRM head smollm2.sprm.safetensors (SHA-256 ")
+    assert bound["verifier:sprm-l4"].startswith("SPRM head h4.sprm.safetensors (SHA-256 ")
     side = _ttscale("eval", "verifiers", str(run), "-n", "1,3", "--json", env=env)
     assert side.returncode == 0, side.stderr
     assert "sprm-l4" in side.stdout and '"sprm"' in side.stdout

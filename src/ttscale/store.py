@@ -58,10 +58,14 @@ _LATER = (
     """CREATE TABLE IF NOT EXISTS questions (position INTEGER PRIMARY KEY,
         id TEXT NOT NULL UNIQUE, question TEXT NOT NULL, gold TEXT NOT NULL,
         meta TEXT NOT NULL)""",
+    # What a name used in the run stands for (a verifier name: the head behind its scores),
+    # so a later invocation cannot mix another meaning into the same rows.
+    """CREATE TABLE IF NOT EXISTS bindings (key TEXT PRIMARY KEY, value TEXT NOT NULL,
+        created REAL NOT NULL)""",
 )
 # logprobs holds a summary (tokens, sum, mean, min); token_logprobs the full list, kept so a
 # replayed logprob request (a self-judge verdict) equals the original.
-TABLES = ("run", "generations", "scores", "results", "trees", "questions")
+TABLES = ("run", "generations", "scores", "results", "trees", "questions", "bindings")
 
 
 def _default(obj: Any) -> Any:
@@ -359,6 +363,25 @@ class Store:
         """Names of the verifiers that scored anything in this store, sorted."""
         return [r[0] for r in self._query("SELECT DISTINCT verifier FROM scores ORDER BY 1")]
 
+    def bind(self, key: str, value: str, *, replace: bool = False) -> str:
+        """Record ``value`` for ``key`` unless one is recorded already (or ``replace``);
+        returns the value now recorded, for the caller to compare with its own.
+
+        Example:
+            >>> import tempfile
+            >>> s = Store.open(tempfile.mkdtemp(), {"kind": "eval"})
+            >>> s.bind("verifier:sprm", "head a"), s.bind("verifier:sprm", "head b")
+            ('head a', 'head a')
+            >>> s.bind("verifier:sprm", "head b", replace=True)
+            'head b'
+        """
+        verb = "REPLACE" if replace else "IGNORE"
+        with self._transaction() as conn:
+            conn.execute(f"INSERT OR {verb} INTO bindings (key, value, created) VALUES (?,?,?)",
+                         (key, value, time.time()))
+            row = conn.execute("SELECT value FROM bindings WHERE key=?", (key,)).fetchone()
+        return str(row[0])
+
     def put_questions(self, rows: Sequence[QuestionRow]) -> int:
         """Record the run's questions in order; a question already stored keeps its place."""
         with self._lock:
@@ -441,7 +464,7 @@ def _init_or_read(conn: sqlite3.Connection, path: Path, asked: dict[str, Any]) -
             conn.execute("ROLLBACK")
             raise
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    missing = [t for t in TABLES if t not in names and t != "questions"]
+    missing = [t for t in TABLES if t not in names and t not in ("questions", "bindings")]
     if missing:
         raise ConfigError(f"{path} is an SQLite file without the ttscale tables "
                           f"{', '.join(missing)}: move it away or use a new --out name")

@@ -33,7 +33,7 @@ from ttscale.store import QuestionRow, ResultRow, ScoreRow, Store, StoredGenerat
 from ttscale.strategies.spec import make_strategy
 from ttscale.types import GenerateOutput, Usage
 from ttscale.verifiers.base import Verifier
-from ttscale.verifiers.spec import build_verifier, check_verifier
+from ttscale.verifiers.spec import build_verifier, check_verifier, verifier_identity
 
 KIND = "eval"
 RUN_LABEL = "eval"
@@ -197,6 +197,7 @@ class Harness:
         if cfg.verifier is not None:
             # The verifier calls the backend itself: its scores are stored, not its samples.
             self.verifier = build_verifier(cfg.verifier, backend.backend)
+            bind_verifier(store, cfg, self.verifier)
 
     def run(self, problems: Sequence[Problem]) -> EvalOutcome:
         """Generate, score and record every question; resumable at any point."""
@@ -363,6 +364,44 @@ class Harness:
             if r.tree is not None:
                 trees.append((f"{name}, n={n}, seed={seed}", r.tree))
         return rows, spent
+
+
+def bind_verifier(store: Store, cfg: EvalConfig, verifier: Verifier) -> None:
+    """Refuse to mix two verifiers in rows a resumed run skips: scores are kept per verifier
+    name, so a name must keep meaning one verifier (``sprm`` once picked another shipped
+    head); a verifier-guided strategy's rows are kept per (strategy, n, seed), so its
+    verifier must stay the one they ran with.
+
+    Example:
+        >>> import tempfile
+        >>> from ttscale.backends.fake import FakeBackend
+        >>> store = Store.open(tempfile.mkdtemp(), {"kind": "eval"})
+        >>> cfg = EvalConfig(strategies=("beam:width=2",), ns=(4,), verifier="self_judge")
+        >>> bind_verifier(store, cfg, build_verifier("self_judge", FakeBackend()))
+        >>> other = EvalConfig(strategies=("beam:width=2",), ns=(4,), verifier="llm_judge")
+        >>> bind_verifier(store, other, build_verifier("llm_judge", FakeBackend()))
+        Traceback (most recent call last):
+        ...
+        ttscale.errors.ConfigError: the verifier-guided strategies stored in ... ran with \
+--verifier self_judge, not llm_judge: pass --verifier self_judge to go on, or give llm_judge \
+its own --out directory
+    """
+    name = cfg.verifier or ""
+    where = store.path.parent
+    identity = verifier_identity(verifier, name)
+    had = store.bind(f"verifier:{name}", identity)
+    if had != identity:
+        raise ConfigError(f"the scores stored in {where} as verifier {name} came from {had}, "
+                          f"but {name} now means {identity}: give this verifier its own --out "
+                          "directory (ttscale sprm eval RUN --head PATH --store-as NAME "
+                          "re-scores a run's samples under a new name)")
+    guided = [s for s in cfg.solved if any(make_strategy(s, n).needs_verifier for n in cfg.ns)]
+    if guided:
+        had = store.bind("guided_by", name)
+        if had != name:
+            raise ConfigError(f"the verifier-guided strategies stored in {where} ran with "
+                              f"--verifier {had}, not {name}: pass --verifier {had} to go on, "
+                              f"or give {name} its own --out directory")
 
 
 def _minus(a: Usage, b: Usage) -> Usage:

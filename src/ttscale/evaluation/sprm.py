@@ -299,6 +299,8 @@ def score_run(run_dir: str | Path, head: SPRMHead, n: int, *, resamples: int = 2
                                      Usage(e.tokens, 0, 0, secs,
                                            2.0 * params * e.tokens * fraction)))
         store.put_scores(rows, replace=True)
+        # the name now stands for this head: an eval resuming with another is refused
+        store.bind(f"verifier:{verifier_name}", head.identity, replace=True)
     done = [r for r in load_records(run_dir, verifier_name)[1]
             if len(r.traces) >= n and all(t.score is not None for t in r.traces)]
     samples = question_samples(done)

@@ -119,3 +119,17 @@ def build_verifier(text: str | Verifier, backend: Any) -> Verifier:
     factory, args = _factory_and_args(spec, backend)
     made: Verifier = factory(*args, **dict(spec.options))
     return made
+
+
+def verifier_identity(verifier: Verifier, spec: str) -> str:
+    """What a run store records as the source of scores stored under the name ``spec``: the
+    spec itself, unless the verifier says more (an SPRM head names its file and SHA-256,
+    because ``sprm`` picks whichever head ships with the installed version).
+
+    Example:
+        >>> from ttscale.backends.fake import FakeBackend
+        >>> verifier_identity(build_verifier("self_judge", FakeBackend()), "self_judge")
+        'self_judge'
+    """
+    found = getattr(verifier, "identity", None)
+    return found if isinstance(found, str) and found else spec

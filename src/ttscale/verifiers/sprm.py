@@ -16,6 +16,7 @@ Heads trained by the project ship in ``ttscale/heads/``, found by the model's SH
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -115,11 +116,15 @@ class SPRMHead:
         (2, True)
     """
 
-    def __init__(self, meta: HeadMeta, module: Any, mean: np.ndarray, scale: np.ndarray):
+    def __init__(self, meta: HeadMeta, module: Any, mean: np.ndarray, scale: np.ndarray,
+                 *, identity: str = "an unsaved SPRM head"):
         self.meta = meta
         self.module = module.eval()
         self.mean = mean.astype(np.float32)
         self.scale = scale.astype(np.float32)
+        # what a run store records of the head behind its scores: two heads for one model
+        # (another layer, a retrained one) must not pass for each other
+        self.identity = identity
 
     @classmethod
     def new(cls, meta: HeadMeta, *, seed: int = 0, mean: np.ndarray | None = None,
@@ -180,7 +185,8 @@ class SPRMHead:
         module = build_module(meta.hidden_size, meta.width)
         module.load_state_dict({k[len("module."):]: v for k, v in tensors.items()
                                 if k.startswith("module.")})
-        return cls(meta, module, tensors["mean"].numpy(), tensors["scale"].numpy())
+        return cls(meta, module, tensors["mean"].numpy(), tensors["scale"].numpy(),
+                   identity=head_identity(weights))
 
     def check_model(self, sha256: str | None, model: str) -> None:
         """Refuse a model other than the one the head was trained on."""
@@ -190,6 +196,21 @@ class SPRMHead:
                 f"{self.meta.base_model_sha256[:12]}...), not on the loaded model {model} "
                 f"(SHA-256 {(sha256 or 'unknown')[:12]}...): load {self.meta.model} or use "
                 f"a head trained on {model}")
+
+
+def head_identity(path: str | Path) -> str:
+    """A head file named by its file name and the start of its weights' SHA-256.
+
+    Example:
+        >>> import tempfile
+        >>> f = Path(tempfile.mkdtemp()) / "m.sprm.safetensors"
+        >>> _ = f.write_bytes(b"weights")
+        >>> head_identity(f)
+        'SPRM head m.sprm.safetensors (SHA-256 9a129038d9a00aed...)'
+    """
+    weights = head_paths(path)[0]
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    return f"SPRM head {weights.name} (SHA-256 {digest[:16]}...)"
 
 
 def head_paths(path: str | Path) -> tuple[Path, Path]:
@@ -299,6 +320,7 @@ class SPRMVerifier:
         self.head = SPRMHead.load(found)
         self.head.check_model(sha, model)
         self.head_path = found
+        self.identity = self.head.identity
         self.params_count = int(getattr(backend, "params_count", 0))
         self.reuse_tokens = reuse_tokens
         self.threads = threads
