@@ -1,0 +1,263 @@
+"""``ttscale eval``: run an evaluation, import sample sets, replay strategies over stored
+samples, ensembles of runs, and verifiers side by side. The work is in
+:mod:`ttscale.cli.evaluate`; this module declares the options."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from ttscale import models
+from ttscale.cli.common import reported
+from ttscale.errors import ConfigError
+from ttscale.registry import backends
+
+eval_app = typer.Typer(
+    help="Evaluate strategies on a dataset: accuracy against compute, every sample stored; "
+         "or import sample sets and replay strategies over them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@eval_app.callback(invoke_without_command=True)
+def eval_command(
+    ctx: typer.Context,
+    dataset: Annotated[str | None, typer.Option(
+        "--dataset", "-d", help="A dataset (see ttscale datasets), gym:TASK, hf:OWNER/NAME or "
+                                "a .jsonl file.", show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="The run directory: created, or resumed when its settings match.",
+        show_default=False)] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help=f"As for solve. Default: {models.DEFAULT_MODEL}.",
+        show_default=False)] = None,
+    split: Annotated[str, typer.Option(help="The dataset split.")] = "test",
+    limit: Annotated[int | None, typer.Option(help="Only the first LIMIT problems.",
+                                              show_default=False)] = None,
+    ids: Annotated[str | None, typer.Option(
+        help="Problems by position (0-39,50) or by id.", show_default=False)] = None,
+    strategies: Annotated[str, typer.Option(
+        help="Comma-separated strategy specs, e.g. majority,weighted_best_of_n,greedy or "
+             "majority,beam:width=4,max_steps=8,dvts:width=4.")
+    ] = "majority",
+    n: Annotated[str, typer.Option("--n", help="Sample counts, increasing: 1,2,4,8,16.")
+                 ] = "1,2,4,8",
+    seeds: Annotated[int, typer.Option(help="Independent sample sets per question.")] = 1,
+    verifier: Annotated[str | None, typer.Option(
+        help="Scores samples for best_of_n / weighted_best_of_n (default self_judge; "
+             "NAME[:ARG][,KEY=VALUE...], e.g. hf_prm:MODEL).",
+        show_default=False)] = None,
+    temperature: Annotated[str, typer.Option(
+        help="Sampling temperature, or auto: chosen without labels before the run by the "
+             "entropy turning point (TURN) on the first 4 questions.")] = "0.7",
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold.")] = 1.0,
+    max_tokens: Annotated[int, typer.Option(help="Completion tokens per sample, at most.")
+                          ] = 1024,
+    concurrency: Annotated[int, typer.Option(help="Questions in flight at once.")] = 4,
+    resamples: Annotated[int, typer.Option(help="Random subsets per question and n.")] = 200,
+    question_field: Annotated[str | None, typer.Option(
+        help="The question's field in a JSONL or hf: dataset.", show_default=False)] = None,
+    answer_field: Annotated[str | None, typer.Option(
+        help="The gold answer's field in a JSONL or hf: dataset.", show_default=False)] = None,
+    option: Annotated[list[str] | None, typer.Option(
+        help="KEY=VALUE for a gym: dataset (repeatable): seed, size and the task's "
+             "difficulty settings, e.g. --option seed=1 --option max_terms=4.",
+        show_default=False)] = None,
+    backend: Annotated[str, typer.Option(help="llamacpp, openai or fake.")] = "llamacpp",
+    base_url: Annotated[str | None, typer.Option(
+        help="An OpenAI-compatible server, with --backend openai.", show_default=False)] = None,
+    threads: Annotated[int | None, typer.Option(
+        help="CPU threads for llamacpp (default: all cores).", show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the curve points as JSON lines, nothing else.")] = False,
+    # for the tests: seconds each call of the scripted fake backend takes
+    fake_delay: Annotated[float, typer.Option(hidden=True)] = 0.0,
+) -> None:
+    """Evaluate strategies on a dataset: every sample is stored as it arrives, so a stopped
+    run resumes and larger N reuses smaller N; prints accuracy ± 95% CI against tokens, and
+    writes results.jsonl, curves.png and report.html into the run directory.
+
+    Example: ttscale eval --dataset gsm8k --ids 0-39 --strategies majority --n 1,4,16
+    --out runs/gsm8k
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from ttscale.cli.efficiency import parse_temperature
+    from ttscale.cli.evaluate import eval_run, parse_ns, parse_options
+    from ttscale.evaluation.harness import EvalConfig
+    from ttscale.strategies.spec import split_specs
+
+    with reported():
+        if dataset is None or out is None:
+            raise ConfigError("ttscale eval needs --dataset and --out: e.g. ttscale eval "
+                              "--dataset gsm8k --limit 10 --out runs/gsm8k")
+        backends.get(backend)
+        fixed = parse_temperature(temperature)
+        cfg = EvalConfig(strategies=tuple(split_specs(strategies)),
+                         ns=tuple(parse_ns(n)), seeds=seeds,
+                         temperature=0.7 if fixed is None else fixed,
+                         top_p=top_p, max_tokens=max_tokens, verifier=verifier,
+                         concurrency=concurrency, resamples=resamples)
+        eval_run(out, cfg=cfg, dataset=dataset, split=split, limit=limit, ids=ids,
+                 question_field=question_field, answer_field=answer_field, backend=backend,
+                 model=model, base_url=base_url, threads=threads, as_json=as_json,
+                 fake_delay=fake_delay, options=parse_options(option or []),
+                 choose_temperature=fixed is None)
+
+
+@eval_app.command("import-samples")
+def import_samples_command(
+    file: Annotated[Path, typer.Argument(help="The sample file (JSONL).", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="The run directory to store into.",
+                                      show_default=False)],
+    fmt: Annotated[str, typer.Option("--format", help="The file's format: boinf.")] = "boinf",
+) -> None:
+    """Store a sample set with its gold answers in RUN_DIR, for ttscale eval replay.
+
+    Example: ttscale eval import-samples aime.jsonl --format boinf --out runs/aime
+    """
+    from ttscale.cli.evaluate import import_samples
+
+    with reported():
+        import_samples(file, out, fmt)
+
+
+@eval_app.command("replay")
+def replay_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory made by import-samples.",
+                                            show_default=False)],
+    strategies: Annotated[str, typer.Option(
+        help="Comma-separated: majority, weighted_best_of_n, best_of_n, pass@k, "
+             "adaptive_majority, deepconf, deepconf_online, deepprune.")] = "majority",
+    n: Annotated[str, typer.Option("--n", help="Sample counts, increasing: 1,2,4,8 (for "
+                                               "adaptive_majority: the most samples).")
+                 ] = "1,2,4,8",
+    rule: Annotated[list[str] | None, typer.Option(
+        help="Stopping rule of adaptive_majority, NAME[,KEY=VALUE...] (repeatable): budgeted "
+             "(default; threshold, horizon, power), bayes_factor (threshold), fixed.",
+        show_default=False)] = None,
+    confidence: Annotated[list[str] | None, typer.Option(
+        help="DeepConf settings KEY=VALUE,... (repeatable; default eta=0.1 and eta=0.9): eta, "
+             "window, measure (lowest, tail, bottom10, mean), warmup, batch, tau, top_k.",
+        show_default=False)] = None,
+    prune: Annotated[list[str] | None, typer.Option(
+        help="DeepPrune settings KEY=VALUE,... (repeatable): prefix, similarity (jaccard, "
+             "embedding), threshold, ngram.", show_default=False)] = None,
+    resamples: Annotated[int, typer.Option(help="Random subsets (adaptive and efficiency "
+                                                "strategies: random sample orders) per "
+                                                "question and n.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the subset draws.")] = 0,
+    verifier: Annotated[str | None, typer.Option(
+        help="Whose stored scores best_of_n / weighted_best_of_n use, e.g. sprm (default: "
+             "the run's first verifier by name).", show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the points as JSON lines, nothing else.")] = False,
+) -> None:
+    """Replay strategies over stored samples: accuracy ± 95% CI and tokens per n; writes
+    RUN_DIR/results.jsonl.
+
+    Example: ttscale eval replay runs/aime --strategies majority --n 1,4,16,80
+
+    Example: ttscale eval replay runs/aime --strategies majority,adaptive_majority --n 80
+    --rule budgeted --rule bayes_factor,threshold=10
+
+    Example: ttscale eval replay runs/gsm8k --strategies majority,deepconf,deepconf_online,
+    deepprune --n 16 --confidence eta=0.1 --prune prefix=64
+    """
+    from ttscale.cli.efficiency import DEFAULT_CONFIDENCE
+    from ttscale.cli.evaluate import replay
+
+    with reported():
+        replay(run_dir, strategies, n, resamples=resamples, seed=seed, as_json=as_json,
+               rules=rule or ["budgeted"], confidence=confidence or DEFAULT_CONFIDENCE,
+               prune=prune or [""], verifier=verifier)
+
+
+@eval_app.command("ensemble")
+def ensemble_command(
+    run_dirs: Annotated[list[Path], typer.Argument(
+        help="Two or more run directories (ttscale eval or import-samples), one per source.",
+        show_default=False)],
+    n: Annotated[int | None, typer.Option(
+        "--n", help="Samples per source and question (default: all stored).",
+        show_default=False)] = None,
+    rule: Annotated[str | None, typer.Option(
+        help="Draw each source's samples with this adaptive stopping rule (e.g. budgeted), "
+             "over --orders random orders.", show_default=False)] = None,
+    orders: Annotated[int, typer.Option(help="Random orders with --rule.")] = 5,
+    folds: Annotated[int, typer.Option(help="Cross-validation folds over questions "
+                                            "(0: leave-one-out).")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the random orders.")] = 0,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the report as one JSON object, nothing else.")] = False,
+) -> None:
+    """Ensembles of several runs on their shared questions: equal, first-order, MILP and
+    second-order weights and the best single source (by cross-validation and in hindsight),
+    each with its accuracy and tokens per question, cross-validated over questions.
+
+    Example: ttscale eval ensemble runs/aime-model-a runs/aime-model-b --rule budgeted
+    """
+    from ttscale.adaptive import parse_rule
+    from ttscale.cli.render import ensemble_table
+    from ttscale.evaluation.ensemble_runs import ensemble_report
+
+    with reported():
+        report = ensemble_report(run_dirs, n=n, rule=parse_rule(rule) if rule else None,
+                                 orders=orders, folds=folds, seed=seed)
+        if as_json:
+            sys.stdout.write(json.dumps(asdict(report)) + "\n")
+        else:
+            Console().print(ensemble_table(report))
+
+
+@eval_app.command("verifiers")
+def verifiers_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory scored by one or more "
+                                                 "verifiers.", show_default=False)],
+    n: Annotated[str, typer.Option("--n", "-n", help="Sample counts, increasing: 1,2,4,8.")
+                 ] = "1,2,4,8",
+    verifier: Annotated[str | None, typer.Option(
+        help="Comma-separated verifiers to compare (default: every one that scored the run).",
+        show_default=False)] = None,
+    plot: Annotated[Path | None, typer.Option(
+        help="Write the curves (accuracy against tokens, verifier tokens included) to this "
+             "PNG.", show_default=False)] = None,
+    resamples: Annotated[int, typer.Option(help="Random subsets per question and n.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the subset draws.")] = 0,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the comparison as one JSON object, nothing else.")] = False,
+) -> None:
+    """Verifiers side by side on the same stored samples: trace AUROC, and best-of-n and
+    weighted best-of-n by each verifier's scores against majority at the same n.
+
+    Example: ttscale eval verifiers runs/gsm8k -n 1,2,4,8 --plot verifiers.png
+    """
+    from ttscale.cli.evaluate import parse_ns
+    from ttscale.cli.render import verifiers_table
+    from ttscale.evaluation.plots import plot_curves
+    from ttscale.evaluation.verifier_compare import compare_verifiers
+
+    with reported():
+        if resamples < 1:
+            raise ConfigError(f"--resamples must be a positive number, got {resamples}")
+        names = [v.strip() for v in verifier.split(",") if v.strip()] if verifier else None
+        res = compare_verifiers(run_dir, parse_ns(n), verifiers=names, resamples=resamples,
+                                seed=seed)
+        if plot is not None:
+            plot_curves(res.points, plot, "verifiers against majority")
+        if as_json:
+            sys.stdout.write(json.dumps(asdict(res)) + "\n")
+        else:
+            Console().print(verifiers_table(res))
+            if res.skipped:
+                Console(stderr=True).print(
+                    f"{res.skipped} questions left out: fewer than {parse_ns(n)[-1]} samples "
+                    "scored by every verifier", markup=False, highlight=False)
