@@ -52,6 +52,7 @@ def scored_run(tmp: Path, skip: str | None = None) -> Path:
                 s = 0.9 if g.answer is not None and equivalent(p.gold, g.answer) else 0.1
                 rows.append(ScoreRow(g.id, "oracle", (s,), s, Usage(10, 0, 1)))
         store.put_scores(rows)
+        store.bind("verifier:oracle", "the oracle head (SHA-256 0f)")
     return tmp
 
 
@@ -72,6 +73,9 @@ def test_every_verifier_on_the_same_questions(tmp_path: Path) -> None:
     # the verifier's tokens are in its strategies' cost, not in majority's
     assert oracle[("best_of_n [oracle]", 4)].mean_tokens > majority4.mean_tokens
     assert len(res.points) == 2 + 2 * 2 * 2
+    # what each name stood for when it scored, as the run recorded it
+    assert by["oracle"].source == "the oracle head (SHA-256 0f)"
+    assert by["self_judge"].source == "self_judge"
 
 
 def test_a_question_not_scored_by_every_verifier_is_left_out(tmp_path: Path) -> None:
@@ -114,6 +118,7 @@ def test_the_command_prints_json_and_draws_the_curves(tmp_path: Path) -> None:
     assert png.read_bytes()[:4] == b"\x89PNG"
     table = _ttscale("eval", "verifiers", run, "-n", "4")
     assert table.returncode == 0 and "weighted" in table.stdout and "1.000" in table.stdout
+    assert "oracle: the oracle head (SHA-256 0f)" in " ".join(table.stdout.split())
     bad = _ttscale("eval", "verifiers", run, "-n", "4", "--verifier", "prm")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().startswith("error:") and "no scores from prm" in bad.stderr

@@ -372,8 +372,8 @@ class Store:
             >>> s = Store.open(tempfile.mkdtemp(), {"kind": "eval"})
             >>> s.bind("verifier:sprm", "head a"), s.bind("verifier:sprm", "head b")
             ('head a', 'head a')
-            >>> s.bind("verifier:sprm", "head b", replace=True)
-            'head b'
+            >>> s.bind("verifier:sprm", "head b", replace=True), s.bound("verifier:sprm")
+            ('head b', 'head b')
         """
         verb = "REPLACE" if replace else "IGNORE"
         with self._transaction() as conn:
@@ -381,6 +381,11 @@ class Store:
                          (key, value, time.time()))
             row = conn.execute("SELECT value FROM bindings WHERE key=?", (key,)).fetchone()
         return str(row[0])
+
+    def bound(self, key: str) -> str | None:
+        """The value recorded for ``key`` by :meth:`bind`, or ``None``."""
+        rows = self._query("SELECT value FROM bindings WHERE key=?", (key,))
+        return str(rows[0][0]) if rows else None
 
     def put_questions(self, rows: Sequence[QuestionRow]) -> int:
         """Record the run's questions in order; a question already stored keeps its place."""

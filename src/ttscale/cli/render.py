@@ -287,8 +287,12 @@ def ensemble_table(report: EnsembleReport) -> Table:
 def verifiers_table(res: Comparison) -> Table:
     """Majority and each verifier's best-of-n and weighted best-of-n at every n, with the
     verifier's trace AUROC, all on the same samples."""
+    # which head an sprm name scored with: a name alone may mean another head elsewhere
+    sources = [f"{v.verifier}: {v.source}" for v in res.verifiers
+               if v.source and v.source != v.verifier]
     table = Table(title=f"{res.questions} questions, the same samples for every row",
-                  caption="tokens per question include the verifier's")
+                  caption="; ".join(["tokens per question include the verifier's",
+                                     *sources]))
     for name, justify in (("strategy", "left"), ("verifier", "left"), ("n", "right"),
                           ("accuracy", "right"), ("95% CI", "right"), ("tokens/q", "right"),
                           ("AUROC", "right")):

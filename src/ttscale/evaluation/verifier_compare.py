@@ -38,6 +38,7 @@ class VerifierFigures:
     correct: int
     auroc: float | None
     points: tuple[CurvePoint, ...]
+    source: str = ""  # what the name stood for when it scored (an SPRM head's file), if known
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ def compare_verifiers(run_dir: str | Path, ns: Sequence[int], *,
         raise ConfigError("-n takes positive sample counts such as 8 or 1,2,4,8")
     with Store.open(run_dir, settings) as store:
         stored = store.verifiers()
+        sources = {v: store.bound(f"verifier:{v}") or "" for v in stored}
     names = list(verifiers) if verifiers else stored
     missing = [v for v in names if v not in stored]
     if not stored or missing:
@@ -107,5 +109,5 @@ def compare_verifiers(run_dir: str | Path, ns: Sequence[int], *,
         labels = _labels(recs)
         scores = [float(t.score or 0.0) for r in recs for t in r.traces]
         figures.append(VerifierFigures(name, len(labels), sum(labels), auroc(scores, labels),
-                                       tuple(points)))
+                                       tuple(points), sources.get(name, "")))
     return Comparison(len(keep), total - len(keep), tuple(majority), tuple(figures))
