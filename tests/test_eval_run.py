@@ -370,3 +370,27 @@ def test_eval_cli_says_which_verifier_a_run_was_guided_by(tmp_path: Path) -> Non
     other = _ttscale(*args, "--verifier", "llm_judge")
     assert other.returncode == 2 and "Traceback" not in other.stderr
     assert "ran with --verifier self_judge, not llm_judge" in " ".join(other.stderr.split())
+
+
+def test_results_file_and_report_keep_earlier_invocations(tmp_path: Path) -> None:
+    """Sampling, then a search, then another n: the run's files show all of them, the
+    terminal only what was asked now."""
+    data, out = _questions(tmp_path, 3), tmp_path / "run"
+    first = _ttscale(*_eval(data, out, n="1,2"), "--json")
+    assert first.returncode == 0, first.stderr
+    second = _ttscale("eval", "--dataset", data, "--backend", "fake", "--strategies", "greedy",
+                      "--n", "1", "--out", out, "--concurrency", "1", "--json")
+    assert second.returncode == 0, second.stderr
+    printed = [(p["strategy"], p["n"]) for p in map(json.loads, second.stdout.splitlines())]
+    assert printed == [("pass@k", 1), ("greedy", 1)]
+    kept = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [(p["strategy"], p["n"]) for p in kept] == [
+        ("pass@k", 1), ("greedy", 1), ("majority", 1), ("majority", 2)]
+    # majority's points are the first invocation's, on the same questions
+    firsts = {(p["strategy"], p["n"]): p for p in map(json.loads, first.stdout.splitlines())}
+    assert all(p["accuracy"] == firsts[("majority", p["n"])]["accuracy"]
+               for p in kept if p["strategy"] == "majority")
+    rebuilt = _ttscale("report", out)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    page = (out / "report.html").read_text()
+    assert "greedy" in page and "majority" in page

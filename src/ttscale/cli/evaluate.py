@@ -39,6 +39,7 @@ from ttscale.evaluation.adaptive_replay import adaptive_curve
 from ttscale.evaluation.cache import CachedBackend
 from ttscale.evaluation.datasets import Problem, load_dataset
 from ttscale.evaluation.harness import (
+    REPLAYED,
     VERIFIED,
     EvalConfig,
     EvalOutcome,
@@ -132,16 +133,19 @@ def _table(points: list[CurvePoint], title: str) -> Table:
 
 
 def write_outputs(run_dir: Path, points: Sequence[CurvePoint], *, as_json: bool,
-                  resamples: int, seed: int, title: str = "accuracy against compute") -> None:
-    """results.jsonl, the terminal table (or JSON lines), curves.png and report.html."""
-    lines = [json.dumps({**asdict(p), "resamples": resamples, "seed": seed}) for p in points]
+                  resamples: int, seed: int, title: str = "accuracy against compute",
+                  extra: Sequence[CurvePoint] = ()) -> None:
+    """The terminal table (or JSON lines) of ``points``; results.jsonl, curves.png and
+    report.html of ``points`` and ``extra`` (earlier invocations' points)."""
+    lines = [json.dumps({**asdict(p), "resamples": resamples, "seed": seed})
+             for p in [*points, *extra]]
     (Path(run_dir) / RESULTS).write_text("".join(line + "\n" for line in lines),
                                          encoding="utf-8")
     if as_json:
-        sys.stdout.write("".join(line + "\n" for line in lines))
+        sys.stdout.write("".join(line + "\n" for line in lines[:len(points)]))
     else:
         Console().print(_table(list(points), title))
-    render_files(run_dir, points)
+    render_files(run_dir, [*points, *extra])
 
 
 def render_files(run_dir: Path, points: Sequence[CurvePoint]) -> None:
@@ -382,11 +386,11 @@ def _with_progress(err: Console, cfg: EvalConfig, cached: CachedBackend, store: 
 def summarise(run_dir: Path, cfg: EvalConfig, *, as_json: bool,
               only: Sequence[str] | None = None) -> list[CurvePoint]:
     """Curves of a stored eval run: replayed strategies from the samples, the others from
-    their result rows; printed, written to results.jsonl, plotted and reported."""
-    _settings, records = load_records(run_dir)
-    if only is not None:
-        wanted = set(only)
-        records = [r for r in records if r.id in wanted]
+    their result rows. This invocation's are printed; results.jsonl, curves.png and
+    report.html also keep what earlier invocations of the run stored."""
+    _settings, every = load_records(run_dir)
+    wanted = set(only) if only is not None else None
+    records = every if wanted is None else [r for r in every if r.id in wanted]
     points: list[CurvePoint] = []
     samples = question_samples(records)
     for name in [*cfg.replayed, "pass@k"]:
@@ -397,24 +401,64 @@ def summarise(run_dir: Path, cfg: EvalConfig, *, as_json: bool,
     for name in cfg.solved:
         points.extend(solved_curve(records, name, cfg.ns))
     points = with_costs(points, records)
+    earlier = earlier_points(every, {(p.strategy, p.n) for p in points},
+                             resamples=cfg.resamples, seed=cfg.replay_seed)
     write_outputs(run_dir, points, as_json=as_json, resamples=cfg.resamples,
-                  seed=cfg.replay_seed, title=f"{len(records)} questions")
+                  seed=cfg.replay_seed, title=f"{len(records)} questions", extra=earlier)
     return points
 
 
+def earlier_points(records: Sequence[QuestionRecord], shown: set[tuple[str, int]], *,
+                   resamples: int, seed: int) -> list[CurvePoint]:
+    """Points of every (strategy, n) with result rows in the run but not in ``shown``,
+    over every question that has them: a run evaluated in several invocations (sampling,
+    then each search) reports all of them, not only the last.
+
+    Example:
+        >>> from ttscale.store import ResultRow
+        >>> from ttscale.types import Usage
+        >>> rows = (ResultRow("eval", "q", "greedy", 1, 0, "4", True, Usage(10, 5)),)
+        >>> [(p.strategy, p.n) for p in earlier_points(
+        ...     [QuestionRecord("q", "2+2?", "4", (), rows)], set(), resamples=1, seed=0)]
+        [('greedy', 1)]
+    """
+    stored: dict[str, set[int]] = {}
+    for r in records:
+        for row in r.results:
+            if (row.strategy, row.n) not in shown:
+                stored.setdefault(row.strategy, set()).add(row.n)
+    samples = question_samples(records)
+    scored = any(s[2] is not None for q in samples for s in q.samples)
+    out: list[CurvePoint] = []
+    for name, ns in sorted(stored.items()):
+        if name in REPLAYED:
+            if name in VERIFIED and not scored:
+                continue
+            out.extend(curve(samples, sorted(n for n in ns if n <= max_n(samples)), name,
+                             resamples=resamples, seed=seed))
+        else:
+            out.extend(solved_curve(records, name, sorted(ns)))
+    return with_costs(out, records)
+
+
 def rebuild_report(run_dir: Path) -> Path:
-    """report.html and curves.png again, from results.jsonl (or, without it, no curves)."""
+    """report.html and curves.png again, from results.jsonl and every other (strategy, n)
+    the run stored (without either, no curves)."""
     from ttscale.evaluation import report
 
-    load_records(run_dir)  # fails with one sentence when RUN_DIR is not a run
+    settings, records = load_records(run_dir)  # fails with one sentence when not a run
     path = Path(run_dir) / RESULTS
     points: list[CurvePoint] = []
+    resamples, seed = 200, 0
     if path.is_file():
         for line in path.read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
-            row.pop("resamples", None)
-            row.pop("seed", None)
+            resamples = row.pop("resamples", resamples)
+            seed = row.pop("seed", seed)
             row["bins"] = tuple(tuple(b) for b in row["bins"])
             row["bin_tokens"] = tuple(row.get("bin_tokens", ()))
             points.append(CurvePoint(**row))
+    if settings.get("kind") == "eval":
+        points += earlier_points(records, {(p.strategy, p.n) for p in points},
+                                 resamples=resamples, seed=seed)
     return report.write_report(Path(run_dir), points)

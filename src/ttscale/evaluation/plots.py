@@ -69,12 +69,14 @@ def _figure(points: Sequence[CurvePoint], title: str) -> Figure:
     narrow = max(xs_all) / min(xs_all) < 300  # under 2.5 decades
     ax.xaxis.set_minor_formatter(FuncFormatter(
         lambda x, _pos: _tokens(x) if narrow and _mantissa(x) in (2, 3, 5) else ""))
-    ax.set_ylim(0.0, 1.0)
+    ax.set_ylim(0.0, 1.04)  # room for the label of a point at 100%
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_xlabel("mean tokens per question (log scale)")
     ax.set_ylabel("accuracy")
-    questions = max(p.questions for p in points)
-    ax.set_title(f"{title} ({questions} question{'s' if questions != 1 else ''}, 95% CI)")
+    low, high = min(p.questions for p in points), max(p.questions for p in points)
+    # strategies of one run may cover different questions (a search run on fewer)
+    count = str(high) if low == high else f"{low}-{high}"
+    ax.set_title(f"{title} ({count} question{'s' if high != 1 else ''}, 95% CI)")
     ax.grid(True, which="major", alpha=0.4)
     ax.grid(True, which="minor", alpha=0.15)
     ax.legend(loc="lower right")
