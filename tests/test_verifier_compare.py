@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -122,3 +123,19 @@ def test_the_command_prints_json_and_draws_the_curves(tmp_path: Path) -> None:
     bad = _ttscale("eval", "verifiers", run, "-n", "4", "--verifier", "prm")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().startswith("error:") and "no scores from prm" in bad.stderr
+
+
+def test_a_verifier_name_with_options_is_one_name_on_the_command_line(tmp_path: Path) -> None:
+    """Scores stored by ``--verifier sprm,layer=4`` are named with the option in it."""
+    run = scored_run(tmp_path / "run")
+    with sqlite3.connect(run / "run.sqlite") as db:
+        db.execute("INSERT INTO scores SELECT generation_id, 'oracle,k=2', step_scores, 0.5, "
+                   "created, usage FROM scores WHERE verifier='oracle'")
+    out = _ttscale("eval", "verifiers", run, "-n", "4", "--verifier", "self_judge,oracle,k=2",
+                   "--json")
+    assert out.returncode == 0, out.stderr
+    assert [v["verifier"] for v in json.loads(out.stdout)["verifiers"]] == [
+        "self_judge", "oracle,k=2"]
+    first = _ttscale("eval", "verifiers", run, "-n", "4", "--verifier", "k=2,oracle")
+    assert first.returncode == 2 and "verifier option 'k=2' comes before any verifier" in (
+        " ".join(first.stderr.split()))

@@ -244,11 +244,13 @@ def verifiers_command(
     from ttscale.cli.render import verifiers_table
     from ttscale.evaluation.plots import plot_curves
     from ttscale.evaluation.verifier_compare import compare_verifiers
+    from ttscale.strategies.spec import split_specs
 
     with reported():
         if resamples < 1:
             raise ConfigError(f"--resamples must be a positive number, got {resamples}")
-        names = [v.strip() for v in verifier.split(",") if v.strip()] if verifier else None
+        # a stored name may hold options of its spec (sprm,layer=4)
+        names = split_specs(verifier, "verifier") if verifier else None
         res = compare_verifiers(run_dir, parse_ns(n), verifiers=names, resamples=resamples,
                                 seed=seed)
         if plot is not None:

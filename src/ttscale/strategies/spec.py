@@ -82,13 +82,15 @@ def _show(value: Any) -> str:
     return value if plain else json.dumps(value)
 
 
-def split_specs(text: str) -> list[str]:
-    """A comma-separated list of specs; a piece with ``=`` and no ``:`` continues the
-    strategy before it.
+def split_specs(text: str, kind: str = "strategy") -> list[str]:
+    """A comma-separated list of specs (of strategies, or verifiers: ``kind``); a piece with
+    ``=`` and no ``:`` continues the spec before it.
 
     Example:
         >>> split_specs("majority,beam:width=4,max_steps=8,dvts:width=4")
         ['majority', 'beam:width=4,max_steps=8', 'dvts:width=4']
+        >>> split_specs("self_judge,sprm,layer=4", "verifier")
+        ['self_judge', 'sprm,layer=4']
     """
     out: list[str] = []
     for piece in (p.strip() for p in text.split(",")):
@@ -96,8 +98,9 @@ def split_specs(text: str) -> list[str]:
             continue
         if "=" in piece and ":" not in piece:
             if not out:
-                raise ConfigError(f"strategy option {piece!r} comes before any strategy: write "
-                                  "NAME:KEY=VALUE, e.g. beam:width=4")
+                example = "beam:width=4" if kind == "strategy" else "sprm,layer=4"
+                raise ConfigError(f"{kind} option {piece!r} comes before any {kind}: write "
+                                  f"the {kind} first, e.g. {example}")
             out[-1] += "," + piece
         else:
             out.append(piece)
