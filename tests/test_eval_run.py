@@ -394,3 +394,30 @@ def test_results_file_and_report_keep_earlier_invocations(tmp_path: Path) -> Non
     assert rebuilt.returncode == 0, rebuilt.stderr
     page = (out / "report.html").read_text()
     assert "greedy" in page and "majority" in page
+
+
+def test_guided_rows_keep_their_verifier_when_its_name_is_rebound(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sprm eval --store-as rebinds a name to another head; guided rows made with the old
+    head must not be resumed as if the new one had guided them."""
+    from ttscale.evaluation import harness
+    from ttscale.verifiers import spec
+
+    head = ["head a"]
+
+    def with_head(name: object, backend: object) -> object:
+        made = spec.build_verifier(name, backend)  # type: ignore[arg-type]
+        made.identity = head[0]  # type: ignore[attr-defined]
+        return made
+
+    monkeypatch.setattr(harness, "build_verifier", with_head)
+    fake = FakeBackend(script=script, yes_logprob=-0.3)
+    cfg = EvalConfig(strategies=("beam:width=2",), ns=(2,), verifier="self_judge")
+    store, h = open_run(tmp_path, cfg, fake)
+    h.run(PROBLEMS[:1])
+    store.bind("verifier:self_judge", "head b", replace=True)  # what sprm eval does
+    store.close()
+    head[0] = "head b"
+    with pytest.raises(ConfigError, match="ran with self_judge as head a, but self_judge now "
+                       "means head b"):
+        open_run(tmp_path, cfg, fake)

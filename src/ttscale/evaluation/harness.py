@@ -402,6 +402,12 @@ its own --out directory
             raise ConfigError(f"the verifier-guided strategies stored in {where} ran with "
                               f"--verifier {had}, not {name}: pass --verifier {had} to go on, "
                               f"or give {name} its own --out directory")
+        # the name may have been rebound since (sprm eval --store-as re-scores under it)
+        had = store.bind("guided_by_identity", identity)
+        if had != identity:
+            raise ConfigError(f"the verifier-guided strategies stored in {where} ran with "
+                              f"{name} as {had}, but {name} now means {identity}: give it its "
+                              "own --out directory")
 
 
 def _minus(a: Usage, b: Usage) -> Usage:
