@@ -23,6 +23,7 @@ from ttscale.evaluation.harness import EvalConfig, Harness, run_settings, vote
 from ttscale.evaluation.metrics import curve
 from ttscale.evaluation.records import load_records, question_samples
 from ttscale.store import FILE_NAME, Store
+from ttscale.types import Usage
 
 SRC = str(Path(ttscale.__file__).resolve().parents[1])
 PROBLEMS = [Problem(f"q{i}", f"What is {i} + 1?", str(i + 1)) for i in range(4)]
@@ -421,3 +422,27 @@ def test_guided_rows_keep_their_verifier_when_its_name_is_rebound(
     with pytest.raises(ConfigError, match="ran with self_judge as head a, but self_judge now "
                        "means head b"):
         open_run(tmp_path, cfg, fake)
+
+
+def test_a_rows_cost_counts_only_its_own_replays_beside_other_questions(
+        tmp_path: Path) -> None:
+    """Two questions solved side by side: one replays its calls from the cache while the
+    other generates. Each row is charged its own replayed compute, not its neighbour's."""
+
+    def solve(run: Path, strategy: str, problems: list[Problem]) -> dict[str, Usage]:
+        fake = FakeBackend(script=script, yes_logprob=-0.3, delay=0.02)
+        cfg = EvalConfig(strategies=(strategy,), ns=(2,), verifier="self_judge",
+                         concurrency=2)
+        store, h = open_run(run, cfg, fake)
+        h.run(problems)
+        rows = {r.question_id: r.usage for r in store.results() if r.strategy == strategy}
+        store.close()
+        return rows
+
+    # at n=2, DVTS of width 2 is beam search: the same calls, all replayed the second time
+    beam = solve(tmp_path / "run", "beam:width=2", PROBLEMS[:1])
+    both = solve(tmp_path / "run", "dvts:width=2", PROBLEMS[:2])
+    alone = solve(tmp_path / "alone", "dvts:width=2", PROBLEMS[1:2])
+    assert both["q0"].total_tokens == beam["q0"].total_tokens
+    assert both["q1"].total_tokens == alone["q1"].total_tokens
+    assert both["q1"].completion_tokens == alone["q1"].completion_tokens

@@ -69,6 +69,30 @@ class CachedBackend:
         self.cached_samples = 0
         self.new_samples = 0
         self._lock = threading.Lock()
+        self._here = threading.local()  # the same, per calling thread: see replayed_here
+
+    def replayed_here(self) -> Usage:
+        """The compute replayed so far for calls made from the calling thread. Questions
+        evaluated side by side each solve in their own thread, so a question's replays are
+        the change of this, not of ``cached_usage`` (which the other questions move too).
+
+        Example:
+            >>> import tempfile
+            >>> from ttscale.backends.fake import FakeBackend
+            >>> cb = CachedBackend(FakeBackend(), Store.open(tempfile.mkdtemp(), {}), "sha")
+            >>> _ = cb.generate(["q"], SamplingParams(n=1)), cb.generate(["q"], SamplingParams(n=1))
+            >>> cb.replayed_here().completion_tokens == cb.cached_usage.completion_tokens > 0
+            True
+        """
+        found: Usage = getattr(self._here, "usage", Usage())
+        return found
+
+    def _count_replayed(self, usage: Usage, replayed: int, fresh: int) -> None:
+        with self._lock:
+            self.cached_usage = self.cached_usage + usage
+            self.cached_samples += replayed
+            self.new_samples += fresh
+        self._here.usage = self.replayed_here() + usage
 
     def count_tokens(self, prompt: Prompt) -> int:
         return self.backend.count_tokens(prompt)
@@ -133,10 +157,7 @@ class CachedBackend:
                 else:
                     fresh += 1
             generated.add(key)
-        with self._lock:
-            self.cached_usage = self.cached_usage + cached
-            self.cached_samples += replayed
-            self.new_samples += fresh
+        self._count_replayed(cached, replayed, fresh)
         return GenerateOutput(tuple(out_gens), new_usage), cached
 
     def generate_watched(self, prompt: Prompt, params: SamplingParams,
@@ -184,8 +205,6 @@ class CachedBackend:
         replayed = tuple(watch_generation(stored[i].generation, i - first, watch)
                          for i in sorted(stored))
         found.update({g_index: g for g_index, g in zip(sorted(stored), replayed, strict=True)})
-        with self._lock:
-            self.cached_usage = self.cached_usage + usage_of(replayed, self.params_count, 0.0, 0)
-            self.cached_samples += len(replayed)
-            self.new_samples += params.n - len(replayed)
+        self._count_replayed(usage_of(replayed, self.params_count, 0.0, 0), len(replayed),
+                             params.n - len(replayed))
         return GenerateOutput((tuple(found[i] for i in range(first, stop)),), new_usage)

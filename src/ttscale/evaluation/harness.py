@@ -349,7 +349,8 @@ class Harness:
         for n in self.cfg.ns:
             if (name, n, seed) in done:
                 continue
-            cached_before = self.backend.cached_usage
+            # this thread's replays only: the question beside it replays into the same cache
+            cached_before = self.backend.replayed_here()
             # the run's one verifier instance: built per call, a model-reading verifier
             # (sprm, hf_prm) would load its model again for every question and n
             r = solve(problem.question, backend=self.backend, strategy=name, n=n,
@@ -358,7 +359,7 @@ class Harness:
                       seed=seed * SEED_STRIDE)
             spent = spent + r.usage
             # the full cost: what was generated now plus what the cache replayed
-            full = r.usage + _minus(self.backend.cached_usage, cached_before)
+            full = r.usage + _minus(self.backend.replayed_here(), cached_before)
             correct = r.answer is not None and equivalent(problem.gold, r.answer)
             rows.append(ResultRow(RUN_LABEL, problem.id, name, n, seed, r.answer, correct, full))
             if r.tree is not None:
