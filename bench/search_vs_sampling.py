@@ -33,6 +33,7 @@ from typing import Any
 
 from ttscale.evaluation.metrics import mean_ci, prepare, replay
 from ttscale.evaluation.records import QuestionRecord, load_records
+from ttscale.strategies.spec import split_specs
 
 HERE = Path(__file__).resolve().parent
 REPLAYED = {"majority", "best_of_n", "weighted_best_of_n", "pass"}
@@ -105,7 +106,7 @@ def main() -> int:
         print(f"{args.samples} was sampled with another model, dataset or sampling than "
               f"{args.run_dir}: give a run of the same settings", file=sys.stderr)
         return 2
-    wanted = set(args.strategies.split(",")) if args.strategies else None
+    wanted = set(split_specs(args.strategies)) if args.strategies else None
     seeds: dict[tuple[str, int], dict[str, list[tuple[float, float, float, float]]]] = (
         defaultdict(
             lambda: defaultdict(list)))
