@@ -20,7 +20,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -278,6 +278,14 @@ class Store:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        """One write transaction on the store's connection, for bulk copies (the archive)."""
+        return self._transaction()
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """The rows of one read-only SQL query."""
+        return self._query(sql, args)
 
     def _insert(self, sql: str, values: Sequence[tuple[Any, ...]]) -> int:
         """One batch, one transaction; ``INSERT OR IGNORE`` keeps the first row of a key.

@@ -130,6 +130,53 @@ def import_samples_command(
         import_samples(file, out, fmt)
 
 
+def _counted(counts: dict[str, int]) -> str:
+    return ", ".join(f"{v:,} {k}" for k, v in sorted(counts.items())) or "nothing"
+
+
+@eval_app.command("export")
+def export_command(
+    run_dir: Annotated[Path, typer.Argument(help="The run directory.", show_default=False)],
+    file: Annotated[Path, typer.Argument(help="The JSON-lines file to write.",
+                                         show_default=False)],
+    logprobs: Annotated[bool, typer.Option(
+        "--logprobs/--no-logprobs",
+        help="Keep each token's log-probabilities (most of a sample run's size; only "
+             "deepconf and deepprune read them).")] = True,
+) -> None:
+    """Write a run's store to one text file (settings, samples, scores, results, trees), to
+    move it to another machine or keep it in version control.
+
+    Example: ttscale eval export runs/gsm8k runs-gsm8k.jsonl
+    """
+    from ttscale.evaluation.archive import export_run
+
+    with reported():
+        counts = export_run(run_dir, file, logprobs=logprobs)
+        Console(stderr=True).print(f"wrote {file}: {_counted(counts)}", markup=False,
+                                   highlight=False)
+
+
+@eval_app.command("restore")
+def restore_command(
+    file: Annotated[Path, typer.Argument(help="A file written by ttscale eval export.",
+                                         show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="The run directory: created, or merged "
+                                                    "into when its settings match.",
+                                      show_default=False)],
+) -> None:
+    """Rebuild a run from a file written by ttscale eval export; rows already in OUT stay.
+
+    Example: ttscale eval restore runs-gsm8k.jsonl --out runs/gsm8k
+    """
+    from ttscale.evaluation.archive import restore_run
+
+    with reported():
+        counts = restore_run(file, out)
+        Console(stderr=True).print(f"restored into {out}: {_counted(counts)} new",
+                                   markup=False, highlight=False)
+
+
 @eval_app.command("replay")
 def replay_command(
     run_dir: Annotated[Path, typer.Argument(help="A run directory made by import-samples.",

@@ -21,6 +21,7 @@ from typing import Any
 
 from ttscale.answers import last_boxed
 from ttscale.errors import ConfigError, require
+from ttscale.jsonl import json_objects
 
 
 @dataclass(frozen=True)
@@ -271,21 +272,10 @@ def _rows(path: Path) -> Iterable[tuple[int, str, dict[str, Any]]]:
     line number."""
     if not path.is_file():
         raise ConfigError(f"no dataset file at {path}: check the path")
-    index = 0
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path.name} line {lineno} is not valid JSON ({exc.msg}): "
-                                  "fix or remove that line") from exc
-            if not isinstance(row, dict):
-                raise ConfigError(f"{path.name} line {lineno} is not a JSON object: write one "
-                                  "object with question and answer fields per line")
-            yield index, f"line {lineno}", row
-            index += 1
+    rows = json_objects(path, name=path.name, fix="fix or remove that line",
+                        shape="write one object with question and answer fields per line")
+    for index, (lineno, row) in enumerate(rows):
+        yield index, f"line {lineno}", row
 
 
 _QUESTION_FIELDS = ("question", "problem", "input")
