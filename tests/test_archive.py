@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -169,3 +170,36 @@ def test_exporting_a_directory_without_a_run_is_one_sentence(tmp_path: Path) -> 
     done = _ttscale("eval", "export", tmp_path, tmp_path / "x.jsonl")
     assert done.returncode == 2 and "holds no run store" in done.stderr
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_a_reports_samples_rebuild_a_run_that_replays_them(run: Path, tmp_path: Path) -> None:
+    page = run / "report.html"
+    done = _ttscale("eval", "restore", page, "--out", tmp_path / "copy")
+    assert done.returncode == 0, done.stderr
+    assert "3 questions" in done.stderr and "6 generations" in done.stderr
+    # the samples as stored (a beam's steps are not in a report), but for their
+    # log-probabilities and whether a stop string ended them
+    rebuilt = [g[:10] + g[12:13] for g in _tables(tmp_path / "copy")["generations"]]
+    keys = {g[:4] for g in _tables(tmp_path / "copy")["generations"]}
+    assert rebuilt == [g[:10] + g[12:13] for g in _tables(run)["generations"] if g[:4] in keys]
+    assert len(rebuilt) == 6
+    again = _ttscale(*_eval(run, tmp_path / "copy", "majority"))
+    assert again.returncode == 0, again.stderr
+    assert "0 samples generated now, 6 replayed" in again.stderr
+
+
+def test_a_report_without_settings_needs_a_run_of_the_same_options(run: Path,
+                                                                   tmp_path: Path) -> None:
+    old = tmp_path / "old.html"
+    old.write_text(re.sub(r'\{"settings":\{.*?\},"questions"', '{"questions"',
+                          (run / "report.html").read_text(), count=1))
+    refused = _ttscale("eval", "restore", old, "--out", tmp_path / "a")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "give --settings-from RUN" in " ".join(refused.stderr.split())
+    done = _ttscale("eval", "restore", old, "--out", tmp_path / "b", "--settings-from", run)
+    assert done.returncode == 0, done.stderr
+    assert len(_tables(tmp_path / "b")["generations"]) == 6
+    empty = tmp_path / "empty.html"
+    empty.write_text("<html><body>hello</body></html>")
+    none = _ttscale("eval", "restore", empty, "--out", tmp_path / "c")
+    assert none.returncode == 2 and "holds no embedded run data" in none.stderr

@@ -159,20 +159,32 @@ def export_command(
 
 @eval_app.command("restore")
 def restore_command(
-    file: Annotated[Path, typer.Argument(help="A file written by ttscale eval export.",
-                                         show_default=False)],
+    file: Annotated[Path, typer.Argument(
+        help="A file written by ttscale eval export, or a run's report.html (its samples).",
+        show_default=False)],
     out: Annotated[Path, typer.Option("--out", help="The run directory: created, or merged "
                                                     "into when its settings match.",
                                       show_default=False)],
+    settings_from: Annotated[Path | None, typer.Option(
+        "--settings-from", help="For a report.html older than embedded settings: a run made "
+                                "with the same ttscale eval options.",
+        show_default=False)] = None,
 ) -> None:
-    """Rebuild a run from a file written by ttscale eval export; rows already in OUT stay.
+    """Rebuild a run from a file written by ttscale eval export (everything) or from a
+    report.html (its samples); rows already in OUT stay.
 
     Example: ttscale eval restore runs-gsm8k.jsonl --out runs/gsm8k
     """
     from ttscale.evaluation.archive import restore_run
+    from ttscale.evaluation.report_restore import restore_report
+    from ttscale.evaluation.runs import stored_settings
 
     with reported():
-        counts = restore_run(file, out)
+        if file.suffix.lower() in (".html", ".htm"):
+            settings = stored_settings(settings_from) if settings_from else None
+            counts = restore_report(file, out, settings)
+        else:
+            counts = restore_run(file, out)
         Console(stderr=True).print(f"restored into {out}: {_counted(counts)} new",
                                    markup=False, highlight=False)
 

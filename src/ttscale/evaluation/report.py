@@ -144,7 +144,9 @@ def build_html(settings: dict[str, Any], records: Sequence[QuestionRecord],
     else:
         curves = "<p id='no-curves'>no curves yet: replay the run with ttscale eval</p>"
     table = _points_table(points) if points else ""
-    data = _json_for_script({"questions": [question_view(r) for r in records]})
+    # the settings too, so the samples can be rebuilt into a run from the page alone
+    data = _json_for_script({"settings": settings,
+                             "questions": [question_view(r) for r in records]})
     parts = {"title": html.escape(title or "run"), "settings": settings_table,
              "curves": curves, "points": table, "data": data}
     # one pass, so a value that happens to contain "{data}" is left as it is
