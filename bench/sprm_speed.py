@@ -8,9 +8,12 @@ counted on either side. The acceptance figure is scoring / generation <= 0.10.
     nice -n 19 python bench/sprm_speed.py                        # the default model's head
     nice -n 19 python bench/sprm_speed.py --layer 2,4,8           # three layers, one run
     nice -n 19 python bench/sprm_speed.py --model smollm2-135m --questions 3 --layer 15
+    nice -n 19 python bench/sprm_speed.py --dtype bfloat16,float32    # both, side by side
 
 Without ``--layer`` the head of ``--head`` or the model's shipped head is used; with it, a
-fresh untrained head per layer (scoring costs the same whatever the weights).
+fresh untrained head per layer (scoring costs the same whatever the weights). ``--dtype``:
+the feature model's weights, one verifier per dtype listed (``auto``: bfloat16 where the CPU
+computes it natively, else float32).
 """
 
 from __future__ import annotations
@@ -23,7 +26,11 @@ from typing import Any
 
 
 def _verifiers(args: argparse.Namespace, backend: Any, sha: str) -> list[Any]:
-    """One SPRM verifier per layer measured, each with its feature model loaded."""
+    """One SPRM verifier per (layer, dtype) measured, each with its feature model loaded."""
+    return [v for dtype in args.dtype.split(",") for v in _of_dtype(args, backend, sha, dtype)]
+
+
+def _of_dtype(args: argparse.Namespace, backend: Any, sha: str, dtype: str) -> list[Any]:
     from ttscale.cli.sprm import parse_layers
     from ttscale.verifiers.sprm import HeadMeta, SPRMHead, SPRMVerifier, shipped_head
     from ttscale.verifiers.sprm_features import TorchFeatures
@@ -33,16 +40,17 @@ def _verifiers(args: argparse.Namespace, backend: Any, sha: str) -> list[Any]:
         head = args.head or shipped_head(sha)
         if head is None:
             raise SystemExit(f"{args.model} ships no SPRM head: give --head or --layer")
-        verifier = SPRMVerifier(backend, str(head), threads=args.threads)
+        verifier = SPRMVerifier(backend, str(head), threads=args.threads, dtype=dtype)
         _ = verifier.features
         return [verifier]
     out = []
     for layer in layers:
-        feats = TorchFeatures.load(str(backend.model_path), layer, threads=args.threads)
+        feats = TorchFeatures.load(str(backend.model_path), layer, threads=args.threads,
+                                   dtype=dtype)
         meta = HeadMeta(sha, backend.model_id, feats.layer, feats.n_layers, feats.hidden_size,
                         256)
         path = SPRMHead.new(meta).save(Path(tempfile.mkdtemp()) / f"untrained-{layer}")
-        verifier = SPRMVerifier(backend, str(path), threads=args.threads)
+        verifier = SPRMVerifier(backend, str(path), threads=args.threads, dtype=dtype)
         verifier._features = feats  # loaded above, to read the model's depth
         out.append(verifier)
     return out
@@ -60,6 +68,8 @@ def main() -> None:
     ap.add_argument("--layer", default=None,
                     help="layers to measure with untrained heads, e.g. 2,4,8 (one run)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--dtype", default="auto",
+                    help="feature model dtypes, comma-separated: auto, float32, bfloat16")
     args = ap.parse_args()
 
     from ttscale.answers import solve_prompt
@@ -73,15 +83,19 @@ def main() -> None:
     t = time.perf_counter()
     verifiers = _verifiers(args, backend, sha)
     n_layers = verifiers[0].features.n_layers
-    layers = [v.features.layer for v in verifiers]
+    layers = [f"{v.features.layer} {v.features.dtype}" for v in verifiers]
+    import torch
+
     print(f"feature models loaded in {time.perf_counter() - t:.1f} s "
-          f"(layers {', '.join(map(str, layers))} of {n_layers})")
+          f"(layers {', '.join(layers)}; {n_layers} in the model; CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()})")
     params = SamplingParams(n=args.k, temperature=0.7, max_tokens=args.max_tokens, seed=0)
     problems = load_dataset("gsm8k", "test")[: args.questions]
     gen_total = 0.0
     tokens = 0
     score_total = [0.0] * len(verifiers)
     scored_tokens = [0] * len(verifiers)
+    trace_scores: list[list[float]] = [[] for _ in verifiers]
     for p in problems:
         t = time.perf_counter()
         out = backend.generate([solve_prompt(p.question)], params)
@@ -96,16 +110,23 @@ def main() -> None:
             score = time.perf_counter() - t
             score_total[i] += score
             scored_tokens[i] += scored.usage.prompt_tokens
-            line.append(f"layer {layers[i]} {score:.1f} s (ratio {score / gen:.3f})")
+            trace_scores[i] += [verifier.reduce(steps) for steps in scored.step_scores]
+            line.append(f"layer {layers[i]}: {score:.1f} s (ratio {score / gen:.3f})")
         print(", ".join(line), flush=True)
     backend.close()
     print(f"\n{args.model}, {len(problems)} questions x {args.k} traces, {n_layers} layers")
     print(f"  generation {gen_total:.1f} s for {tokens} completion tokens "
           f"({tokens / gen_total:.1f} tokens/s)")
     for i, layer in enumerate(layers):
-        print(f"  layer {layer:>2}: scoring {score_total[i]:.1f} s for {scored_tokens[i]} "
+        print(f"  layer {layer}: scoring {score_total[i]:.1f} s for {scored_tokens[i]} "
               f"tokens re-read ({scored_tokens[i] / score_total[i]:.1f} tokens/s); "
               f"scoring / generation = {score_total[i] / gen_total:.3f}  (goal <= 0.10)")
+    for i in range(1, len(verifiers)):
+        if verifiers[i].head_path == verifiers[0].head_path:
+            # the same head in another dtype: how far its trace scores move
+            gap = max(abs(a - b) for a, b in zip(trace_scores[0], trace_scores[i], strict=True))
+            print(f"  trace scores, layer {layers[i]} against layer {layers[0]}: largest "
+                  f"difference {gap:.4f} over {len(trace_scores[0])} traces")
 
 
 if __name__ == "__main__":

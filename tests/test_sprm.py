@@ -122,6 +122,10 @@ def test_verifier_spec_loads_a_head_and_refuses_a_mismatch(tmp_path: Path) -> No
     assert v.name == "sprm" and v.reduce([0.25, 1.0]) == pytest.approx(0.5)
     with pytest.raises(ConfigError, match="reuse_tokens must be a number of tokens"):
         build_verifier(f"sprm:{weights},reuse_tokens=-1", _fake_with_model(SHA, tmp_path))
+    assert build_verifier(f"sprm:{weights},dtype=float32",
+                          _fake_with_model(SHA, tmp_path)).dtype == "float32"
+    with pytest.raises(ConfigError, match="dtype must be auto, float32 or bfloat16, got 'fp8'"):
+        build_verifier(f"sprm:{weights},dtype=fp8", _fake_with_model(SHA, tmp_path))
     with pytest.raises(ConfigError, match="not on the loaded model tiny-model"):
         build_verifier(f"sprm:{weights}", _fake_with_model(OTHER, tmp_path))
 

@@ -70,6 +70,21 @@ def test_features_do_not_depend_on_the_batch_and_a_shallower_layer_differs(
     assert not np.allclose(half[0].vectors, together[0].vectors, atol=1e-2)
 
 
+def test_bfloat16_features_sit_at_the_same_tokens_close_to_float32(
+        feats: TorchFeatures) -> None:
+    path = models.resolve("smollm2-135m")[0]
+    half = TorchFeatures.load(str(path), all_layers=True, threads=2, dtype="bfloat16")
+    assert half.dtype == "bfloat16" and feats.dtype == "float32"
+    prompt = chat_text(feats.tokenizer, "What is (3 + 4) * 2?")
+    full, low = feats.extract(prompt, TRACES, "\n\n"), half.extract(prompt, TRACES, "\n\n")
+    for a, b in zip(full, low, strict=True):
+        assert a.positions == b.positions and b.vectors.dtype == np.float32
+        # the direction of each step's state survives the lower precision
+        cos = (a.vectors * b.vectors).sum(1) / (
+            np.linalg.norm(a.vectors, axis=1) * np.linalg.norm(b.vectors, axis=1))
+        assert cos.min() > 0.98, cos
+
+
 def test_a_prefix_already_run_is_not_run_again(feats: TorchFeatures) -> None:
     from ttscale.verifiers.sprm_prefix import PrefixStore
 

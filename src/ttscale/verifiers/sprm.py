@@ -31,7 +31,13 @@ from ttscale.errors import ConfigError
 from ttscale.types import Usage
 from ttscale.verifiers.base import VerifierOutput
 from ttscale.verifiers.reduce import reduce_scores
-from ttscale.verifiers.sprm_features import REUSE_TOKENS, chat_text, import_torch
+from ttscale.verifiers.sprm_features import (
+    DTYPES,
+    REUSE_TOKENS,
+    chat_text,
+    feature_dtype,
+    import_torch,
+)
 
 SUFFIX = ".sprm.safetensors"
 META_SUFFIX = ".sprm.json"
@@ -282,7 +288,8 @@ class SPRMVerifier:
     found by its SHA-256: the deepest, or the one reading ``layer`` (``sprm,layer=4``). The
     features are read by transformers from the same GGUF, loaded on the first ``score``; up to
     ``reuse_tokens`` tokens of what it ran are kept, so a branch re-scored in the next search
-    round runs only its new tokens. Usage: every trace's prompt
+    round runs only its new tokens. ``dtype``: the feature model's weights (``auto``:
+    bfloat16 where the CPU computes it natively, else float32). Usage: every trace's prompt
     and trace tokens are verifier prompt tokens, cached or not (as the policy's prompts are
     counted); FLOPs are 2 x parameters x tokens x (layers run / layers of the model).
 
@@ -298,13 +305,17 @@ class SPRMVerifier:
     name = "sprm"
 
     def __init__(self, backend: Any, head: str | None = None, *, layer: int | None = None,
-                 reuse_tokens: int = REUSE_TOKENS, threads: int | None = None) -> None:
+                 reuse_tokens: int = REUSE_TOKENS, threads: int | None = None,
+                 dtype: str = "auto") -> None:
         if not isinstance(reuse_tokens, int) or reuse_tokens < 0:
             raise ConfigError(f"reuse_tokens must be a number of tokens (0 keeps none), got "
                               f"{reuse_tokens!r}")
         if layer is not None and (not isinstance(layer, int) or layer < 1):
             raise ConfigError(f"layer must be the positive layer a shipped head reads, e.g. "
                               f"layer=4, got {layer!r}")
+        if dtype not in DTYPES:
+            feature_dtype(dtype)  # fails naming the choices, before any loading
+        self.dtype = dtype
         model, self.gguf_path, sha = model_identity(backend)
         if head is not None and layer is not None:
             raise ConfigError("give the sprm verifier a head file or a layer of a shipped "
@@ -338,7 +349,7 @@ class SPRMVerifier:
 
                 self._features = TorchFeatures.load(str(self.gguf_path), self.head.meta.layer,
                                                     reuse_tokens=self.reuse_tokens,
-                                                    threads=self.threads)
+                                                    threads=self.threads, dtype=self.dtype)
         return self._features
 
     def reserve_tokens(self, trace_max_tokens: int) -> int:
