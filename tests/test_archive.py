@@ -24,6 +24,8 @@ SRC = str(Path(ttscale.__file__).resolve().parents[1])
 def _ttscale(*args: str | Path) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([SRC, *filter(None, [env.get("PYTHONPATH")])])
+    # rich wraps at COLUMNS when not on a terminal; messages hold tmp paths of any length
+    env["COLUMNS"] = "1000"
     return subprocess.run([sys.executable, "-m", "ttscale", *map(str, args)], env=env,
                           capture_output=True, text=True, timeout=180)
 
