@@ -21,11 +21,13 @@ from ttscale.store import FILE_NAME
 SRC = str(Path(ttscale.__file__).resolve().parents[1])
 
 
-def _ttscale(*args: str | Path) -> subprocess.CompletedProcess[str]:
+def _ttscale(*args: str | Path, columns: str | None = "1000") -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([SRC, *filter(None, [env.get("PYTHONPATH")])])
-    # rich wraps at COLUMNS when not on a terminal; messages hold tmp paths of any length
-    env["COLUMNS"] = "1000"
+    # rich wraps tables at COLUMNS (80 when unset) when not on a terminal
+    env.pop("COLUMNS", None)
+    if columns is not None:
+        env["COLUMNS"] = columns
     return subprocess.run([sys.executable, "-m", "ttscale", *map(str, args)], env=env,
                           capture_output=True, text=True, timeout=180)
 
@@ -93,6 +95,18 @@ def test_a_restored_run_equals_the_original_row_for_row(run: Path, tmp_path: Pat
     again = _ttscale("eval", "restore", f, "--out", tmp_path / "copy")
     assert again.returncode == 0 and "nothing new" in again.stderr
     assert _tables(tmp_path / "copy") == before
+
+
+def test_a_long_path_in_a_message_stays_on_one_line(run: Path, tmp_path: Path) -> None:
+    """Piped stderr at the default 80 columns: a path a user copies is not broken."""
+    folder = tmp_path / ("a-long-folder-name-" * 6)
+    folder.mkdir()
+    f = folder / "run.jsonl"
+    written = _ttscale("eval", "export", run, f, columns=None)
+    assert written.returncode == 0, written.stderr
+    assert len(str(f)) > 80 and f"wrote {f}: " in written.stderr
+    restored = _ttscale("eval", "restore", f, "--out", folder / "copy", columns=None)
+    assert f"restored into {folder / 'copy'}: " in restored.stderr
 
 
 def test_the_restored_run_replays_instead_of_generating(run: Path, tmp_path: Path) -> None:

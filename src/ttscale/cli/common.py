@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import typer
+from rich.console import Console
 
 from ttscale import models
 from ttscale.errors import BudgetExceeded, ConfigError, TtscaleError
@@ -31,6 +32,21 @@ def fail(message: str, code: int) -> NoReturn:
     sys.stderr.write(message + "\n")
     sys.stderr.flush()
     raise typer.Exit(code)
+
+
+def say(message: str, console: Console | None = None) -> None:
+    """Print one plain sentence on stderr (or on ``console``), never wrapped.
+
+    Messages hold paths and commands that a user copies: rich would otherwise break them at
+    80 columns when stderr is a pipe or a log file, and read "[extra]" as markup. Going
+    through the command's own console keeps a live progress bar drawn below the sentence.
+
+    Example:
+        >>> say("wrote runs/x.jsonl: 3 questions", Console(file=sys.stdout, width=10))
+        wrote runs/x.jsonl: 3 questions
+    """
+    (console or Console(stderr=True)).print(message, markup=False, highlight=False,
+                                            soft_wrap=True)
 
 
 @contextmanager

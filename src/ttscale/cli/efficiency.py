@@ -11,6 +11,7 @@ from typing import Any
 
 from rich.console import Console
 
+from ttscale.cli.common import say
 from ttscale.confidence import ConfidenceParams
 from ttscale.errors import ConfigError
 from ttscale.evaluation.datasets import Problem
@@ -78,19 +79,17 @@ def auto_temperature(out: Path, cfg: EvalConfig, problems: Sequence[Problem],
         if all(stored.get(k) == same.get(k) for k in ("kind", "model_sha256", "dataset",
                                                       "split", "system_prompt")):
             t = float(stored["sampling"]["temperature"])
-            err.print(f"temperature {t:g}, chosen when {out} began", markup=False,
-                      highlight=False)
+            say(f"temperature {t:g}, chosen when {out} began", err)
             return replace(cfg, temperature=t), None
     be = load()
     search = TemperatureSearch(max_tokens=min(128, cfg.max_tokens),
                                aggregation="best_of_n" if cfg.verifier else "majority")
-    err.print(f"choosing the temperature on {min(search.questions, len(problems))} "
-              f"questions ({len(search.grid)} temperatures x {search.samples} samples)...",
-              markup=False, highlight=False)
+    say(f"choosing the temperature on {min(search.questions, len(problems))} "
+        f"questions ({len(search.grid)} temperatures x {search.samples} samples)...", err)
     choice = choose_temperature(be, [p.question for p in problems], search)
     curve_text = ", ".join(f"{t:g}: {h:.3f}" for t, h in zip(choice.grid, choice.entropies,
                                                                strict=True))
-    err.print(f"mean token entropy by temperature: {curve_text}; turning point "
-              f"{choice.turning_point:g}: temperature {choice.temperature:g} "
-              f"({choice.usage.total_tokens:,} tokens)", markup=False, highlight=False)
+    say(f"mean token entropy by temperature: {curve_text}; turning point "
+        f"{choice.turning_point:g}: temperature {choice.temperature:g} "
+        f"({choice.usage.total_tokens:,} tokens)", err)
     return replace(cfg, temperature=choice.temperature), be

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from ttscale import models
-from ttscale.cli.common import reported
+from ttscale.cli.common import reported, say
 from ttscale.errors import ConfigError
 from ttscale.registry import backends
 
@@ -153,8 +153,7 @@ def export_command(
 
     with reported():
         counts = export_run(run_dir, file, logprobs=logprobs)
-        Console(stderr=True).print(f"wrote {file}: {_counted(counts)}", markup=False,
-                                   highlight=False)
+        say(f"wrote {file}: {_counted(counts)}")
 
 
 @eval_app.command("restore")
@@ -185,8 +184,7 @@ def restore_command(
             counts = restore_report(file, out, settings)
         else:
             counts = restore_run(file, out)
-        Console(stderr=True).print(f"restored into {out}: {_counted(counts)} new",
-                                   markup=False, highlight=False)
+        say(f"restored into {out}: {_counted(counts)} new")
 
 
 @eval_app.command("replay")
@@ -319,6 +317,5 @@ def verifiers_command(
         else:
             Console().print(verifiers_table(res))
             if res.skipped:
-                Console(stderr=True).print(
-                    f"{res.skipped} questions left out: fewer than {parse_ns(n)[-1]} samples "
-                    "scored by every verifier", markup=False, highlight=False)
+                say(f"{res.skipped} questions left out: fewer than {parse_ns(n)[-1]} samples "
+                    "scored by every verifier")

@@ -25,6 +25,7 @@ from rich.table import Table
 
 from ttscale.adaptive import DEFAULT_RULE, parse_rule
 from ttscale.backends.base import load_backend
+from ttscale.cli.common import say
 from ttscale.cli.efficiency import (
     CONFIDENCE,
     DEFAULT_CONFIDENCE,
@@ -74,9 +75,7 @@ def import_samples(file: Path, out: Path, fmt: str) -> None:
     questions = import_boinf(file)
     count, new = store_imported(out, questions, file, fmt)
     samples = sum(len(q.samples) for q in questions)
-    Console(stderr=True).print(
-        f"imported {count} questions, {samples} samples ({new} new) into {out}",
-        markup=False, highlight=False)
+    say(f"imported {count} questions, {samples} samples ({new} new) into {out}")
 
 
 def parse_ns(text: str) -> list[int]:
@@ -190,11 +189,9 @@ def replay(run_dir: Path, strategies: str, n: str, *, resamples: int, seed: int,
                           f"{most}{', scored' if scored else ''}): ask for fewer")
     if skipped:
         # a run still generating: the finished questions can be looked at already
-        Console(stderr=True).print(
-            f"replaying the {len(records)} of {len(records) + len(skipped)} questions with "
+        say(f"replaying the {len(records)} of {len(records) + len(skipped)} questions with "
             f"{ns[-1]} {'scored ' if scored else ''}samples; the other {len(skipped)} are not "
-            "finished (resume their ttscale eval to complete them)", markup=False,
-            highlight=False)
+            "finished (resume their ttscale eval to complete them)")
     questions = question_samples(records)
     points = with_costs([p for name in names if name in STRATEGY_AGGREGATES
                          for p in curve(questions, ns, name, resamples=resamples, seed=seed)],
@@ -338,7 +335,7 @@ def eval_run(out: Path, *, cfg: EvalConfig, dataset: str, split: str, limit: int
             opts = {"model": model, "base_url": base_url}
         else:
             opts = {"delay": fake_delay or None}
-        err.print(f"loading {name} ({backend})...", markup=False, highlight=False)
+        say(f"loading {name} ({backend})...", err)
         return load_backend(backend, **{k: v for k, v in opts.items() if v is not None})
 
     def settings_of(c: EvalConfig) -> dict[str, Any]:
@@ -355,10 +352,9 @@ def eval_run(out: Path, *, cfg: EvalConfig, dataset: str, split: str, limit: int
             outcome = _with_progress(err, cfg, cached, store, problems)
         finally:
             cached.close()
-    err.print(f"{outcome.questions} questions: {outcome.new_samples} samples generated now, "
-              f"{outcome.cached_samples} replayed from {out / FILE_NAME}; "
-              f"{outcome.new_usage.total_tokens:,} new tokens in {outcome.seconds:.0f} s",
-              markup=False, highlight=False)
+    say(f"{outcome.questions} questions: {outcome.new_samples} samples generated now, "
+        f"{outcome.cached_samples} replayed from {out / FILE_NAME}; "
+        f"{outcome.new_usage.total_tokens:,} new tokens in {outcome.seconds:.0f} s", err)
     return summarise(out, cfg, as_json=as_json, only=[p.id for p in problems])
 
 
@@ -378,8 +374,8 @@ def _with_progress(err: Console, cfg: EvalConfig, cached: CachedBackend, store: 
         try:
             return Harness(cfg, cached, store, tick).run(problems)
         except KeyboardInterrupt:
-            err.print(f"interrupted: everything generated so far is stored in {store.path}; "
-                      "run the same command again to resume", markup=False, highlight=False)
+            say(f"interrupted: everything generated so far is stored in {store.path}; "
+                "run the same command again to resume", err)
             raise
 
 

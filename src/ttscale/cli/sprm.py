@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ttscale.cli.common import say
 from ttscale.errors import ConfigError
 
 TRAIN_DATASET, TRAIN_SPLIT = "gsm8k", "train"
@@ -78,12 +79,11 @@ def collect(out: Path, *, dataset: str, split: str, ids: str | None, limit: int 
              question_field=None, answer_field=None, backend="llamacpp", model=model,
              base_url=None, threads=threads, as_json=False)
     err = Console(stderr=True)
-    err.print("loading the model for step features (transformers)...", markup=False)
+    say("loading the model for step features (transformers)...", err)
     with feature_progress(err, "features") as tick:
         done = collect_features(out, layer, threads=threads,
                                 on_question=tick)
-    err.print(f"step features of {done} traces extracted now (the others were cached)",
-              markup=False, highlight=False)
+    say(f"step features of {done} traces extracted now (the others were cached)", err)
     return done
 
 
@@ -175,8 +175,7 @@ def print_train(head: Any, out: Path) -> None:
     chosen = (f"epochs chosen by cross-validation: {m['best_epoch']}" if cv is not None else
               f"best epoch {m['best_epoch']} of {m['epochs_run']}; held-out cross-entropy "
               f"{_fmt(m['held_out_cross_entropy'])}")
-    Console(stderr=True).print(f"{chosen}; loss: {m['loss']}; saved {out}", markup=False,
-                               highlight=False)
+    say(f"{chosen}; loss: {m['loss']}; saved {out}")
 
 
 def evaluate(run_dir: Path, head_path: Path | None, *, n: int, resamples: int, seed: int,
