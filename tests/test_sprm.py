@@ -16,7 +16,11 @@ from ttscale.backends.fake import FakeBackend  # noqa: E402
 from ttscale.errors import ConfigError  # noqa: E402
 from ttscale.evaluation.metrics import auroc  # noqa: E402
 from ttscale.evaluation.sprm import Example  # noqa: E402
-from ttscale.evaluation.sprm_train import train_head  # noqa: E402
+from ttscale.evaluation.sprm_train import (  # noqa: E402
+    Schedule,
+    out_of_fold_scores,
+    train_head,
+)
 from ttscale.verifiers.spec import build_verifier, check_verifier  # noqa: E402
 from ttscale.verifiers.sprm import (  # noqa: E402
     HeadMeta,
@@ -280,6 +284,27 @@ def test_cross_validation_picks_the_epoch_count_then_trains_on_every_question() 
     assert m["loss"].startswith("cross-entropy on every step")
     assert ("SPRM loss" in m["loss"]) == (cv["best_epoch"] > 10)
     assert len(ticks) == 4 * 40 + cv["best_epoch"] and ticks[-1][0] == ticks[-1][1]
+
+
+def test_out_of_fold_scores_never_see_their_own_labels() -> None:
+    rng = np.random.default_rng(2)
+    examples = []
+    for q in range(12):
+        for s in range(3):
+            label = int(rng.random() < 0.5)
+            x = rng.normal(size=(2, 6)).astype(np.float32)
+            x[:, 3] += 1.5 if label else -1.5
+            examples.append(Example(f"q{q}", s, x, label, 100, 0.1))
+    fit = Schedule(lr=0.02, epochs=30, warmup=10)
+    scores = out_of_fold_scores(examples, _meta(), fit, folds=3)
+    assert auroc(scores, [e.label for e in examples]) > 0.8
+    # flipping q0's labels changes the heads that trained on q0, never the one that scored it
+    flipped = [Example(e.question_id, e.sample, e.vectors, 1 - e.label, 100, 0.1)
+               if e.question_id == "q0" else e for e in examples]
+    again = out_of_fold_scores(flipped, _meta(), fit, folds=3)
+    own = [i for i, e in enumerate(examples) if e.question_id == "q0"]
+    assert [again[i] for i in own] == pytest.approx([scores[i] for i in own], abs=1e-6)
+    assert again != pytest.approx(scores, abs=1e-6)
 
 
 def test_cross_validation_refuses_too_few_questions() -> None:

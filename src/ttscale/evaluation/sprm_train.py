@@ -180,6 +180,37 @@ def cross_validate(examples: Sequence[Example], meta: HeadMeta, schedule: Schedu
     return CrossValidation(folds, by_epoch, int(np.argmax(by_epoch)) + 1)
 
 
+def out_of_fold_scores(examples: Sequence[Example], meta: HeadMeta, schedule: Schedule, *,
+                       folds: int = 5, seed: int = 0) -> list[float]:
+    """Each example's trace score from a head trained for ``schedule.epochs`` epochs (as
+    ``train_head`` trains) on the other folds' questions: scores no head saw the labels of, for
+    judging on a training collection how a head would select and weight answers.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> ex = [Example(f"q{i}", 0, rng.normal(size=(2, 4)).astype(np.float32) + i % 2,
+        ...               i % 2, 50, 0.1) for i in range(12)]
+        >>> s = out_of_fold_scores(ex, HeadMeta("ab" * 32, "m", 1, 2, 4, 8), Schedule(epochs=5),
+        ...                        folds=3)
+        >>> len(s), all(0 < x < 1 for x in s)
+        (12, True)
+    """
+    if folds < 2:
+        raise ConfigError(f"out-of-fold scores need at least 2 folds, not {folds}")
+    scores = [0.0] * len(examples)
+    for f, held in enumerate(_question_folds(examples, folds, seed)):
+        if not held:
+            continue
+        kept = set(held)
+        train = [i for i in range(len(examples)) if i not in kept]
+        mean, scale = _standardiser(examples, train)
+        head = SPRMHead.new(meta, seed=seed + f, mean=mean, scale=scale)
+        _fit(head, examples, train, schedule, schedule.epochs, lambda _epoch: False)
+        for i, s in zip(held, trace_scores(head, [examples[i] for i in held]), strict=True):
+            scores[i] = s
+    return scores
+
+
 def _split(examples: Sequence[Example], holdout: float, seed: int) -> tuple[list[int], list[int]]:
     """Indices of training and held-out examples, split by question."""
     questions = sorted({e.question_id for e in examples})
