@@ -208,6 +208,7 @@ def test_collect_train_eval_end_to_end(tmp_path: Path) -> None:
     # cross-validation over the 3 questions chose the epochs; the head trained on all 9 traces
     assert info["metrics"]["cross_validation"]["folds"] == 3
     assert info["metrics"]["train"]["traces"] == 9 and "5-fold" not in trained.stdout
+    assert info["features"].startswith("transformers float32 from the GGUF")
     assert "3-fold CV" in trained.stdout and "epochs chosen by cross-validation" in trained.stderr
 
     scored = _ttscale("sprm", "eval", str(run), "--head", str(head), "-n", "3", "--json",
@@ -215,6 +216,11 @@ def test_collect_train_eval_end_to_end(tmp_path: Path) -> None:
     assert scored.returncode == 0, scored.stderr
     res = json.loads(scored.stdout)
     assert res["traces"] == 9 and res["extracted_now"] == 0  # the cached features
+    assert res["dtype"] == "float32"
+    # features of another dtype are never mixed into the cache: refused before any loading
+    mixed = _ttscale("sprm", "eval", str(run), "--head", str(head), "--dtype", "bfloat16",
+                     env=env)
+    assert mixed.returncode != 0 and "pass --dtype float32 to use them" in mixed.stderr
     assert set(res["points"]) == {"majority", "best_of_n", "weighted_best_of_n"}
     assert res["scoring_seconds"] > 0 and res["generation_seconds"] > 0
     from ttscale.evaluation.records import load_records

@@ -66,12 +66,17 @@ def parse_layers(text: str | None) -> list[int] | None:
 
 def collect(out: Path, *, dataset: str, split: str, ids: str | None, limit: int | None,
             n: int, model: str | None, max_tokens: int, temperature: float,
-            concurrency: int, layer: Sequence[int] | None, threads: int | None) -> int:
+            concurrency: int, layer: Sequence[int] | None, threads: int | None,
+            dtype: str = "float32") -> int:
     """Sample and grade through the eval harness into ``out``, then cache step features;
     returns the traces whose features were extracted now."""
     from ttscale.cli.evaluate import eval_run
     from ttscale.evaluation.harness import EvalConfig
     from ttscale.evaluation.sprm import collect_features
+    from ttscale.verifiers.sprm_features import DTYPES, feature_dtype
+
+    if dtype not in DTYPES:
+        feature_dtype(dtype)  # one sentence naming the choices, before any sampling
 
     cfg = EvalConfig(strategies=("majority",), ns=(n,), max_tokens=max_tokens,
                      temperature=temperature, concurrency=concurrency)
@@ -81,8 +86,7 @@ def collect(out: Path, *, dataset: str, split: str, ids: str | None, limit: int 
     err = Console(stderr=True)
     say("loading the model for step features (transformers)...", err)
     with feature_progress(err, "features") as tick:
-        done = collect_features(out, layer, threads=threads,
-                                on_question=tick)
+        done = collect_features(out, layer, threads=threads, on_question=tick, dtype=dtype)
     say(f"step features of {done} traces extracted now (the others were cached)", err)
     return done
 
@@ -112,7 +116,7 @@ def train(runs: Sequence[Path], out: Path, *, layer: int | None, width: int, epo
     from ttscale.evaluation.records import load_records
     from ttscale.evaluation.sprm import features_meta, load_examples
     from ttscale.evaluation.sprm_train import train_head
-    from ttscale.verifiers.sprm import HeadMeta
+    from ttscale.verifiers.sprm import HeadMeta, features_text
 
     if (width < 1 or epochs < 1 or lr <= 0 or warmup < 0 or not 0 <= holdout < 1
             or folds < 0 or folds == 1):
@@ -127,9 +131,9 @@ def train(runs: Sequence[Path], out: Path, *, layer: int | None, width: int, epo
         check_train_run(run, settings)
         found = features_meta(run, layer)
         if meta is not None and any(found[k] != meta[k] for k in
-                                    ("model_sha256", "layer", "step_delimiter")):
-            raise ConfigError(f"{run} has features of another model, layer or delimiter than "
-                              f"{runs[0]}: train on runs of one model and layer")
+                                    ("model_sha256", "layer", "step_delimiter", "dtype")):
+            raise ConfigError(f"{run} has features of another model, layer, delimiter or "
+                              f"dtype than {runs[0]}: train on runs of one model and layer")
         meta = found
         got = load_examples(run, int(found["layer"]), records)
         examples.extend(got)
@@ -140,7 +144,8 @@ def train(runs: Sequence[Path], out: Path, *, layer: int | None, width: int, epo
     assert meta is not None  # runs is never empty (typer requires one)
     head_meta = HeadMeta(meta["model_sha256"], meta["model"], int(meta["layer"]),
                          int(meta["n_layers"]), int(meta["hidden_size"]), width,
-                         meta["step_delimiter"], training)
+                         meta["step_delimiter"], training,
+                         features=features_text(str(meta["dtype"])))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("epochs"), TimeElapsedColumn())
     what = f"training ({folds} folds, then all)" if folds else "training"
@@ -180,14 +185,16 @@ def print_train(head: Any, out: Path) -> None:
 
 def evaluate(run_dir: Path, head_path: Path | None, *, n: int, resamples: int, seed: int,
              threads: int | None, as_json: bool,
-             store_as: str = "sprm") -> Any:
+             store_as: str = "sprm", dtype: str = "float32") -> Any:
     """Score a run with a head; print AUROC, best-of-n against majority, scoring time."""
     from ttscale.evaluation.records import load_records
     from ttscale.evaluation.sprm import run_model, score_run
     from ttscale.verifiers.sprm import SPRMHead, shipped_head
+    from ttscale.verifiers.sprm_features import feature_dtype
 
     if n < 1 or resamples < 1:
         raise ConfigError("-n and --resamples must be positive numbers")
+    chosen = feature_dtype(dtype)
     if not store_as.strip() or any(c.isspace() or c in ",:" for c in store_as):
         raise ConfigError(f"--store-as {store_as!r} is not a verifier name: use letters, "
                           "digits, '-' or '_', e.g. --store-as sprm-l14")
@@ -202,10 +209,10 @@ def evaluate(run_dir: Path, head_path: Path | None, *, n: int, resamples: int, s
     with feature_progress(err, "features") as tick:
         res = score_run(run_dir, head, n, resamples=resamples, seed=seed,
                         threads=threads, on_question=tick,
-                        verifier_name=store_as)
+                        verifier_name=store_as, dtype=chosen)
     ratio = res.scoring_seconds / res.generation_seconds if res.generation_seconds else None
     summary = {"run": str(run_dir), "head": str(found), "stored_as": store_as,
-               "traces": res.traces,
+               "dtype": chosen, "traces": res.traces,
                "correct": res.correct, "auroc": res.auroc, "n": n,
                "questions_replayed": res.questions_replayed,
                "points": {p.strategy: p.accuracy for p in res.points},
@@ -226,7 +233,7 @@ def evaluate(run_dir: Path, head_path: Path | None, *, n: int, resamples: int, s
     Console().print(table)
     Console().print(
         f"trace AUROC {_fmt(res.auroc)} over {res.traces} traces ({res.correct} correct); "
-        f"scoring {res.scoring_seconds:.1f} s against {res.generation_seconds:.1f} s of "
+        f"scoring {res.scoring_seconds:.1f} s ({chosen}) against {res.generation_seconds:.1f} s of "
         f"stored generation time" + (f" (ratio {ratio:.3f})" if ratio is not None else "")
         + f"; scores stored as verifier {store_as} (ttscale eval replay RUN_DIR "
         f"--verifier {store_as})",

@@ -3,8 +3,9 @@ with a head (training: :mod:`ttscale.evaluation.sprm_train`).
 
 Features live beside the run store, one file per question:
 ``RUN_DIR/sprm-features/layer<L>/<question>.npz`` (float16 vectors of every step end, the
-tokens read and the seconds spent per trace), with a ``meta.json`` naming the model, layer
-and step delimiter. A question whose file holds all its stored samples is never read again.
+tokens read and the seconds spent per trace), with a ``meta.json`` naming the model, layer,
+step delimiter and the dtype the model ran in. A question whose file holds all its stored
+samples is never read again.
 """
 
 from __future__ import annotations
@@ -34,10 +35,12 @@ from ttscale.evaluation.records import (
 from ttscale.store import ScoreRow, Store
 from ttscale.types import Usage
 from ttscale.verifiers.sprm import SPRMHead, geometric_mean
-from ttscale.verifiers.sprm_features import chat_text
+from ttscale.verifiers.sprm_features import chat_text, feature_dtype
 from ttscale.verifiers.steps import DEFAULT_DELIMITER
 
 FEATURES_DIR = "sprm-features"
+# caches written before the dtype was recorded all ran in float32
+LEGACY_DTYPE = "float32"
 
 
 @dataclass(frozen=True)
@@ -67,14 +70,24 @@ def features_dir(run_dir: str | Path, layer: int) -> Path:
     return Path(run_dir) / FEATURES_DIR / f"layer{layer}"
 
 
+def _stored_meta(path: Path) -> dict[str, Any]:
+    meta: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    meta.setdefault("dtype", LEGACY_DTYPE)
+    return meta
+
+
 def _check_meta(folder: Path, meta: dict[str, Any]) -> None:
     path = folder / "meta.json"
     if path.is_file():
-        stored = json.loads(path.read_text(encoding="utf-8"))
+        stored = _stored_meta(path)
         if stored != meta:
             diff = [k for k in meta if stored.get(k) != meta[k]]
-            raise ConfigError(f"{folder} holds features with a different {', '.join(diff)}: "
-                              "move it away to extract them again")
+            told = ", ".join(f"{k} (cached {stored.get(k)!r}, asked {meta[k]!r})"
+                             for k in diff)
+            fix = "move the folder away to extract them again"
+            if diff == ["dtype"]:
+                fix = f"pass --dtype {stored['dtype']} to use them, or {fix}"
+            raise ConfigError(f"{folder} holds features with a different {told}: {fix}")
         return
     folder.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n", encoding="utf-8")
@@ -133,11 +146,14 @@ def run_model(settings: dict[str, Any]) -> tuple[str, Path, str]:
 def collect_features(run_dir: str | Path, layer: int | Sequence[int] | None, *,
                      delimiter: str = DEFAULT_DELIMITER,
                      threads: int | None = None, extractor: Any = None,
-                     on_question: Callable[[int, int], None] | None = None) -> int:
+                     on_question: Callable[[int, int], None] | None = None,
+                     dtype: str = "float32") -> int:
     """Extract and cache the step features of every stored trace not cached yet; returns
     how many traces were extracted now. ``layer`` ``None``: the run's only cached layer, or
     ``default_layer`` of the model; several layers come from one forward pass through the
-    deepest. The model is loaded only when a trace needs it."""
+    deepest. The model is loaded only when a trace needs it, in ``dtype`` (see
+    ``feature_dtype``); a cache made in another dtype is refused, never mixed."""
+    chosen = feature_dtype(dtype)
     settings, records = load_records(run_dir)
     name, path, sha = run_model(settings)
     if layer is None and extractor is None and any(
@@ -151,17 +167,17 @@ def collect_features(run_dir: str | Path, layer: int | Sequence[int] | None, *,
             from ttscale.verifiers.sprm_features import TorchFeatures
 
             loaded.append(TorchFeatures.load(str(path), layers[-1] if layers else None,
-                                             threads=threads))
+                                             threads=threads, dtype=chosen))
         return loaded[0]
 
     if not layers:
         layers = [model().layer]
-    wanted = {w: {"model": name, "model_sha256": sha, "layer": w, "step_delimiter": delimiter}
-              for w in layers}
+    wanted = {w: {"model": name, "model_sha256": sha, "layer": w, "step_delimiter": delimiter,
+                  "dtype": chosen} for w in layers}
     for w in layers:
         meta_path = features_dir(run_dir, w) / "meta.json"
         if meta_path.is_file():
-            stored = json.loads(meta_path.read_text(encoding="utf-8"))
+            stored = _stored_meta(meta_path)
             _check_meta(features_dir(run_dir, w), {**stored, **wanted[w]})
     done = 0
     for i, record in enumerate(records):
@@ -217,8 +233,7 @@ def features_meta(run_dir: str | Path, layer: int | None) -> dict[str, Any]:
     if len(folders) != 1 or not (folders[0] / "meta.json").is_file():
         raise ConfigError(f"{run_dir} has {'no' if not folders else 'several'} cached SPRM "
                           "feature sets: run ttscale sprm collect on it (with --layer)")
-    meta: dict[str, Any] = json.loads((folders[0] / "meta.json").read_text(encoding="utf-8"))
-    return meta
+    return _stored_meta(folders[0] / "meta.json")
 
 
 def trace_scores(head: SPRMHead, examples: Sequence[Example]) -> list[float]:
@@ -266,16 +281,16 @@ def score_run(run_dir: str | Path, head: SPRMHead, n: int, *, resamples: int = 2
               seed: int = 0, threads: int | None = None,
               extractor: Any = None,
               on_question: Callable[[int, int], None] | None = None,
-              verifier_name: str = "sprm") -> RunScores:
-    """Score every stored trace of a run with ``head`` (features extracted where missing),
-    store the scores under ``verifier_name``, and replay best-of-n against majority at
-    ``n``."""
+              verifier_name: str = "sprm", dtype: str = "float32") -> RunScores:
+    """Score every stored trace of a run with ``head`` (features extracted where missing, the
+    model in ``dtype``), store the scores under ``verifier_name``, and replay best-of-n
+    against majority at ``n``."""
     settings, records = load_records(run_dir)
     name, _path, sha = run_model(settings)
     head.check_model(sha, name)
     extracted = collect_features(run_dir, head.meta.layer, delimiter=head.meta.step_delimiter,
                                  threads=threads, extractor=extractor,
-                                 on_question=on_question)
+                                 on_question=on_question, dtype=dtype)
     examples = load_examples(run_dir, head.meta.layer, records)
     start = time.perf_counter()
     steps = [head.step_scores(e.vectors) for e in examples]

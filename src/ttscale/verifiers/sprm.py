@@ -73,6 +73,17 @@ def sprm_loss(logits: Any, labels: Any) -> Any:
     return (bce * agree).sum() / agree.sum().clamp(min=1.0)
 
 
+def features_text(dtype: str) -> str:
+    """What a head's features are, for its metadata: the model ran in ``dtype``.
+
+    Example:
+        >>> features_text("bfloat16").split(" from")[0]
+        'transformers bfloat16'
+    """
+    return (f"transformers {dtype} from the GGUF: the final RMSNorm of the residual stream "
+            "after `layer` decoder layers, at the token ending each step")
+
+
 @dataclass(frozen=True)
 class HeadMeta:
     """What a head was trained on and how well it did; written as the ``.sprm.json``."""
@@ -86,8 +97,7 @@ class HeadMeta:
     step_delimiter: str = "\n\n"
     training: Mapping[str, Any] = field(default_factory=dict, hash=False)
     # how the features were read; at another layer or by other code they would differ
-    features: str = ("transformers float32 from the GGUF: the final RMSNorm of the residual "
-                     "stream after `layer` decoder layers, at the token ending each step")
+    features: str = field(default_factory=lambda: features_text("float32"))
     metrics: Mapping[str, Any] = field(default_factory=dict, hash=False)
     created: str = ""
 
