@@ -86,6 +86,24 @@ def test_a_question_not_scored_by_every_verifier_is_left_out(tmp_path: Path) -> 
     assert (only.questions, [v.verifier for v in only.verifiers]) == (4, ["self_judge"])
 
 
+def test_samples_beyond_those_judged_can_be_left_out(tmp_path: Path) -> None:
+    run = scored_run(tmp_path)
+    before = compare_verifiers(run, [1, 4], resamples=50)
+    # 2 more samples a question, scored by no verifier (as when a run had more samples than
+    # a later eval at a smaller n judged): every question is now incomplete
+    cfg = EvalConfig(strategies=("majority",), ns=(6,))
+    settings = run_settings(cfg, model="fake", model_sha256=SHA, dataset="t", split="test")
+    with Store.open(run, settings) as store:
+        Harness(cfg, CachedBackend(FakeBackend(script=script), store, SHA), store).run(PROBLEMS)
+    with pytest.raises(ConfigError, match="no question .* has 4 samples scored"):
+        compare_verifiers(run, [4])
+    first4 = compare_verifiers(run, [1, 4], resamples=50, samples=4)
+    assert (first4.questions, first4.skipped) == (4, 0)
+    assert first4.points == before.points  # the same 4 samples, subsets and figures
+    with pytest.raises(ConfigError, match="--samples 2 is fewer than the largest n"):
+        compare_verifiers(run, [1, 4], samples=2)
+
+
 def test_bad_input_is_one_sentence(tmp_path: Path) -> None:
     run = scored_run(tmp_path)
     with pytest.raises(ConfigError, match="no scores from prm: .*it has oracle, self_judge"):
@@ -123,6 +141,10 @@ def test_the_command_prints_json_and_draws_the_curves(tmp_path: Path) -> None:
     bad = _ttscale("eval", "verifiers", run, "-n", "4", "--verifier", "prm")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().startswith("error:") and "no scores from prm" in bad.stderr
+    few = _ttscale("eval", "verifiers", run, "-n", "4", "--samples", "2")
+    assert few.returncode == 2 and "--samples 2 is fewer than the largest n" in few.stderr
+    first = _ttscale("eval", "verifiers", run, "-n", "4", "--samples", "4", "--json")
+    assert first.returncode == 0 and json.loads(first.stdout)["questions"] == 4
 
 
 def test_a_verifier_name_with_options_is_one_name_on_the_command_line(tmp_path: Path) -> None:

@@ -289,6 +289,9 @@ def verifiers_command(
              "PNG.", show_default=False)] = None,
     resamples: Annotated[int, typer.Option(help="Random subsets per question and n.")] = 200,
     seed: Annotated[int, typer.Option(help="Seed of the subset draws.")] = 0,
+    samples: Annotated[int | None, typer.Option(
+        help="Use each question's first SAMPLES stored samples only (default: all).",
+        show_default=False)] = None,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print the comparison as one JSON object, nothing else.")] = False,
 ) -> None:
@@ -309,7 +312,7 @@ def verifiers_command(
         # a stored name may hold options of its spec (sprm,layer=4)
         names = split_specs(verifier, "verifier") if verifier else None
         res = compare_verifiers(run_dir, parse_ns(n), verifiers=names, resamples=resamples,
-                                seed=seed)
+                                seed=seed, samples=samples)
         if plot is not None:
             plot_curves(res.points, plot, "verifiers against majority")
         if as_json:

@@ -4,7 +4,9 @@ For each verifier that scored a run (``self_judge``, ``sprm``, a PRM...): the tr
 AUROC of its scores against correctness, and best-of-n and weighted best-of-n by its scores
 against majority voting at the same n. Only questions with at least n samples, every one
 scored by every verifier, count, so all figures come from the same samples and subsets
-(one seed draws the same subsets for every strategy).
+(one seed draws the same subsets for every strategy). ``samples`` keeps each question's first
+stored samples only: a run whose questions hold more samples than were all judged (an eval at
+n up to 8 judges samples 0-7 of a question that has 16) still compares every question.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def _labels(records: Sequence[QuestionRecord]) -> list[int]:
 
 def compare_verifiers(run_dir: str | Path, ns: Sequence[int], *,
                       verifiers: Sequence[str] | None = None, resamples: int = 200,
-                      seed: int = 0) -> Comparison:
+                      seed: int = 0, samples: int | None = None) -> Comparison:
     """Compare the run's verifiers (all, or those named) at each n of ``ns``.
 
     Example:
@@ -79,6 +81,9 @@ def compare_verifiers(run_dir: str | Path, ns: Sequence[int], *,
     settings = stored_settings(run_dir)
     if not ns or min(ns) < 1:
         raise ConfigError("-n takes positive sample counts such as 8 or 1,2,4,8")
+    if samples is not None and samples < max(ns):
+        raise ConfigError(f"--samples {samples} is fewer than the largest n ({max(ns)}): keep "
+                          "at least as many samples as the largest n")
     with Store.open(run_dir, settings) as store:
         stored = store.verifiers()
         sources = {v: store.bound(f"verifier:{v}") or "" for v in stored}
@@ -89,7 +94,8 @@ def compare_verifiers(run_dir: str | Path, ns: Sequence[int], *,
             f"{run_dir} has no scores from {', '.join(missing) or 'any verifier'}: score it "
             "with ttscale eval --verifier NAME or ttscale sprm eval first"
             + (f" (it has {', '.join(stored)})" if stored else ""))
-    by_name = {v: load_records(run_dir, v)[1] for v in names}
+    by_name = {v: [replace(r, traces=r.traces[:samples]) for r in load_records(run_dir, v)[1]]
+               for v in names}
     n_max = max(ns)
     keep = set.intersection(*({r.id for r in recs if _complete(r, n_max)}
                               for recs in by_name.values()))
@@ -101,11 +107,11 @@ def compare_verifiers(run_dir: str | Path, ns: Sequence[int], *,
     majority: list[CurvePoint] = []
     for name, recs in by_name.items():
         recs = [r for r in recs if r.id in keep]
-        samples = question_samples(recs)
+        drawn = question_samples(recs)
         if not majority:
-            majority = with_costs(curve(samples, ns, "majority", resamples, seed), recs)
+            majority = with_costs(curve(drawn, ns, "majority", resamples, seed), recs)
         points = [replace(p, strategy=f"{p.strategy} [{name}]")
-                  for s in SCORED for p in curve(samples, ns, s, resamples, seed)]
+                  for s in SCORED for p in curve(drawn, ns, s, resamples, seed)]
         labels = _labels(recs)
         scores = [float(t.score or 0.0) for r in recs for t in r.traces]
         figures.append(VerifierFigures(name, len(labels), sum(labels), auroc(scores, labels),
