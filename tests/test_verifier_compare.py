@@ -77,6 +77,31 @@ def test_every_verifier_on_the_same_questions(tmp_path: Path) -> None:
     # what each name stood for when it scored, as the run recorded it
     assert by["oracle"].source == "the oracle head (SHA-256 0f)"
     assert by["self_judge"].source == "self_judge"
+    # within a question: q0-q2 have right and wrong samples, q3 only wrong ones
+    assert (by["oracle"].within_auroc, by["oracle"].within_questions) == (1.0, 3)
+    assert by["self_judge"].within_auroc == 0.5
+
+
+def test_differences_against_majority_are_paired_over_the_same_subsets(tmp_path: Path) -> None:
+    res = compare_verifiers(scored_run(tmp_path), [1, 2, 4], resamples=50)
+    by = {v.verifier: v for v in res.verifiers}
+    oracle = {(d.strategy, d.n): d for d in by["oracle"].differences}
+    assert sorted(oracle) == [(s, n) for s in ("best_of_n", "weighted_best_of_n")
+                              for n in (1, 2, 4)]
+    # one sample: every strategy takes it, so no difference and no interval
+    assert (oracle[("best_of_n", 1)].mean, oracle[("best_of_n", 1)].low) == (0.0, 0.0)
+    # at n = all 4 samples there is one subset: the difference is exactly that of the points
+    majority4 = next(p for p in res.majority if p.n == 4).accuracy
+    best4 = next(p for p in by["oracle"].points if p.n == 4 and p.strategy.startswith("best"))
+    d = oracle[("best_of_n", 4)]
+    assert d.mean == pytest.approx(best4.accuracy - majority4)
+    assert d.low < d.mean < d.high  # per question +1 or 0: a real interval
+    # the oracle can only win: right answers score 0.9, wrong ones 0.1
+    assert all(x.mean >= 0 for x in oracle.values())
+    # a constant judge's weights are votes: weighted best-of-n is majority on every subset
+    judge = {(d.strategy, d.n): d for d in by["self_judge"].differences}
+    assert all((x.mean, x.low, x.high) == (0.0, 0.0, 0.0)
+               for (s, _n), x in judge.items() if s == "weighted_best_of_n")
 
 
 def test_a_question_not_scored_by_every_verifier_is_left_out(tmp_path: Path) -> None:
@@ -137,7 +162,9 @@ def test_the_command_prints_json_and_draws_the_curves(tmp_path: Path) -> None:
     assert png.read_bytes()[:4] == b"\x89PNG"
     table = _ttscale("eval", "verifiers", run, "-n", "4")
     assert table.returncode == 0 and "weighted" in table.stdout and "1.000" in table.stdout
-    assert "oracle: the oracle head (SHA-256 0f)" in " ".join(table.stdout.split())
+    assert "vs majority" in table.stdout
+    assert ("oracle: AUROC 1.000 over 16 traces, 1.000 within a question (3 questions), "
+            "the oracle head (SHA-256 0f)") in " ".join(table.stdout.split())
     bad = _ttscale("eval", "verifiers", run, "-n", "4", "--verifier", "prm")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().startswith("error:") and "no scores from prm" in bad.stderr

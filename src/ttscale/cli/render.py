@@ -284,27 +284,43 @@ def ensemble_table(report: EnsembleReport) -> Table:
     return table
 
 
+def _points(share: float) -> str:
+    """A share as signed whole points, with no sign on zero (``-0`` reads as a loss)."""
+    text = f"{100 * share:+.0f}"
+    return "0" if text in ("+0", "-0") else text
+
+
 def verifiers_table(res: Comparison) -> Table:
     """Majority and each verifier's best-of-n and weighted best-of-n at every n, with the
-    verifier's trace AUROC, all on the same samples."""
-    # which head an sprm name scored with: a name alone may mean another head elsewhere
-    sources = [f"{v.verifier}: {v.source}" for v in res.verifiers
-               if v.source and v.source != v.verifier]
+    paired difference against majority; each verifier's trace AUROC and its mean AUROC
+    within a question in the caption. All on the same samples."""
+    notes = []
+    for v in res.verifiers:
+        auc = "-" if v.auroc is None else f"{v.auroc:.3f}"
+        inner = ("" if v.within_auroc is None else
+                 f", {v.within_auroc:.3f} within a question ({v.within_questions} questions)")
+        # which head an sprm name scored with: a name alone may mean another head elsewhere
+        source = f", {v.source}" if v.source and v.source != v.verifier else ""
+        notes.append(f"{v.verifier}: AUROC {auc} over {v.traces} traces{inner}{source}")
     table = Table(title=f"{res.questions} questions, the same samples for every row",
-                  caption="; ".join(["tokens per question include the verifier's",
-                                     *sources]))
+                  caption="\n".join(["tokens per question include the verifier's; vs majority: "
+                                      "paired over questions, 95% interval", *notes]))
     for name, justify in (("strategy", "left"), ("verifier", "left"), ("n", "right"),
-                          ("accuracy", "right"), ("95% CI", "right"), ("tokens/q", "right"),
-                          ("AUROC", "right")):
+                          ("accuracy", "right"), ("95% CI", "right"), ("vs majority", "right"),
+                          ("tokens/q", "right")):
         table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     short = {"best_of_n": "best-of-n", "weighted_best_of_n": "weighted"}
     for p in res.majority:
         table.add_row("majority", "", str(p.n), f"{p.accuracy:.1%}",
-                      f"{p.ci_low:.0%}..{p.ci_high:.0%}", f"{p.mean_tokens:,.0f}", "")
+                      f"{p.ci_low:.0%}..{p.ci_high:.0%}", "", f"{p.mean_tokens:,.0f}")
     for v in res.verifiers:
-        auc = "-" if v.auroc is None else f"{v.auroc:.3f}"
+        diffs = {(d.strategy, d.n): d for d in v.differences}
         for p in v.points:
-            table.add_row(short.get(p.strategy.split(" [")[0], p.strategy), v.verifier,
-                          str(p.n), f"{p.accuracy:.1%}", f"{p.ci_low:.0%}..{p.ci_high:.0%}",
-                          f"{p.mean_tokens:,.0f}", auc)
+            strategy = p.strategy.split(" [")[0]
+            d = diffs.get((strategy, p.n))
+            vs = "" if d is None else (f"{100 * d.mean:+.1f} ({_points(d.low)}.."
+                                       f"{_points(d.high)})")
+            table.add_row(short.get(strategy, p.strategy), v.verifier, str(p.n),
+                          f"{p.accuracy:.1%}", f"{p.ci_low:.0%}..{p.ci_high:.0%}", vs,
+                          f"{p.mean_tokens:,.0f}")
     return table

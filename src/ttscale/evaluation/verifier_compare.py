@@ -1,12 +1,14 @@
 """Every verifier of a run side by side, on the same stored samples.
 
 For each verifier that scored a run (``self_judge``, ``sprm``, a PRM...): the trace-level
-AUROC of its scores against correctness, and best-of-n and weighted best-of-n by its scores
-against majority voting at the same n. Only questions with at least n samples, every one
-scored by every verifier, count, so all figures come from the same samples and subsets
-(one seed draws the same subsets for every strategy). ``samples`` keeps each question's first
-stored samples only: a run whose questions hold more samples than were all judged (an eval at
-n up to 8 judges samples 0-7 of a question that has 16) still compares every question.
+AUROC of its scores against correctness, the mean AUROC within a question (how well it ranks a
+question's own samples, which is what selection needs), and best-of-n and weighted best-of-n
+by its scores against majority voting at the same n, with the paired difference. Only questions
+with at least n samples, every one scored by every verifier, count, so all figures come from
+the same samples and subsets (one seed draws the same subsets for every strategy). ``samples``
+keeps each question's first stored samples only: a run whose questions hold more samples than
+were all judged (an eval at n up to 8 judges samples 0-7 of a question that has 16) still
+compares every question.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from ttscale.answers import equivalent
 from ttscale.errors import ConfigError
-from ttscale.evaluation.metrics import CurvePoint, auroc, curve
+from ttscale.evaluation.metrics import CurvePoint, auroc, curve, paired_difference
 from ttscale.evaluation.records import (
     QuestionRecord,
     load_records,
@@ -31,9 +33,23 @@ SCORED = ("best_of_n", "weighted_best_of_n")
 
 
 @dataclass(frozen=True)
+class Difference:
+    """A scored strategy's accuracy minus majority's at the same n, paired over questions
+    (the same subsets of each question), with its 95% interval."""
+
+    strategy: str
+    n: int
+    mean: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
 class VerifierFigures:
-    """One verifier on the compared samples: trace AUROC and its scored strategies' points
-    (named ``best_of_n [NAME]`` and ``weighted_best_of_n [NAME]``)."""
+    """One verifier on the compared samples: trace AUROC, its scored strategies' points
+    (named ``best_of_n [NAME]`` and ``weighted_best_of_n [NAME]``) and their differences
+    against majority, and the mean within-question AUROC over the questions that have both
+    right and wrong samples."""
 
     verifier: str
     traces: int
@@ -41,6 +57,9 @@ class VerifierFigures:
     auroc: float | None
     points: tuple[CurvePoint, ...]
     source: str = ""  # what the name stood for when it scored (an SPRM head's file), if known
+    differences: tuple[Difference, ...] = ()
+    within_auroc: float | None = None
+    within_questions: int = 0
 
 
 @dataclass(frozen=True)
@@ -65,6 +84,18 @@ def _complete(record: QuestionRecord, n: int) -> bool:
 def _labels(records: Sequence[QuestionRecord]) -> list[int]:
     return [int(t.answer is not None and equivalent(r.gold, t.answer))
             for r in records for t in r.traces]
+
+
+def _within_aurocs(records: Sequence[QuestionRecord]) -> list[float]:
+    """Each question's own AUROC, over the questions with both right and wrong samples."""
+    out = []
+    for r in records:
+        labels = _labels([r])
+        if 0 < sum(labels) < len(labels):
+            found = auroc([float(t.score or 0.0) for t in r.traces], labels)
+            if found is not None:
+                out.append(found)
+    return out
 
 
 def compare_verifiers(run_dir: str | Path, ns: Sequence[int], *,
@@ -112,8 +143,14 @@ def compare_verifiers(run_dir: str | Path, ns: Sequence[int], *,
             majority = with_costs(curve(drawn, ns, "majority", resamples, seed), recs)
         points = [replace(p, strategy=f"{p.strategy} [{name}]")
                   for s in SCORED for p in curve(drawn, ns, s, resamples, seed)]
+        diffs = tuple(Difference(s, n, *paired_difference(drawn, n, s, "majority", resamples,
+                                                          seed))
+                      for s in SCORED for n in ns)
         labels = _labels(recs)
         scores = [float(t.score or 0.0) for r in recs for t in r.traces]
-        figures.append(VerifierFigures(name, len(labels), sum(labels), auroc(scores, labels),
-                                       tuple(points), sources.get(name, "")))
+        within = _within_aurocs(recs)
+        figures.append(VerifierFigures(
+            name, len(labels), sum(labels), auroc(scores, labels), tuple(points),
+            sources.get(name, ""), diffs, sum(within) / len(within) if within else None,
+            len(within)))
     return Comparison(len(keep), total - len(keep), tuple(majority), tuple(figures))
