@@ -81,3 +81,21 @@ def test_real_budget_is_never_exceeded(small_backend: LlamaCppBackend) -> None:
     cap = 600
     r = solve(Q, backend=small_backend, n=8, max_tokens=100, budget=Budget(max_tokens=cap))
     assert r.usage.total_tokens <= cap and r.budget_limited and 0 < len(r.traces) < 8
+
+
+def test_extra_buffers_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain CPU weight buffers (the way round llama.cpp builds that crash in the AMX one)
+    still load and generate; a bad switch is one sentence."""
+    from ttscale.errors import ConfigError
+
+    monkeypatch.setenv("TTSCALE_LLAMA_EXTRA_BUFFERS", "0")
+    be = LlamaCppBackend("smollm2-135m", parallel=1, ctx_per_slot=512, threads=2)
+    try:
+        assert be.extra_buffers is False
+        out = be.generate([Chat.user(Q)], SamplingParams(n=1, temperature=0.0, max_tokens=6))
+        assert out.generations[0][0].completion_tokens > 0 and out.generations[0][0].text
+    finally:
+        be.close()
+    monkeypatch.setenv("TTSCALE_LLAMA_EXTRA_BUFFERS", "off")
+    with pytest.raises(ConfigError, match="TTSCALE_LLAMA_EXTRA_BUFFERS must be 0 or 1"):
+        LlamaCppBackend("smollm2-135m", parallel=1)

@@ -24,7 +24,7 @@ from typing import Any
 
 from ttscale.backends.base import chat_to_openai, strip_prefill, wait_for
 from ttscale.backends.streaming import StreamedSample, Watch, stream_body, usage_of
-from ttscale.errors import BackendError, require
+from ttscale.errors import BackendError, ConfigError, require
 from ttscale.params import SamplingParams
 from ttscale.types import (
     Chat,
@@ -54,6 +54,16 @@ def parse_logprobs(block: Any, want: bool) -> tuple[int, tuple[TokenLogprob, ...
     return len(content), lps
 
 
+def _env_flag(name: str, default: bool) -> bool:
+    """A 0/1 switch from the environment; anything else is refused in one sentence."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if value not in ("0", "1"):
+        raise ConfigError(f"{name} must be 0 or 1, got {value!r}: unset it for the default")
+    return value == "1"
+
+
 class LlamaCppBackend:
     """Runs a GGUF model in this process.
 
@@ -64,6 +74,10 @@ class LlamaCppBackend:
         threads: CPU threads (default: all cores).
         cache_prompt: reuse the KV cache of a prompt's longest prefix a slot already holds.
         metrics: serve llama.cpp's Prometheus counters (``server_metrics``), for benches.
+        extra_buffers: let llama.cpp repack weights into its CPU-specific buffers (AMX,
+            repacked quantizations). Default: ``$TTSCALE_LLAMA_EXTRA_BUFFERS`` (0 or 1), else
+            on. Off is the way round a llama.cpp built for an AMX CPU that crashes loading
+            Q4_K weights into the AMX buffer (ggml-org/llama.cpp issue 20824).
 
     Example:
         >>> be = LlamaCppBackend("smollm2-135m", parallel=2)  # doctest: +SKIP
@@ -81,8 +95,12 @@ class LlamaCppBackend:
         threads: int | None = None,
         cache_prompt: bool = True,
         metrics: bool = False,
+        extra_buffers: bool | None = None,
     ) -> None:
         from ttscale import models
+
+        if extra_buffers is None:
+            extra_buffers = _env_flag("TTSCALE_LLAMA_EXTRA_BUFFERS", True)
 
         model = model or models.DEFAULT_MODEL
         path, spec = models.resolve(model)
@@ -97,6 +115,7 @@ class LlamaCppBackend:
         p.warmup = False
         p.endpoint_metrics = metrics
         p.verbosity = -1  # llama.cpp logs every slot event otherwise
+        p.no_extra_bufts = not extra_buffers
         try:
             self._server = xl.Server(p)
         except Exception as exc:
@@ -104,6 +123,7 @@ class LlamaCppBackend:
                                "is a valid GGUF model") from exc
         self.parallel = parallel
         self.cache_prompt = cache_prompt
+        self.extra_buffers = extra_buffers
         self._stop_tokens: dict[str, int] = {}
         self._pieces: dict[int, str] = {}
         self.model_id = spec.name if spec else Path(path).stem
