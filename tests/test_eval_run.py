@@ -424,6 +424,41 @@ def test_guided_rows_keep_their_verifier_when_its_name_is_rebound(
         open_run(tmp_path, cfg, fake)
 
 
+def test_guided_rows_go_on_under_another_name_for_the_same_verifier(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A head first given as ``sprm`` and later by its path (``sprm`` moved on to a newer
+    head) is the same verifier: its guided rows resume; another head under that name is not."""
+    from ttscale.evaluation import harness
+    from ttscale.verifiers import spec
+
+    head = ["head a"]
+
+    def with_head(name: object, backend: object) -> object:
+        made = spec.build_verifier(name, backend)  # type: ignore[arg-type]
+        made.identity = head[0]  # type: ignore[attr-defined]
+        return made
+
+    monkeypatch.setattr(harness, "build_verifier", with_head)
+    fake = FakeBackend(script=script, yes_logprob=-0.3)
+    first = EvalConfig(strategies=("beam:width=2",), ns=(2,), verifier="self_judge")
+    store, h = open_run(tmp_path, first, fake)
+    h.run(PROBLEMS[:1])
+    store.close()
+    # the same head by another name: it resumes, and the first name stays the record
+    again = EvalConfig(strategies=("beam:width=2",), ns=(2, 4), verifier="llm_judge")
+    store, h = open_run(tmp_path, again, fake)
+    h.run(PROBLEMS[:1])
+    assert store.bound("guided_by") == "self_judge"
+    assert {(r.strategy, r.n) for r in store.results()} == {("beam:width=2", 2),
+                                                           ("beam:width=2", 4)}
+    store.close()
+    head[0] = "head b"
+    with pytest.raises(ConfigError, match="ran with --verifier self_judge, not "
+                       "self_judge,reduction=min"):
+        open_run(tmp_path, EvalConfig(strategies=("beam:width=2",), ns=(2,),
+                                      verifier="self_judge,reduction=min"), fake)
+
+
 def test_a_rows_cost_counts_only_its_own_replays_beside_other_questions(
         tmp_path: Path) -> None:
     """Two questions solved side by side: one replays its calls from the cache while the

@@ -371,7 +371,7 @@ def bind_verifier(store: Store, cfg: EvalConfig, verifier: Verifier) -> None:
     """Refuse to mix two verifiers in rows a resumed run skips: scores are kept per verifier
     name, so a name must keep meaning one verifier (``sprm`` once picked another shipped
     head); a verifier-guided strategy's rows are kept per (strategy, n, seed), so its
-    verifier must stay the one they ran with.
+    verifier must stay the one they ran with (under any name that means it).
 
     Example:
         >>> import tempfile
@@ -399,7 +399,8 @@ its own --out directory
     guided = [s for s in cfg.solved if any(make_strategy(s, n).needs_verifier for n in cfg.ns)]
     if guided:
         had = store.bind("guided_by", name)
-        if had != name:
+        # another spelling of the same verifier (sprm:PATH for the head sprm once meant) goes on
+        if had != name and store.bound("guided_by_identity") != identity:
             raise ConfigError(f"the verifier-guided strategies stored in {where} ran with "
                               f"--verifier {had}, not {name}: pass --verifier {had} to go on, "
                               f"or give {name} its own --out directory")
