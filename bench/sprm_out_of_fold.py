@@ -5,10 +5,13 @@ head trained on the other folds' questions only (``out_of_fold_scores``, the sch
 ``ttscale sprm train`` for ``--epochs`` epochs). Then, on every question with all ``n``
 samples: majority@n, best-of-n and weighted best-of-n by those scores, the paired
 difference of weighted best-of-n against majority with a 95% interval, and the trace-level
-and within-question AUROC. No test question is read, so a choice made from this output
-(the epochs, the head's layer) leaves the test figures honest.
+and within-question AUROC. ``--powers`` also weights each trace by its score raised to each
+power (0 is majority voting, large powers approach best-of-n), to see whether sharper weights
+than the plain sum would do better. No test question is read, so a choice made from this
+output (the epochs, the head's layer, the weighting) leaves the test figures honest.
 
-    python bench/sprm_out_of_fold.py runs/sprm-train --layer 14 --epochs 25 --threads 2
+    python bench/sprm_out_of_fold.py runs/sprm-train --layer 14 --epochs 25 --threads 2 \
+        --powers 0.5,2,4,8
 
 Writes bench/results/sprm_out_of_fold.json.
 """
@@ -23,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ttscale.answers import equivalent
-from ttscale.evaluation.metrics import QuestionSamples, auroc, curve, mean_ci
+from ttscale.evaluation.metrics import QuestionSamples, Sample, auroc, curve, mean_ci
 from ttscale.evaluation.records import SEED_STRIDE, load_records
 from ttscale.evaluation.sprm import features_meta, load_examples
 from ttscale.evaluation.sprm_train import Schedule, out_of_fold_scores
@@ -43,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--width", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--powers", default="", help="e.g. 0.5,2,4: weights score**power too")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "sprm_out_of_fold.json")
     a = ap.parse_args(argv)
     if a.threads:
@@ -75,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     points = {p.strategy: p for s in ("majority", "best_of_n", "weighted_best_of_n")
               for p in curve(questions, [n], s, resamples=1)}
     diff = _paired(questions, n)
+    powers = {f"{x:g}": _paired(_powered(questions, x), n) for x in _floats(a.powers)}
     labels = [e.label for e in examples]
     result: dict[str, Any] = {
         "run": str(a.run), "layer": meta.layer, "epochs": a.epochs, "folds": a.folds,
@@ -83,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         "within_question_auroc": sum(within) / len(within) if within else None,
         "within_questions": len(within),
         "accuracy": {k: p.accuracy for k, p in points.items()},
-        "weighted_minus_majority": diff}
+        "weighted_minus_majority": diff,
+        "weighted_powered_minus_majority": powers}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     print(f"{len(questions)} questions, {n} samples each, {len(examples)} traces "
@@ -95,8 +101,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{k:>20} @ {n}: {100 * p.accuracy:.1f}%")
     print(f"weighted best-of-{n} - majority@{n}: {100 * diff[0]:+.1f} points "
           f"({100 * diff[1]:+.1f} to {100 * diff[2]:+.1f})")
+    for x, d in powers.items():
+        print(f"  weights score**{x}: {100 * d[0]:+.1f} points ({100 * d[1]:+.1f} to "
+              f"{100 * d[2]:+.1f})")
     print(f"wrote {a.out}")
     return 0
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SystemExit(f"--powers takes numbers separated by commas, not {text!r}") from None
+
+
+def _powered(questions: list[QuestionSamples], power: float) -> list[QuestionSamples]:
+    """The same samples with each score raised to ``power``: weighted voting then sums
+    score**power per answer."""
+    def sharper(s: Sample) -> Sample:
+        return (s[0], s[1], None if s[2] is None else s[2] ** power)
+
+    return [QuestionSamples(q.id, q.gold, tuple(map(sharper, q.samples))) for q in questions]
 
 
 def _paired(questions: list[QuestionSamples], n: int) -> tuple[float, float, float]:
