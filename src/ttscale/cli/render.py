@@ -285,9 +285,15 @@ def ensemble_table(report: EnsembleReport) -> Table:
 
 
 def _points(share: float) -> str:
-    """A share as signed whole points, with no sign on zero (``-0`` reads as a loss)."""
-    text = f"{100 * share:+.0f}"
-    return "0" if text in ("+0", "-0") else text
+    """A share as signed points to one decimal, with no sign on zero (``-0.0`` reads as a
+    loss); whole points would round an interval's -0.3 to 0 and hide that it crosses zero.
+
+    Example:
+        >>> _points(-0.0028), _points(0.0142), _points(-0.0004)
+        ('-0.3', '+1.4', '0.0')
+    """
+    text = f"{100 * share:+.1f}"
+    return "0.0" if text in ("+0.0", "-0.0") else text
 
 
 def verifiers_table(res: Comparison) -> Table:
