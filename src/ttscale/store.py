@@ -62,10 +62,16 @@ _LATER = (
     # so a later invocation cannot mix another meaning into the same rows.
     """CREATE TABLE IF NOT EXISTS bindings (key TEXT PRIMARY KEY, value TEXT NOT NULL,
         created REAL NOT NULL)""",
+    # A search's verifier calls (the question and the partial answers scored, hashed, with
+    # what came back), so a question resumed after a kill replays its search without paying
+    # the verifier again, and takes the same path.
+    """CREATE TABLE IF NOT EXISTS verdicts (verifier TEXT NOT NULL, key TEXT NOT NULL,
+        output TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (verifier, key))""",
 )
 # logprobs holds a summary (tokens, sum, mean, min); token_logprobs the full list, kept so a
 # replayed logprob request (a self-judge verdict) equals the original.
-TABLES = ("run", "generations", "scores", "results", "trees", "questions", "bindings")
+TABLES = ("run", "generations", "scores", "results", "trees", "questions", "bindings",
+          "verdicts")
 
 
 def _default(obj: Any) -> Any:
@@ -435,6 +441,28 @@ class Store:
                 (question_id, strategy, canonical_json(tree), time.time()))
             return int(cur.lastrowid or 0)
 
+    def put_verdict(self, verifier: str, key: str, output: Any) -> int:
+        """Store one verifier call's JSON-ready ``output`` under (``verifier``, ``key``);
+        returns 1 when it was new (the first call stored under a key is kept)."""
+        return self._insert("INSERT OR IGNORE INTO verdicts (verifier, key, output, created) "
+                            "VALUES (?,?,?,?)",
+                            [(verifier, key, canonical_json(output), time.time())])
+
+    def get_verdict(self, verifier: str, key: str) -> Any:
+        """The output stored by ``put_verdict``, or None.
+
+        Example:
+            >>> import tempfile
+            >>> s = Store.open(tempfile.mkdtemp(), {})
+            >>> s.put_verdict("judge", "k1", {"steps": [[0.5]]}), s.put_verdict("judge", "k1", {})
+            (1, 0)
+            >>> s.get_verdict("judge", "k1"), s.get_verdict("other", "k1")
+            ({'steps': [[0.5]]}, None)
+        """
+        rows = self._query("SELECT output FROM verdicts WHERE verifier=? AND key=?",
+                           (verifier, key))
+        return json.loads(rows[0][0]) if rows else None
+
     def trees(self, question_id: str | None = None) -> list[TreeRow]:
         """Stored trees in the order they were written, of one question or all."""
         sql = ("SELECT id, question_id, strategy, tree FROM trees"
@@ -477,7 +505,8 @@ def _init_or_read(conn: sqlite3.Connection, path: Path, asked: dict[str, Any]) -
             conn.execute("ROLLBACK")
             raise
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    missing = [t for t in TABLES if t not in names and t not in ("questions", "bindings")]
+    missing = [t for t in TABLES if t not in names
+               and t not in ("questions", "bindings", "verdicts")]
     if missing:
         raise ConfigError(f"{path} is an SQLite file without the ttscale tables "
                           f"{', '.join(missing)}: move it away or use a new --out name")

@@ -36,6 +36,7 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
     "results": ("run", "question_id", "strategy", "n", "seed", "answer", "correct", "usage",
                 "created"),
     "trees": ("question_id", "strategy", "tree", "created"),
+    "verdicts": ("verifier", "key", "output", "created"),
 }
 
 
@@ -49,8 +50,8 @@ def _lines(store: Store, logprobs: bool) -> Iterator[dict[str, Any]]:
                    " ORDER BY g.id, s.verifier")
             names = _KEY + columns
         else:
-            order = "position" if table == "questions" else (
-                "key" if table == "bindings" else "id")
+            order = {"questions": "position", "bindings": "key",
+                     "verdicts": "created, verifier, key"}.get(table, "id")
             sql = f"SELECT {', '.join(columns)} FROM {table} ORDER BY {order}"
             names = columns
         for row in store.query(sql):

@@ -28,6 +28,7 @@ from ttscale.errors import ConfigError
 from ttscale.evaluation.cache import CachedBackend, missing_runs
 from ttscale.evaluation.datasets import Problem
 from ttscale.evaluation.records import SEED_STRIDE
+from ttscale.evaluation.verdicts import CachedVerifier
 from ttscale.params import SamplingParams
 from ttscale.store import QuestionRow, ResultRow, ScoreRow, Store, StoredGeneration, params_json
 from ttscale.strategies.spec import make_strategy
@@ -191,6 +192,7 @@ class Harness:
         self.store = store
         self.on_tick = on_tick or (lambda _t: None)
         self.verifier: Verifier | None = None
+        self.guide: CachedVerifier | None = None  # the verifier searches call, remembered
         self._samples_pool: ThreadPoolExecutor | None = None
         self._replayed = 0  # samples read back from the store instead of generated
         self._lock = threading.Lock()
@@ -198,6 +200,8 @@ class Harness:
             # The verifier calls the backend itself: its scores are stored, not its samples.
             self.verifier = build_verifier(cfg.verifier, backend.backend)
             bind_verifier(store, cfg, self.verifier)
+            self.guide = CachedVerifier(self.verifier, store,
+                                        verifier_identity(self.verifier, cfg.verifier))
 
     def run(self, problems: Sequence[Problem]) -> EvalOutcome:
         """Generate, score and record every question; resumable at any point."""
@@ -351,13 +355,16 @@ class Harness:
                 continue
             # this thread's replays only: the question beside it replays into the same cache
             cached_before = self.backend.replayed_here()
+            judged_before = self.guide.replayed_here() if self.guide else Usage()
             # the run's one verifier instance: built per call, a model-reading verifier
             # (sprm, hf_prm) would load its model again for every question and n
             r = solve(problem.question, backend=self.backend, strategy=name, n=n,
-                      verifier=self.verifier, temperature=self.cfg.temperature,
+                      verifier=self.guide, temperature=self.cfg.temperature,
                       top_p=self.cfg.top_p, max_tokens=self.cfg.max_tokens,
                       seed=seed * SEED_STRIDE)
-            spent = spent + r.usage
+            # replayed verdicts are in r.usage (the strategy charged them) but not spent now
+            spent = spent + _minus(r.usage, _minus(
+                self.guide.replayed_here() if self.guide else Usage(), judged_before))
             # the full cost: what was generated now plus what the cache replayed
             full = r.usage + _minus(self.backend.replayed_here(), cached_before)
             correct = r.answer is not None and equivalent(problem.gold, r.answer)
