@@ -11,17 +11,21 @@
 # is restored first. Every EXPORT_EVERY seconds (default 600) the store is exported to
 # bench/runs/gsm8k-search.jsonl, which is what to commit.
 #
-# Threads: the guided runs keep llama.cpp and the SPRM's torch model busy at the same time;
-# two pools of all cores each spin at each other's barriers, so the cores are split between
-# them (LLAMA_THREADS and SPRM_THREADS override). RSA has no verifier and gets every core.
+# Threads: on a CPU both llama.cpp and the SPRM's torch model are compute-bound, and a
+# question alternates between them (generate a round, score it). Two questions at once keep
+# both busy at the same time, and two pools of all cores each spin at each other's barriers;
+# split 1/1 they left the cores 44% idle (llama.cpp waiting for the SPRM and back). So the
+# default is one question at a time with every core for each in turn (CONCURRENCY,
+# LLAMA_THREADS and SPRM_THREADS override; on a GPU raise CONCURRENCY).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TT=.venv/bin/ttscale
 RUN=runs/gsm8k-search
 EXPORT=bench/runs/gsm8k-search.jsonl
 CORES=$(nproc)
-LLAMA_THREADS=${LLAMA_THREADS:-$(( (CORES + 1) / 2 ))}
-SPRM_THREADS=${SPRM_THREADS:-$(( CORES / 2 > 0 ? CORES / 2 : 1 ))}
+CONCURRENCY=${CONCURRENCY:-1}
+LLAMA_THREADS=${LLAMA_THREADS:-$CORES}
+SPRM_THREADS=${SPRM_THREADS:-$CORES}
 HEAD=bench/heads/gsm8k-train-0-99/qwen2.5-coder-1.5b.sprm.safetensors
 
 if [ ! -f "$RUN/run.sqlite" ]; then
@@ -36,9 +40,9 @@ export_now() {
 EXPORTER=$!
 trap 'kill $EXPORTER 2>/dev/null || true' EXIT
 
-E=("$TT" eval --dataset gsm8k --split test --ids 0-29 --max-tokens 768 --concurrency 2
+E=("$TT" eval --dataset gsm8k --split test --ids 0-29 --max-tokens 768 --concurrency "$CONCURRENCY"
    --out "$RUN")
-echo "search runs: llama.cpp $LLAMA_THREADS threads, SPRM $SPRM_THREADS; started $(date -u)"
+echo "search runs: $CONCURRENCY at a time, llama.cpp $LLAMA_THREADS threads, SPRM $SPRM_THREADS; started $(date -u)"
 "${E[@]}" --threads "$LLAMA_THREADS" --verifier "sprm:$HEAD,threads=$SPRM_THREADS" \
   --strategies beam:width=4,dvts:width=4,ab_mcts --n 16
 "${E[@]}" --threads "$CORES" --verifier "sprm:$HEAD,threads=$SPRM_THREADS" \
