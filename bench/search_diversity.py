@@ -2,8 +2,8 @@
 
 Step-level beam search keeps the N/M best partial answers each round, so every branch it ends
 with may descend from one early step the verifier liked; if that step is wrong, no vote can
-recover. This reads the search trees of a ``ttscale eval`` run (beam, DVTS, MCTS, AB-MCTS)
-and, per strategy and n, counts the final candidates' distinct answers and how often one of
+recover. This reads the search trees of a ``ttscale eval`` run (beam, DVTS, MCTS, AB-MCTS,
+RSA) and, per strategy and n, counts the final candidates' distinct answers and how often one of
 them is right (coverage), next to the same counts over the first n independent samples of
 the same questions (from ``--samples``) and majority voting over them.
 
@@ -11,7 +11,9 @@ the same questions (from ``--samples``) and majority voting over them.
 
 Final candidates: for beam and DVTS the leaves not pruned (the branches kept to the end);
 for MCTS and AB-MCTS every node, since each node there is a whole answer and all of them
-are voted.
+are voted; for RSA the members of the last population (the first population is n independent
+samples, and each aggregation round may narrow it). For RSA it also prints every round's
+population: distinct answers and coverage, round by round.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ttscale.evaluation.records import QuestionRecord, load_records
 
 WHOLE_ANSWER_NODES = ("mcts", "ab_mcts")
 STEP_SEARCH = ("beam", "dvts")
+POPULATIONS = ("rsa",)
 
 
 def nodes(tree: dict[str, Any], path: str = "") -> Iterator[tuple[dict[str, Any], str]]:
@@ -49,8 +52,17 @@ def final_answers(label: str, tree: dict[str, Any]) -> list[str | None]:
         ['2']
         >>> final_answers("ab_mcts, n=2, seed=0", {"children": [{"text": "\\\\boxed{3}"}]})
         ['3']
+        >>> box = lambda a: {"text": "\\\\boxed{%s}" % a}
+        >>> rounds = [{"round": 0, "children": [box(4), box(5)]},
+        ...           {"round": 1, "children": [box(5), box(5)]}]
+        >>> final_answers("rsa:k=2,rounds=1, n=2, seed=0", {"children": rounds})
+        ['5', '5']
     """
     name = label.split(",")[0].split(":")[0]
+    if name in POPULATIONS:
+        pops: list[dict[str, Any]] = tree.get("children", [])
+        last = max(pops, key=lambda r: int(r.get("round", 0)), default={})
+        return [extract_answer(m.get("text", "")) for m in last.get("children", [])]
     if name in WHOLE_ANSWER_NODES:
         return [extract_answer(n.get("text", "")) for n, _ in nodes(tree)]
     return [extract_answer(text) for n, text in nodes(tree)
@@ -82,7 +94,7 @@ def summarise(records: Sequence[QuestionRecord], samples: dict[str, QuestionReco
         for t in r.trees:
             label = t.strategy
             name = label.split(",")[0].split(":")[0]
-            if name not in WHOLE_ANSWER_NODES + STEP_SEARCH or s is None:
+            if name not in WHOLE_ANSWER_NODES + STEP_SEARCH + POPULATIONS or s is None:
                 continue
             n = int(label.split("n=")[1].split(",")[0])
             if len(s.traces) < n:
@@ -103,6 +115,34 @@ def summarise(records: Sequence[QuestionRecord], samples: dict[str, QuestionReco
     return rows
 
 
+def population_rounds(records: Sequence[QuestionRecord]) -> list[dict[str, Any]]:
+    """Per RSA label and round: questions, mean distinct answers in that round's population,
+    and how often one of them is right; shows whether aggregation narrows the population
+    onto the right answer or away from it.
+
+    Example:
+        >>> from ttscale.store import TreeRow
+        >>> box = lambda a: {"text": "\\\\boxed{%s}" % a}
+        >>> tree = {"children": [{"round": 0, "children": [box(4), box(5)]},
+        ...                      {"round": 1, "children": [box(4), box(4)]}]}
+        >>> r = QuestionRecord("q", "?", "5", (), trees=(TreeRow(1, "q", "rsa, n=2", tree),))
+        >>> [(x["round"], x["distinct"], x["coverage"]) for x in population_rounds([r])]
+        [(0, 2.0, 1), (1, 1.0, 0)]
+    """
+    per: dict[tuple[str, int], list[tuple[int, bool]]] = defaultdict(list)
+    for r in records:
+        for t in r.trees:
+            if t.strategy.split(",")[0].split(":")[0] not in POPULATIONS:
+                continue
+            for pop in t.tree.get("children", []):
+                got = [extract_answer(m.get("text", "")) for m in pop.get("children", [])]
+                per[(t.strategy.split(", seed")[0], int(pop.get("round", 0)))].append(
+                    (len(group_answers(got)), covers(got, r.gold)))
+    return [{"strategy": label, "round": rnd, "questions": len(v),
+             "distinct": sum(x[0] for x in v) / len(v), "coverage": sum(x[1] for x in v)}
+            for (label, rnd), v in sorted(per.items())]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("run_dir", type=Path)
@@ -113,7 +153,7 @@ def main() -> int:
     _, sample_records = load_records(args.samples) if args.samples else (None, records)
     rows = summarise(records, {r.id: r for r in sample_records})
     if not rows:
-        print(f"{args.run_dir} has no search trees of beam, DVTS, MCTS or AB-MCTS with "
+        print(f"{args.run_dir} has no search trees of beam, DVTS, MCTS, AB-MCTS or RSA with "
               "enough samples beside them", file=sys.stderr)
         return 2
     print(f"{'search':24} {'n':>3} {'qs':>3} {'distinct':>8} {'covered':>8} | "
@@ -122,6 +162,12 @@ def main() -> int:
         print(f"{r['strategy']:24} {r['n']:3} {r['questions']:3} {r['distinct']:8.1f} "
               f"{r['coverage']:8} | {r['samples_distinct']:17.1f} {r['samples_coverage']:8} "
               f"{r['samples_majority']:14.1f}")
+    pops = population_rounds(records)
+    if pops:
+        print(f"\n{'RSA population':24} {'round':>5} {'qs':>3} {'distinct':>8} {'covered':>8}")
+        for p in pops:
+            print(f"{p['strategy']:24} {p['round']:5} {p['questions']:3} {p['distinct']:8.1f} "
+                  f"{p['coverage']:8}")
     return 0
 
 
