@@ -117,8 +117,8 @@ def summarise(records: Sequence[QuestionRecord], samples: dict[str, QuestionReco
 
 def population_rounds(records: Sequence[QuestionRecord]) -> list[dict[str, Any]]:
     """Per RSA label and round: questions, mean distinct answers in that round's population,
-    and how often one of them is right; shows whether aggregation narrows the population
-    onto the right answer or away from it.
+    how often one of them is right, and how often its majority is (ties split); shows whether
+    aggregation narrows the population onto the right answer or away from it.
 
     Example:
         >>> from ttscale.store import TreeRow
@@ -126,10 +126,11 @@ def population_rounds(records: Sequence[QuestionRecord]) -> list[dict[str, Any]]
         >>> tree = {"children": [{"round": 0, "children": [box(4), box(5)]},
         ...                      {"round": 1, "children": [box(4), box(4)]}]}
         >>> r = QuestionRecord("q", "?", "5", (), trees=(TreeRow(1, "q", "rsa, n=2", tree),))
-        >>> [(x["round"], x["distinct"], x["coverage"]) for x in population_rounds([r])]
-        [(0, 2.0, 1), (1, 1.0, 0)]
+        >>> [(x["round"], x["distinct"], x["coverage"], x["majority"])
+        ...  for x in population_rounds([r])]
+        [(0, 2.0, 1, 0.5), (1, 1.0, 0, 0.0)]
     """
-    per: dict[tuple[str, int], list[tuple[int, bool]]] = defaultdict(list)
+    per: dict[tuple[str, int], list[tuple[int, bool, float]]] = defaultdict(list)
     for r in records:
         for t in r.trees:
             if t.strategy.split(",")[0].split(":")[0] not in POPULATIONS:
@@ -137,9 +138,10 @@ def population_rounds(records: Sequence[QuestionRecord]) -> list[dict[str, Any]]
             for pop in t.tree.get("children", []):
                 got = [extract_answer(m.get("text", "")) for m in pop.get("children", [])]
                 per[(t.strategy.split(", seed")[0], int(pop.get("round", 0)))].append(
-                    (len(group_answers(got)), covers(got, r.gold)))
+                    (len(group_answers(got)), covers(got, r.gold), majority_right(got, r.gold)))
     return [{"strategy": label, "round": rnd, "questions": len(v),
-             "distinct": sum(x[0] for x in v) / len(v), "coverage": sum(x[1] for x in v)}
+             "distinct": sum(x[0] for x in v) / len(v), "coverage": sum(x[1] for x in v),
+             "majority": sum(x[2] for x in v)}
             for (label, rnd), v in sorted(per.items())]
 
 
@@ -164,10 +166,11 @@ def main() -> int:
               f"{r['samples_majority']:14.1f}")
     pops = population_rounds(records)
     if pops:
-        print(f"\n{'RSA population':24} {'round':>5} {'qs':>3} {'distinct':>8} {'covered':>8}")
+        print(f"\n{'RSA population':24} {'round':>5} {'qs':>3} {'distinct':>8} {'covered':>8} "
+              f"{'majority right':>14}")
         for p in pops:
             print(f"{p['strategy']:24} {p['round']:5} {p['questions']:3} {p['distinct']:8.1f} "
-                  f"{p['coverage']:8}")
+                  f"{p['coverage']:8} {p['majority']:14.1f}")
     return 0
 
 
