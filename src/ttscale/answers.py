@@ -118,16 +118,65 @@ def _parsed(answer: str) -> tuple[Any, ...]:
 
 _INTEGER = re.compile(r"-?[0-9]{1,100}")
 
+# "20 pencils left", "4 bolts of blue fiber", "\\$18 per day", "80 \\text{ miles each}": a
+# number (a sign, a dollar sign, thousands commas, decimals or a fraction allowed) followed
+# by words alone. The words must start after a space (or a LaTeX space or \\text{}), so "3x"
+# stays algebra, and hold no digit or other LaTeX, so "1 hour and 20 minutes" stays whole.
+_NUMBER_THEN_WORDS = re.compile(r"""
+    (?P<sign>[-+]?)\s*(?:\\?\$\s*)?
+    (?P<number>(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?)
+    (?P<words>(?:\s|\\[,;:! ]|\\text\{[^{}\d\\]*\}|[A-Za-z'’.,!?-])*)
+    \Z""", re.VERBOSE)
+_CURRENCY = re.compile(r"[-+]?\s*\\\$")  # "\\$5": math-verify reads no LaTeX dollar sign
+# Words that change the number's value or read as mathematics: never dropped.
+_KEEP_WORDS = frozenset({"hundred", "thousand", "million", "billion", "trillion", "dozen",
+                         "dozens", "percent", "pi", "e", "i", "k", "m", "b"})
+
+
+def numeric_core(answer: str) -> str:
+    """The number of an answer that is a number followed by words, else ``answer`` itself.
+
+    Votes and grading compare this, so "20 pencils left" counts with "20"; results keep
+    showing the text as written. Words that change the value ("4 million", "20 percent")
+    and everything that is not a plain number with words (LaTeX, equations, several
+    numbers) are left alone.
+
+    Example:
+        >>> numeric_core("20 pencils left"), numeric_core("4 bolts of blue fiber")
+        ('20', '4')
+        >>> numeric_core("\\\\$1,250.50 per week"), numeric_core("-\\\\$170.00")
+        ('1250.50', '-170.00')
+        >>> numeric_core("4 million"), numeric_core("x = 3"), numeric_core("3x")
+        ('4 million', 'x = 3', '3x')
+        >>> numeric_core("1 \\\\text{ hour and 20 minutes}"), numeric_core("$5$")
+        ('1 \\\\text{ hour and 20 minutes}', '$5$')
+    """
+    text = answer.strip()
+    found = _NUMBER_THEN_WORDS.fullmatch(text)
+    if found is None:
+        return answer
+    words = found["words"]
+    if not re.search(r"[A-Za-z]", words) and not _CURRENCY.match(text):
+        return answer  # a bare number (or "$5", which math-verify reads): nothing to drop
+    if words and not re.match(r"\s|\\", words):
+        return answer  # "3x", "2pi": a product, not a unit
+    spelled = re.findall(r"[A-Za-z]+", re.sub(r"\\text", " ", words))
+    if any(w.lower() in _KEEP_WORDS for w in spelled):
+        return answer
+    return found["sign"] + found["number"].replace(",", "")
+
 
 def equivalent(a: str, b: str) -> bool:
-    """True when two answers are mathematically the same (math-verify).
+    """True when two answers are mathematically the same (math-verify), after each is cut
+    to its number when it is a number followed by words (:func:`numeric_core`).
 
     Example:
         >>> equivalent("1/2", "0.5") and equivalent("\\\\frac{1}{2}", "0.5")
         True
-        >>> equivalent("3", "4"), equivalent("007", "7")
-        (False, True)
+        >>> equivalent("3", "4"), equivalent("007", "7"), equivalent("20 pencils left", "20")
+        (False, True, True)
     """
+    a, b = numeric_core(a), numeric_core(b)
     sa, sb = a.strip(), b.strip()
     if sa == sb:
         return True
