@@ -2,7 +2,7 @@
 
 For each of the 11 models, each of the 30 problems keeps its first 80 stored samples (the pool;
 majority@80 is the exact vote over them). A rule replays ``--orders`` random permutations of
-the pool per problem (``ttscale.evaluation.adaptive_replay``). Per model: accuracy relative to
+the pool per problem (``ttscale.evaluation.replay.adaptive``). Per model: accuracy relative to
 majority@80 and tokens as a share of majority@80's; the table averages both over models.
 
 Rows: fixed-N majority (several N), the published Bayes-factor rule (thresholds 10 and 100),
@@ -28,16 +28,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ttscale.adaptive import (
+from ttscale.aggregation.stopping import (
     BayesFactorRule,
     BudgetedBayesFactorRule,
     FixedRule,
     StoppingRule,
     rule_label,
 )
-from ttscale.evaluation.adaptive_replay import orders_for, replay_order
-from ttscale.evaluation.importers import import_boinf
-from ttscale.evaluation.metrics import Prepared, prepare
+from ttscale.evaluation.replay.adaptive import orders_for, replay_order
+from ttscale.evaluation.replay.metrics import Prepared, prepare
+from ttscale.evaluation.runs.importers import import_boinf
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DIR = HERE.parents[1] / "shared" / "samples" / "aime2024"

@@ -1,7 +1,7 @@
 """Ensembles of the 11 AIME 2024 models, cross-validated over the 30 problems.
 
 Each model is a source; its vote on a problem is the shares of its answers among the samples
-it drew (``ttscale.evaluation.ensemble``), either all of its first 80 samples or as many as
+it drew (``ttscale.aggregation.ensemble``), either all of its first 80 samples or as many as
 our adaptive rule (``budgeted``) draws in a random order. Every method is scored by
 leave-one-out over problems (weights fitted on the other 29); ``best_hindsight`` is the
 reference that sees every label. Tokens per problem count only the sources with weight > 0.
@@ -21,12 +21,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ttscale.adaptive import BudgetedBayesFactorRule, FixedRule, StoppingRule
+from ttscale.aggregation.ensemble import METHODS, QuestionVotes, cross_validate, question_votes
+from ttscale.aggregation.stopping import BudgetedBayesFactorRule, FixedRule, StoppingRule
 from ttscale.answers import equivalent
-from ttscale.evaluation.adaptive_replay import orders_for, replay_order
-from ttscale.evaluation.ensemble import METHODS, QuestionVotes, cross_validate, question_votes
-from ttscale.evaluation.importers import ImportedQuestion, import_boinf
-from ttscale.evaluation.metrics import Prepared, prepare
+from ttscale.evaluation.replay.adaptive import orders_for, replay_order
+from ttscale.evaluation.replay.metrics import Prepared, prepare
+from ttscale.evaluation.runs.importers import ImportedQuestion, import_boinf
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DIR = HERE.parents[1] / "shared" / "samples" / "aime2024"

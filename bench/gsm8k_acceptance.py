@@ -18,7 +18,7 @@ from typing import Any
 from ttscale import solve
 from ttscale.answers import equivalent
 from ttscale.backends.llamacpp import LlamaCppBackend
-from ttscale.data import gsm8k
+from ttscale.evaluation import load_dataset
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
         for line in out.read_text().splitlines():
             row = json.loads(line)
             done[(row["id"], row["strategy"])] = row
-    problems = gsm8k("test")[args.first : args.last + 1]
+    problems = load_dataset("gsm8k", "test")[args.first : args.last + 1]
     todo = [(p, s) for p in problems for s in ("greedy", "majority")
             if (p.id, s) not in done]
     if todo and not args.summary_only:

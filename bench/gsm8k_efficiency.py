@@ -37,20 +37,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ttscale.adaptive import (
+from ttscale.aggregation.confidence import ConfidenceParams
+from ttscale.aggregation.pruning import PruneParams, calibrate
+from ttscale.aggregation.stopping import (
     BayesFactorRule,
     BudgetedBayesFactorRule,
     FixedRule,
     StoppingRule,
     rule_label,
 )
-from ttscale.confidence import ConfidenceParams
-from ttscale.evaluation.adaptive_replay import orders_for, replay_order
-from ttscale.evaluation.confidence_replay import prepare_confidence, replay_confidence
-from ttscale.evaluation.metrics import mean_ci, prepare, replay
-from ttscale.evaluation.prune_replay import PruneQuestion, prepare_prune, replay_prune
-from ttscale.evaluation.records import QuestionRecord, load_records
-from ttscale.pruning import PruneParams, calibrate
+from ttscale.evaluation.replay.adaptive import orders_for, replay_order
+from ttscale.evaluation.replay.confidence import prepare_confidence, replay_confidence
+from ttscale.evaluation.replay.metrics import mean_ci, prepare, replay
+from ttscale.evaluation.replay.prune import PruneQuestion, prepare_prune, replay_prune
+from ttscale.evaluation.runs.records import QuestionRecord, load_records
 
 HERE = Path(__file__).resolve().parent
 N = 16

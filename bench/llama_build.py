@@ -27,11 +27,11 @@ def measure(model: str) -> dict[str, float | str]:
 
     from ttscale.answers import solve_prompt
     from ttscale.backends.llamacpp import LlamaCppBackend
-    from ttscale.data import gsm8k
+    from ttscale.evaluation import load_dataset
     from ttscale.params import SamplingParams
     from ttscale.verifiers.self_judge import SelfJudge
 
-    problems = gsm8k("test")[:8]
+    problems = load_dataset("gsm8k", "test")[:8]
     be = LlamaCppBackend(model, parallel=8, ctx_per_slot=2048)
     try:
         # solutions to judge: this model's greedy answers (a build may change a token here

@@ -17,7 +17,7 @@ import time
 from ttscale import solve
 from ttscale.answers import solve_prompt
 from ttscale.backends.llamacpp import LlamaCppBackend
-from ttscale.data import gsm8k
+from ttscale.evaluation import load_dataset
 from ttscale.params import SamplingParams
 
 
@@ -30,7 +30,7 @@ def main() -> None:
     args = ap.parse_args()
     be = LlamaCppBackend(args.model, parallel=args.n)
     params = SamplingParams(n=args.n, temperature=0.7, max_tokens=args.max_tokens, seed=0)
-    problems = gsm8k("test")[: args.questions]
+    problems = load_dataset("gsm8k", "test")[: args.questions]
 
     def via_ttscale(q: str) -> tuple[float, int]:
         t = time.perf_counter()

@@ -22,9 +22,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from ttscale.evaluation.importers import import_boinf
-from ttscale.evaluation.metrics import curve
-from ttscale.evaluation.runs import load_run, store_imported
+from ttscale.evaluation.replay.metrics import curve
+from ttscale.evaluation.runs.importers import import_boinf
+from ttscale.evaluation.runs.imports import load_run, store_imported
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "samples" / "aime2024"
 

@@ -13,9 +13,9 @@ import argparse
 import time
 
 from ttscale.cli.evaluate import ready
-from ttscale.evaluation.metrics import curve
-from ttscale.evaluation.records import load_records, question_samples
-from ttscale.evaluation.runs import max_n
+from ttscale.evaluation.replay.metrics import curve
+from ttscale.evaluation.runs.imports import max_n
+from ttscale.evaluation.runs.records import load_records, question_samples
 
 STRATEGIES = ("majority", "best_of_n", "weighted_best_of_n")
 

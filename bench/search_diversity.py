@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ttscale.answers import equivalent, extract_answer, group_answers
-from ttscale.evaluation.records import QuestionRecord, load_records
+from ttscale.evaluation.runs.records import QuestionRecord, load_records
 
 WHOLE_ANSWER_NODES = ("mcts", "ab_mcts")
 STEP_SEARCH = ("beam", "dvts")
@@ -121,7 +121,7 @@ def population_rounds(records: Sequence[QuestionRecord]) -> list[dict[str, Any]]
     aggregation narrows the population onto the right answer or away from it.
 
     Example:
-        >>> from ttscale.store import TreeRow
+        >>> from ttscale.evaluation.runs.store import TreeRow
         >>> box = lambda a: {"text": "\\\\boxed{%s}" % a}
         >>> tree = {"children": [{"round": 0, "children": [box(4), box(5)]},
         ...                      {"round": 1, "children": [box(4), box(4)]}]}

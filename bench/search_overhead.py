@@ -27,7 +27,7 @@ from typing import Any
 from ttscale import models
 from ttscale.backends.llamacpp import LlamaCppBackend
 from ttscale.budget import Accountant
-from ttscale.data import gsm8k
+from ttscale.evaluation import load_dataset
 from ttscale.params import SamplingParams
 from ttscale.strategies.base import Env, State
 from ttscale.strategies.beam import BeamSearch
@@ -117,7 +117,7 @@ def main() -> None:
                          ctx_per_slot=2 * args.max_tokens + 512)
     totals: dict[bool, dict[int, dict[str, float]]] = {True: {}, False: {}}
     try:
-        for i, problem in enumerate(gsm8k("test")[: args.questions]):
+        for i, problem in enumerate(load_dataset("gsm8k", "test")[: args.questions]):
             calls = record(be, problem.question, args)
             for reuse in ((True, False) if i % 2 == 0 else (False, True)):
                 tag = f"[{i}{'R' if reuse else 'N'}]"

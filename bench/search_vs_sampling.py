@@ -31,8 +31,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ttscale.evaluation.metrics import mean_ci, prepare, replay
-from ttscale.evaluation.records import QuestionRecord, load_records
+from ttscale.evaluation.replay.metrics import mean_ci, prepare, replay
+from ttscale.evaluation.runs.records import QuestionRecord, load_records
 from ttscale.strategies.spec import split_specs
 
 HERE = Path(__file__).resolve().parent

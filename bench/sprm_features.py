@@ -65,7 +65,7 @@ def main() -> None:
 
     from ttscale import models
     from ttscale.answers import solve_prompt
-    from ttscale.verifiers.sprm_features import TorchFeatures, chat_text
+    from ttscale.verifiers.sprm.features import TorchFeatures, chat_text
 
     torch.set_num_threads(args.threads)
     path, _ = models.resolve(args.model)

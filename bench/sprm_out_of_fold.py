@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from ttscale.answers import equivalent
-from ttscale.evaluation.metrics import QuestionSamples, Sample, auroc, curve, mean_ci
-from ttscale.evaluation.records import SEED_STRIDE, load_records
+from ttscale.evaluation.replay.metrics import QuestionSamples, Sample, curve, mean_ci
+from ttscale.evaluation.runs.records import SEED_STRIDE, load_records
 from ttscale.evaluation.sprm import features_meta, load_examples
-from ttscale.evaluation.sprm_train import Schedule, out_of_fold_scores
-from ttscale.verifiers.sprm import HeadMeta
-from ttscale.verifiers.sprm_features import import_torch
+from ttscale.stats import auroc
+from ttscale.verifiers.sprm.features import import_torch
+from ttscale.verifiers.sprm.head import HeadMeta
+from ttscale.verifiers.sprm.train import Schedule, out_of_fold_scores
 
 HERE = Path(__file__).resolve().parent
 

@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from ttscale.evaluation.records import load_records
+from ttscale.evaluation.runs.records import load_records
 from ttscale.evaluation.sprm import run_model
-from ttscale.verifiers.sprm_features import TorchFeatures, chat_text
-from ttscale.verifiers.sprm_prefix import PrefixStore
+from ttscale.verifiers.sprm.features import TorchFeatures, chat_text
+from ttscale.verifiers.sprm.prefix import PrefixStore
 from ttscale.verifiers.steps import DEFAULT_DELIMITER, split_steps
 
 

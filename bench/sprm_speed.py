@@ -32,8 +32,8 @@ def _verifiers(args: argparse.Namespace, backend: Any, sha: str) -> list[Any]:
 
 def _of_dtype(args: argparse.Namespace, backend: Any, sha: str, dtype: str) -> list[Any]:
     from ttscale.cli.sprm import parse_layers
-    from ttscale.verifiers.sprm import HeadMeta, SPRMHead, SPRMVerifier, shipped_head
-    from ttscale.verifiers.sprm_features import TorchFeatures
+    from ttscale.verifiers.sprm.features import TorchFeatures
+    from ttscale.verifiers.sprm.head import HeadMeta, SPRMHead, SPRMVerifier, shipped_head
 
     layers = parse_layers(args.layer)
     if layers is None:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import ttscale
-from ttscale.adaptive import (
+from ttscale.aggregation.stopping import (
     BayesFactorRule,
     BudgetedBayesFactorRule,
     FixedRule,
@@ -22,13 +22,13 @@ from ttscale.adaptive import (
     parse_rule,
 )
 from ttscale.errors import ConfigError
-from ttscale.evaluation.adaptive_replay import (
+from ttscale.evaluation.replay.adaptive import (
     adaptive_curve,
     orders_for,
     replay_order,
     replay_question,
 )
-from ttscale.evaluation.metrics import QuestionSamples, prepare
+from ttscale.evaluation.replay.metrics import QuestionSamples, prepare
 
 SRC = str(Path(ttscale.__file__).resolve().parents[1])
 RULES = [BayesFactorRule(threshold=10), BayesFactorRule(threshold=100),

@@ -15,8 +15,8 @@ import pytest
 
 import ttscale
 from ttscale.errors import ConfigError
-from ttscale.evaluation.archive import export_run, restore_run
-from ttscale.store import FILE_NAME
+from ttscale.evaluation.runs.archive import export_run, restore_run
+from ttscale.evaluation.runs.store import FILE_NAME
 
 SRC = str(Path(ttscale.__file__).resolve().parents[1])
 

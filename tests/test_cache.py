@@ -17,9 +17,9 @@ import pytest
 import ttscale
 from ttscale import solve
 from ttscale.backends.fake import FakeBackend
-from ttscale.evaluation.cache import CachedBackend
+from ttscale.evaluation.runs.cache import CachedBackend
+from ttscale.evaluation.runs.store import FILE_NAME, Store
 from ttscale.params import SamplingParams
-from ttscale.store import FILE_NAME, Store
 from ttscale.types import Chat, GenerateOutput, Prompt, Usage
 
 SHA = "0f" * 32
@@ -157,9 +157,9 @@ def test_solve_through_the_cache_replays_the_same_result(tmp_path: Path) -> None
 WRITER = """
 import sys, time
 from ttscale.backends.fake import FakeBackend
-from ttscale.evaluation.cache import CachedBackend
+from ttscale.evaluation.runs.cache import CachedBackend
 from ttscale.params import SamplingParams
-from ttscale.store import Store
+from ttscale.evaluation.runs.store import Store
 
 run_dir, delay = sys.argv[1], float(sys.argv[2])
 store = Store.open(run_dir, {"model": "fake", "dataset": "synthetic"})

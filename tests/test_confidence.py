@@ -12,11 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ttscale.answers import solve_prompt
-from ttscale.backends.fake import FakeBackend
-from ttscale.backends.streaming import StreamedSample, generate_watched
-from ttscale.budget import Budget
-from ttscale.confidence import (
+from ttscale.aggregation.confidence import (
     ConfidenceParams,
     GroupMonitor,
     abort_after,
@@ -27,15 +23,19 @@ from ttscale.confidence import (
     token_confidences,
     trace_confidence,
 )
+from ttscale.answers import solve_prompt
+from ttscale.backends.fake import FakeBackend
+from ttscale.backends.streaming import StreamedSample, generate_watched
+from ttscale.budget import Budget
 from ttscale.errors import ConfigError
-from ttscale.evaluation.confidence_replay import (
+from ttscale.evaluation.replay.confidence import (
     ConfQuestion,
     offline,
     online,
     prepare_confidence,
     replay_confidence,
 )
-from ttscale.evaluation.records import QuestionRecord, TraceRecord
+from ttscale.evaluation.runs.records import QuestionRecord, TraceRecord
 from ttscale.params import SamplingParams
 from ttscale.solve import solve
 from ttscale.types import GenerateOutput, Prompt, TokenLogprob

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from ttscale.backends.fake import FakeBackend
-from ttscale.effort import EFFORT_SAMPLES, plan_effort
 from ttscale.errors import ConfigError
+from ttscale.planner.effort import EFFORT_SAMPLES, plan_effort
 from ttscale.solve import solve
 
 SHA = "ab" * 32
@@ -21,7 +21,7 @@ SHA = "ab" * 32
 def _head_dir(tmp_path: Path) -> Path:
     pytest.importorskip("torch")
     pytest.importorskip("safetensors")
-    from ttscale.verifiers.sprm import HeadMeta, SPRMHead
+    from ttscale.verifiers.sprm.head import HeadMeta, SPRMHead
 
     SPRMHead.new(HeadMeta(SHA, "tiny", 2, 4, 6, 5)).save(tmp_path / "tiny")
     return tmp_path

@@ -8,8 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from ttscale.errors import ConfigError
-from ttscale.evaluation.ensemble import (
+from ttscale.aggregation.ensemble import (
     METHODS,
     Fitted,
     QuestionVotes,
@@ -21,6 +20,7 @@ from ttscale.evaluation.ensemble import (
     predict,
     question_votes,
 )
+from ttscale.errors import ConfigError
 
 
 def synthetic(seed: int, questions: int = 24, accuracies: tuple[float, ...] = (0.8, 0.6, 0.5,

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ttscale.adaptive import BayesFactorRule
+from ttscale.aggregation.ensemble import METHODS
+from ttscale.aggregation.stopping import BayesFactorRule
 from ttscale.cli.main import app
 from ttscale.errors import ConfigError
-from ttscale.evaluation.ensemble import METHODS
-from ttscale.evaluation.ensemble_runs import ensemble_report
+from ttscale.evaluation.replay.ensembles import ensemble_report
 
 runner = CliRunner()
 

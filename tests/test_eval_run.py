@@ -17,12 +17,12 @@ import pytest
 import ttscale
 from ttscale.backends.fake import FakeBackend
 from ttscale.errors import ConfigError
-from ttscale.evaluation.cache import CachedBackend
 from ttscale.evaluation.datasets import Problem
 from ttscale.evaluation.harness import EvalConfig, Harness, run_settings, vote
-from ttscale.evaluation.metrics import curve
-from ttscale.evaluation.records import load_records, question_samples
-from ttscale.store import FILE_NAME, Store
+from ttscale.evaluation.replay.metrics import curve
+from ttscale.evaluation.runs.cache import CachedBackend
+from ttscale.evaluation.runs.records import load_records, question_samples
+from ttscale.evaluation.runs.store import FILE_NAME, Store
 from ttscale.types import Usage
 
 SRC = str(Path(ttscale.__file__).resolve().parents[1])

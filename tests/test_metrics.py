@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from ttscale.errors import ConfigError
-from ttscale.evaluation.importers import import_boinf
-from ttscale.evaluation.metrics import (
+from ttscale.evaluation.replay.metrics import (
     QuestionSamples,
     Sample,
     curve,
@@ -19,6 +18,7 @@ from ttscale.evaluation.metrics import (
     prepare,
     subsample_accuracy,
 )
+from ttscale.evaluation.runs.importers import import_boinf
 from ttscale.strategies.base import classes_of, pick
 from ttscale.types import Trace
 

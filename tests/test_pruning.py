@@ -9,12 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ttscale.answers import solve_prompt
-from ttscale.backends.fake import FakeBackend
-from ttscale.errors import ConfigError
-from ttscale.evaluation.prune_replay import PruneQuestion, prepare_prune, pruned, replay_prune
-from ttscale.evaluation.records import QuestionRecord, TraceRecord
-from ttscale.pruning import (
+from ttscale.aggregation.pruning import (
     PruneParams,
     calibrate,
     cluster,
@@ -22,6 +17,11 @@ from ttscale.pruning import (
     ngrams,
     parse_prune,
 )
+from ttscale.answers import solve_prompt
+from ttscale.backends.fake import FakeBackend
+from ttscale.errors import ConfigError
+from ttscale.evaluation.replay.prune import PruneQuestion, prepare_prune, pruned, replay_prune
+from ttscale.evaluation.runs.records import QuestionRecord, TraceRecord
 from ttscale.solve import solve
 from ttscale.types import Chat, Prompt, TokenLogprob
 
@@ -187,7 +187,7 @@ def test_cli_replay_deepprune(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_embedding_similarity_from_the_packaged_model() -> None:
-    from ttscale.pruning import embedding_matrix
+    from ttscale.aggregation.pruning import embedding_matrix
 
     m = embedding_matrix(["Add 3 and 4 to get 7.", "Adding 3 and 4 gives 7.",
                           "The cat sleeps on the sofa."])

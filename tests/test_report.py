@@ -14,17 +14,22 @@ import pytest
 
 from ttscale.backends.fake import FakeBackend
 from ttscale.errors import ConfigError
-from ttscale.evaluation import report
-from ttscale.evaluation.cache import CachedBackend
 from ttscale.evaluation.datasets import Problem
 from ttscale.evaluation.harness import EvalConfig, Harness, run_settings
-from ttscale.evaluation.importers import ImportedQuestion
-from ttscale.evaluation.metrics import CurvePoint, curve
-from ttscale.evaluation.plots import plot_curves, plot_png_bytes
-from ttscale.evaluation.records import QuestionRecord, TraceRecord, load_records, question_samples
-from ttscale.evaluation.report import build_html, question_view, write_report
-from ttscale.evaluation.runs import store_imported
-from ttscale.store import Store
+from ttscale.evaluation.replay.metrics import CurvePoint, curve
+from ttscale.evaluation.report import html as report
+from ttscale.evaluation.report.html import build_html, question_view, write_report
+from ttscale.evaluation.report.plots import plot_curves, plot_png_bytes
+from ttscale.evaluation.runs.cache import CachedBackend
+from ttscale.evaluation.runs.importers import ImportedQuestion
+from ttscale.evaluation.runs.imports import store_imported
+from ttscale.evaluation.runs.records import (
+    QuestionRecord,
+    TraceRecord,
+    load_records,
+    question_samples,
+)
+from ttscale.evaluation.runs.store import Store
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NASTY = 'what is 1+1? </script><b>x</b> & "q" \\ <!-- <script>alert(1)</script>'
@@ -47,7 +52,7 @@ def _record(question: str = NASTY) -> QuestionRecord:
     tree = {"text": "root <i>", "score": 0.5, "children": [
         {"text": "kept", "score": 0.9, "children": []},
         {"text": "cut", "score": 0.1, "pruned": True}]}
-    from ttscale.store import ResultRow, TreeRow
+    from ttscale.evaluation.runs.store import ResultRow, TreeRow
     from ttscale.types import Usage
 
     rows = (ResultRow("eval", "q<0>", "majority", 4, 0, "2", True, Usage(80, 46)),)

@@ -368,12 +368,12 @@ def test_abstraction_refuses_bad_options(kwargs: dict[str, Any], message: str) -
 # --- the tree reaches solve --json and the eval store ------------------------------------
 
 def test_trees_reach_the_eval_store_and_report(tmp_path: Path) -> None:
-    from ttscale.evaluation.cache import CachedBackend
     from ttscale.evaluation.datasets import Problem
     from ttscale.evaluation.harness import EvalConfig, Harness, run_settings
-    from ttscale.evaluation.records import load_records
-    from ttscale.evaluation.report import question_view
-    from ttscale.store import Store
+    from ttscale.evaluation.report.html import question_view
+    from ttscale.evaluation.runs.cache import CachedBackend
+    from ttscale.evaluation.runs.records import load_records
+    from ttscale.evaluation.runs.store import Store
 
     names = ("budget_forcing", "revision", "rsa", "abstraction")
     cfg = EvalConfig(strategies=names, ns=(1, 2))

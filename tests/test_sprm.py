@@ -14,15 +14,11 @@ pytest.importorskip("safetensors")
 
 from ttscale.backends.fake import FakeBackend  # noqa: E402
 from ttscale.errors import ConfigError  # noqa: E402
-from ttscale.evaluation.metrics import auroc  # noqa: E402
-from ttscale.evaluation.sprm import Example  # noqa: E402
-from ttscale.evaluation.sprm_train import (  # noqa: E402
-    Schedule,
-    out_of_fold_scores,
-    train_head,
-)
+from ttscale.verifiers.sprm.train import Example  # noqa: E402
+from ttscale.stats import auroc  # noqa: E402
 from ttscale.verifiers.spec import build_verifier, check_verifier  # noqa: E402
-from ttscale.verifiers.sprm import (  # noqa: E402
+from ttscale.verifiers.sprm.features import end_tokens, step_ends  # noqa: E402
+from ttscale.verifiers.sprm.head import (  # noqa: E402
     HeadMeta,
     SPRMHead,
     geometric_mean,
@@ -30,7 +26,11 @@ from ttscale.verifiers.sprm import (  # noqa: E402
     shipped_head,
     sprm_loss,
 )
-from ttscale.verifiers.sprm_features import end_tokens, step_ends  # noqa: E402
+from ttscale.verifiers.sprm.train import (  # noqa: E402
+    Schedule,
+    out_of_fold_scores,
+    train_head,
+)
 from ttscale.verifiers.steps import split_steps  # noqa: E402
 
 SHA = "ab" * 32
@@ -136,7 +136,7 @@ def test_verifier_spec_loads_a_head_and_refuses_a_mismatch(tmp_path: Path) -> No
 
 def test_verifier_picks_a_shipped_head_by_layer(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    import ttscale.verifiers.sprm as sprm_module
+    import ttscale.verifiers.sprm.head as sprm_module
 
     monkeypatch.setattr(sprm_module, "HEADS_DIR", tmp_path / "heads")
     deep = SPRMHead.new(_meta(layer=3)).save(tmp_path / "heads" / "deep")
@@ -178,7 +178,7 @@ def test_questions_in_flight_share_one_loaded_extractor(tmp_path: Path,
     import threading
     import time
 
-    from ttscale.verifiers import sprm_features
+    from ttscale.verifiers.sprm import features as sprm_features
 
     loads: list[int] = []
 

@@ -17,12 +17,12 @@ import ttscale
 from ttscale import models
 from ttscale.backends.fake import FakeBackend
 from ttscale.errors import ConfigError
-from ttscale.evaluation.cache import CachedBackend
 from ttscale.evaluation.datasets import Problem
 from ttscale.evaluation.harness import EvalConfig, Harness, run_settings
+from ttscale.evaluation.runs.cache import CachedBackend
+from ttscale.evaluation.runs.store import Store
 from ttscale.evaluation.sprm import collect_features, features_dir, features_meta
-from ttscale.store import Store
-from ttscale.verifiers.sprm_features import TraceFeatures
+from ttscale.verifiers.sprm.features import TraceFeatures
 
 SRC = str(Path(ttscale.__file__).resolve().parents[1])
 PROBLEMS = [Problem(f"q{i}", f"What is {i} + 1?", str(i + 1)) for i in range(2)]

@@ -20,7 +20,7 @@ pytest.importorskip("gguf")
 pytest.importorskip("accelerate")
 
 from ttscale import models
-from ttscale.verifiers.sprm_features import TorchFeatures, chat_text
+from ttscale.verifiers.sprm.features import TorchFeatures, chat_text
 
 pytestmark = pytest.mark.slow
 
@@ -86,7 +86,7 @@ def test_bfloat16_features_sit_at_the_same_tokens_close_to_float32(
 
 
 def test_a_prefix_already_run_is_not_run_again(feats: TorchFeatures) -> None:
-    from ttscale.verifiers.sprm_prefix import PrefixStore
+    from ttscale.verifiers.sprm.prefix import PrefixStore
 
     prompt = chat_text(feats.tokenizer, "What is (5 + 1) * 3?")
     n_prompt = len(feats.tokenizer(prompt, add_special_tokens=True)["input_ids"])
@@ -142,7 +142,7 @@ def test_the_verifier_scores_steps_and_counts_what_it_read(feats: TorchFeatures,
                                                             tmp_path: Path) -> None:
     from ttscale.solve import solve
     from ttscale.verifiers.spec import build_verifier
-    from ttscale.verifiers.sprm import HeadMeta, SPRMHead, geometric_mean
+    from ttscale.verifiers.sprm.head import HeadMeta, SPRMHead, geometric_mean
 
     sha = models.CATALOG["smollm2-135m"].sha256
     head = SPRMHead.new(HeadMeta(sha, "smollm2-135m", 15, 30, 576, 16), seed=1)
@@ -223,7 +223,7 @@ def test_collect_train_eval_end_to_end(tmp_path: Path) -> None:
     assert mixed.returncode != 0 and "pass --dtype float32 to use them" in mixed.stderr
     assert set(res["points"]) == {"majority", "best_of_n", "weighted_best_of_n"}
     assert res["scoring_seconds"] > 0 and res["generation_seconds"] > 0
-    from ttscale.evaluation.records import load_records
+    from ttscale.evaluation.runs.records import load_records
 
     _settings, records = load_records(run, "sprm")
     scores = [t.score for r in records for t in r.traces]

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from ttscale.errors import ConfigError
-from ttscale.params import SamplingParams
-from ttscale.store import (
+from ttscale.evaluation.runs.store import (
     FILE_NAME,
     NewGeneration,
     ResultRow,
@@ -22,6 +21,7 @@ from ttscale.store import (
     prompt_from_json,
     prompt_json,
 )
+from ttscale.params import SamplingParams
 from ttscale.types import Chat, Generation, TokenLogprob, Usage
 
 SETTINGS = {"model": "qwen", "dataset": "gsm8k", "split": "test", "n": [1, 4, 16],

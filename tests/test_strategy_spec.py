@@ -16,14 +16,14 @@ import pytest
 import ttscale
 from ttscale.backends.fake import FakeBackend
 from ttscale.errors import ConfigError
-from ttscale.evaluation.cache import CachedBackend
 from ttscale.evaluation.datasets import Problem
 from ttscale.evaluation.harness import EvalConfig, Harness, run_settings
-from ttscale.evaluation.records import load_records
+from ttscale.evaluation.runs.cache import CachedBackend
+from ttscale.evaluation.runs.records import load_records
+from ttscale.evaluation.runs.store import Store
 from ttscale.registry import strategies
 from ttscale.server.service import Settings, parse_spec, plan
 from ttscale.solve import solve
-from ttscale.store import Store
 from ttscale.strategies.base import Env, State, result
 from ttscale.strategies.spec import (
     StrategySpec,

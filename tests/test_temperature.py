@@ -15,14 +15,14 @@ from typer.testing import CliRunner
 from ttscale.backends.fake import FakeBackend
 from ttscale.cli.main import app
 from ttscale.errors import ConfigError
-from ttscale.params import SamplingParams
-from ttscale.temperature import (
+from ttscale.evaluation.temperature import (
     TemperatureSearch,
     choose_temperature,
     mean_entropy,
     token_entropy,
     turning_point,
 )
+from ttscale.params import SamplingParams
 from ttscale.types import Generation, TokenLogprob
 
 QUESTIONS = ["What is 2+2?", "What is 3+5?", "What is 7*6?"]

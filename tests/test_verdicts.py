@@ -6,12 +6,12 @@ import sqlite3
 from pathlib import Path
 
 from ttscale.backends.fake import FakeBackend
-from ttscale.evaluation.archive import export_run, restore_run
-from ttscale.evaluation.cache import CachedBackend
 from ttscale.evaluation.datasets import Problem
 from ttscale.evaluation.harness import EvalConfig, Harness, run_settings
-from ttscale.evaluation.verdicts import CachedVerifier
-from ttscale.store import FILE_NAME, ResultRow, Store
+from ttscale.evaluation.runs.archive import export_run, restore_run
+from ttscale.evaluation.runs.cache import CachedBackend
+from ttscale.evaluation.runs.store import FILE_NAME, ResultRow, Store
+from ttscale.evaluation.runs.verdicts import CachedVerifier
 from ttscale.verifiers.self_judge import SelfJudge
 
 PROBLEMS = [Problem(f"q{i}", f"What is {i} + 1?", str(i + 1)) for i in range(2)]

@@ -16,13 +16,13 @@ import ttscale
 from ttscale.answers import equivalent, solve_prompt
 from ttscale.backends.fake import FakeBackend
 from ttscale.errors import ConfigError
-from ttscale.evaluation.cache import CachedBackend
 from ttscale.evaluation.datasets import Problem
 from ttscale.evaluation.harness import EvalConfig, Harness, run_settings
-from ttscale.evaluation.metrics import auroc
-from ttscale.evaluation.records import sampling_of
-from ttscale.evaluation.verifier_compare import compare_verifiers
-from ttscale.store import ScoreRow, Store
+from ttscale.evaluation.replay.verifiers import compare_verifiers
+from ttscale.evaluation.runs.cache import CachedBackend
+from ttscale.evaluation.runs.records import sampling_of
+from ttscale.evaluation.runs.store import ScoreRow, Store
+from ttscale.stats import auroc
 from ttscale.types import Usage
 
 SRC = str(Path(ttscale.__file__).resolve().parents[1])

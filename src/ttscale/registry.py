@@ -98,6 +98,6 @@ verifiers: Registry[Any] = Registry(
         "self_judge": "ttscale.verifiers.self_judge:SelfJudge",
         "llm_judge": "ttscale.verifiers.llm_judge:LLMJudge",
         "hf_prm": "ttscale.verifiers.hf_prm:HFProcessRewardModel",
-        "sprm": "ttscale.verifiers.sprm:SPRMVerifier",
+        "sprm": "ttscale.verifiers.sprm.head:SPRMVerifier",
     },
 )

@@ -8,9 +8,9 @@ from typing import Any
 
 from ttscale.backends.base import Backend, load_backend
 from ttscale.budget import Accountant, Budget
-from ttscale.effort import EFFORT_SAMPLES, backend_sha256, check_effort, plan_effort
 from ttscale.errors import ConfigError
 from ttscale.params import SamplingParams
+from ttscale.planner.effort import EFFORT_SAMPLES, backend_sha256, check_effort, plan_effort
 from ttscale.strategies.base import Env, Progress, run
 from ttscale.strategies.rounds import PROMPT_ALLOWANCE
 from ttscale.strategies.spec import make_strategy
@@ -99,7 +99,7 @@ def solve(
     raises stops the solve there, which is how a caller cancels one between phases.
     ``strategy`` and ``n`` default to majority of 8. ``effort`` (``low`` / ``medium`` /
     ``high``) picks them instead: SPRM best-of-2 / 8 / 32 where a head ships for the model,
-    else majority at the same k, said in the result's notes (:mod:`ttscale.effort`).
+    else majority at the same k, said in the result's notes (:mod:`ttscale.planner.effort`).
 
     Example:
         >>> from ttscale.backends.fake import FakeBackend

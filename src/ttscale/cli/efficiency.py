@@ -11,15 +11,15 @@ from typing import Any
 
 from rich.console import Console
 
+from ttscale.aggregation.confidence import ConfidenceParams
+from ttscale.aggregation.pruning import PruneParams
 from ttscale.cli.common import say
-from ttscale.confidence import ConfidenceParams
 from ttscale.errors import ConfigError
 from ttscale.evaluation.datasets import Problem
 from ttscale.evaluation.harness import EvalConfig
-from ttscale.evaluation.metrics import CurvePoint
-from ttscale.evaluation.records import QuestionRecord
-from ttscale.pruning import PruneParams
-from ttscale.store import FILE_NAME
+from ttscale.evaluation.replay.metrics import CurvePoint
+from ttscale.evaluation.runs.records import QuestionRecord
+from ttscale.evaluation.runs.store import FILE_NAME
 
 CONFIDENCE = ("deepconf", "deepconf_online")  # replayed per --confidence spec
 PRUNE = "deepprune"  # replayed per --prune spec
@@ -31,8 +31,8 @@ def efficiency_points(records: Sequence[QuestionRecord], names: Sequence[str],
                       prune_params: Sequence[PruneParams], *, orders: int,
                       seed: int) -> list[CurvePoint]:
     """Curve points of DeepConf (offline, online) and DeepPrune replayed on stored tokens."""
-    from ttscale.evaluation.confidence_replay import prepare_confidence, replay_confidence
-    from ttscale.evaluation.prune_replay import prepare_prune, replay_prune
+    from ttscale.evaluation.replay.confidence import prepare_confidence, replay_confidence
+    from ttscale.evaluation.replay.prune import prepare_prune, replay_prune
 
     points: list[CurvePoint] = []
     prepared: dict[int, Any] = {}  # by top_k: token confidences are computed once
@@ -66,12 +66,12 @@ def parse_temperature(text: str) -> float | None:
 
 def auto_temperature(out: Path, cfg: EvalConfig, problems: Sequence[Problem],
                      load: Any, settings_of: Any, err: Console) -> tuple[EvalConfig, Any]:
-    """The run's temperature chosen without labels (``ttscale.temperature``) on its first
+    """The run's temperature chosen without labels (``ttscale.evaluation.temperature``) on its first
     questions; a run directory that already holds this run keeps the temperature it chose
     (so a resumed run is the same run). Returns the config and the backend, if it loaded one.
     """
-    from ttscale.evaluation.runs import stored_settings
-    from ttscale.temperature import TemperatureSearch, choose_temperature
+    from ttscale.evaluation.runs.imports import stored_settings
+    from ttscale.evaluation.temperature import TemperatureSearch, choose_temperature
 
     if (Path(out) / FILE_NAME).is_file():
         stored = stored_settings(out)

@@ -149,7 +149,7 @@ def export_command(
 
     Example: ttscale eval export runs/gsm8k runs-gsm8k.jsonl
     """
-    from ttscale.evaluation.archive import export_run
+    from ttscale.evaluation.runs.archive import export_run
 
     with reported():
         counts = export_run(run_dir, file, logprobs=logprobs)
@@ -174,9 +174,9 @@ def restore_command(
 
     Example: ttscale eval restore runs-gsm8k.jsonl --out runs/gsm8k
     """
-    from ttscale.evaluation.archive import restore_run
-    from ttscale.evaluation.report_restore import restore_report
-    from ttscale.evaluation.runs import stored_settings
+    from ttscale.evaluation.runs.archive import restore_run
+    from ttscale.evaluation.runs.imports import stored_settings
+    from ttscale.evaluation.runs.report_restore import restore_report
 
     with reported():
         if file.suffix.lower() in (".html", ".htm"):
@@ -262,9 +262,9 @@ def ensemble_command(
 
     Example: ttscale eval ensemble runs/aime-model-a runs/aime-model-b --rule budgeted
     """
-    from ttscale.adaptive import parse_rule
+    from ttscale.aggregation.stopping import parse_rule
     from ttscale.cli.render import ensemble_table
-    from ttscale.evaluation.ensemble_runs import ensemble_report
+    from ttscale.evaluation.replay.ensembles import ensemble_report
 
     with reported():
         report = ensemble_report(run_dirs, n=n, rule=parse_rule(rule) if rule else None,
@@ -302,8 +302,8 @@ def verifiers_command(
     """
     from ttscale.cli.evaluate import parse_ns
     from ttscale.cli.render import verifiers_table
-    from ttscale.evaluation.plots import plot_curves
-    from ttscale.evaluation.verifier_compare import compare_verifiers
+    from ttscale.evaluation.replay.verifiers import compare_verifiers
+    from ttscale.evaluation.report.plots import plot_curves
     from ttscale.strategies.spec import split_specs
 
     with reported():

@@ -23,7 +23,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ttscale.adaptive import DEFAULT_RULE, parse_rule
+from ttscale.aggregation.confidence import parse_confidence
+from ttscale.aggregation.pruning import parse_prune
+from ttscale.aggregation.stopping import DEFAULT_RULE, parse_rule
 from ttscale.backends.base import load_backend
 from ttscale.cli.common import say
 from ttscale.cli.efficiency import (
@@ -34,10 +36,7 @@ from ttscale.cli.efficiency import (
     efficiency_points,
 )
 from ttscale.cli.render import format_flops
-from ttscale.confidence import parse_confidence
 from ttscale.errors import ConfigError
-from ttscale.evaluation.adaptive_replay import adaptive_curve
-from ttscale.evaluation.cache import CachedBackend
 from ttscale.evaluation.datasets import Problem, load_dataset
 from ttscale.evaluation.harness import (
     REPLAYED,
@@ -49,18 +48,19 @@ from ttscale.evaluation.harness import (
     check_same_questions,
     run_settings,
 )
-from ttscale.evaluation.importers import FORMATS, import_boinf
-from ttscale.evaluation.metrics import STRATEGY_AGGREGATES, CurvePoint, curve
-from ttscale.evaluation.records import (
+from ttscale.evaluation.replay.adaptive import adaptive_curve
+from ttscale.evaluation.replay.metrics import STRATEGY_AGGREGATES, CurvePoint, curve
+from ttscale.evaluation.runs.cache import CachedBackend
+from ttscale.evaluation.runs.importers import FORMATS, import_boinf
+from ttscale.evaluation.runs.imports import max_n, store_imported
+from ttscale.evaluation.runs.records import (
     QuestionRecord,
     load_records,
     question_samples,
     solved_curve,
     with_costs,
 )
-from ttscale.evaluation.runs import max_n, store_imported
-from ttscale.pruning import parse_prune
-from ttscale.store import FILE_NAME, Store
+from ttscale.evaluation.runs.store import FILE_NAME, Store
 
 STRATEGIES = ("majority", "best_of_n", "weighted_best_of_n", "pass@k", "adaptive_majority",
               "deepconf", "deepconf_online", "deepprune")
@@ -149,7 +149,7 @@ def write_outputs(run_dir: Path, points: Sequence[CurvePoint], *, as_json: bool,
 
 def render_files(run_dir: Path, points: Sequence[CurvePoint]) -> None:
     """curves.png and report.html of a run (matplotlib is needed for the plot)."""
-    from ttscale.evaluation import report
+    from ttscale.evaluation.report import html as report
 
     report.write_report(run_dir, points)
 
@@ -211,7 +211,7 @@ def ready(records: Sequence[QuestionRecord], n: int,
     """The questions with at least ``n`` samples (all scored, if ``scored``), and the rest.
 
     Example:
-        >>> from ttscale.evaluation.records import TraceRecord
+        >>> from ttscale.evaluation.runs.records import TraceRecord
         >>> t = TraceRecord(0, 0, "", "1", 0, 5)
         >>> done, rest = ready([QuestionRecord("a", "", "1", (t, t)),
         ...                     QuestionRecord("b", "", "1", (t,))], 2, False)
@@ -411,7 +411,7 @@ def earlier_points(records: Sequence[QuestionRecord], shown: set[tuple[str, int]
     then each search) reports all of them, not only the last.
 
     Example:
-        >>> from ttscale.store import ResultRow
+        >>> from ttscale.evaluation.runs.store import ResultRow
         >>> from ttscale.types import Usage
         >>> rows = (ResultRow("eval", "q", "greedy", 1, 0, "4", True, Usage(10, 5)),)
         >>> [(p.strategy, p.n) for p in earlier_points(
@@ -440,7 +440,7 @@ def earlier_points(records: Sequence[QuestionRecord], shown: set[tuple[str, int]
 def rebuild_report(run_dir: Path) -> Path:
     """report.html and curves.png again, from results.jsonl and every other (strategy, n)
     the run stored (without either, no curves)."""
-    from ttscale.evaluation import report
+    from ttscale.evaluation.report import html as report
 
     settings, records = load_records(run_dir)  # fails with one sentence when not a run
     path = Path(run_dir) / RESULTS

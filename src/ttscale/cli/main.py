@@ -36,14 +36,16 @@ from ttscale.cli.render import (
     PhaseDisplay,
     format_size,
     models_table,
+    print_output,
     result_renderable,
+    strategies_table,
 )
 from ttscale.cli.sprm_commands import sprm_app
-from ttscale.effort import check_effort
 from ttscale.errors import ConfigError, require
+from ttscale.planner.effort import check_effort
 from ttscale.registry import backends
 from ttscale.solve import check, context_tokens, solve
-from ttscale.strategies.spec import make_strategy
+from ttscale.strategies.spec import check_strategy, describe_strategies, make_strategy
 
 app = typer.Typer(
     name="ttscale",
@@ -88,6 +90,11 @@ def _check_options(
 
     ``solve`` checks these too; checking them here first only moves the failure earlier.
     """
+    try:
+        check_strategy(strategy)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (ttscale strategies describes each strategy and its "
+                          "options)") from exc
     check(question, strategy=strategy, verifier=verifier, n=n, temperature=temperature,
           max_tokens=max_tokens, seed=seed)
     backends.get(backend)
@@ -101,7 +108,7 @@ def _check_options(
 def _effort_verifier(backend: Any, model: str | None) -> str | None:
     """The verifier the server's effort levels use: the SPRM head shipped for the served
     model, or ``None`` (majority voting), said on stderr either way."""
-    from ttscale.effort import backend_sha256, plan_effort
+    from ttscale.planner.effort import backend_sha256, plan_effort
 
     plan = plan_effort("medium", model=model or backend.model_id,
                        sha256=backend_sha256(backend))
@@ -127,10 +134,9 @@ def solve_command(
     base_url: Annotated[str | None, typer.Option(
         help="The OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1.")] = None,
     strategy: Annotated[str | None, typer.Option(
-        help="NAME[:KEY=VALUE,...]: greedy, majority, adaptive_majority, best_of_n, "
-             "weighted_best_of_n, deepconf, deepconf_online, deepprune, budget_forcing, "
-             "revision, rsa, abstraction, beam, dvts, mcts, ab_mcts; e.g. "
-             "beam:width=4,max_steps=8 (default majority).", show_default=False)] = None,
+        help="NAME[:KEY=VALUE,...], e.g. beam:width=4,max_steps=8 (default majority); "
+             "`ttscale strategies` lists every strategy with what it does and its options.",
+        show_default=False)] = None,
     n: Annotated[int | None, typer.Option("-n", "--samples", help="Samples to draw (default 8).",
                                           show_default=False)] = None,
     effort: Annotated[str | None, typer.Option(
@@ -227,7 +233,26 @@ def models_command(
             ]
             sys.stdout.write(json.dumps(out) + "\n")
         else:
-            Console().print(models_table(rows))
+            out = Console()
+            print_output(models_table(rows, width=out.width if out.is_terminal or
+                                      os.environ.get("COLUMNS") else None), out)
+
+
+@app.command("strategies")
+def strategies_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")
+                       ] = False,
+) -> None:
+    """List every strategy: what it does, its options with their defaults, its default -n.
+
+    Example: ttscale strategies
+    """
+    with reported():
+        infos = describe_strategies()
+        if as_json:
+            sys.stdout.write(json.dumps([asdict(i) for i in infos]) + "\n")
+        else:
+            print_output(strategies_table(infos))
 
 
 @models_app.command("install")

@@ -8,6 +8,7 @@ square brackets in it are never read as rich markup.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,17 +16,20 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from rich.console import Console, Group, RenderableType
+from rich.measure import Measurement
 from rich.panel import Panel
 from rich.progress import Progress, ProgressColumn, SpinnerColumn, Task, TaskID, TextColumn
 from rich.table import Table
 from rich.text import Text
 
 from ttscale.evaluation.datasets import DatasetInfo
+from ttscale.strategies.spec import StrategyInfo
 from ttscale.types import Result
 
 if TYPE_CHECKING:  # the ensemble code is loaded only by its command
-    from ttscale.evaluation.ensemble_runs import EnsembleReport
-    from ttscale.evaluation.verifier_compare import Comparison
+    from ttscale.evaluation.replay.metrics import CurvePoint
+    from ttscale.evaluation.replay.ensembles import EnsembleReport
+    from ttscale.evaluation.replay.verifiers import Comparison
 
 
 def format_flops(flops: float) -> str:
@@ -181,34 +185,104 @@ class ModelRow:
     install_command: str
 
 
-def models_table(rows: Sequence[ModelRow]) -> Table:
+# Below this many columns the models table stacks each description under its name.
+STACK_BELOW = 100
+
+
+def models_table(rows: Sequence[ModelRow], width: int | None = None) -> Table:
     """The named models, whether each is installed, and how to install the missing ones.
+
+    Names are copied into other commands, so they are never cut or wrapped: the description
+    wraps instead, under the name when ``width`` is below ``STACK_BELOW`` columns, and the
+    install commands go under the table, where they fit any width.
 
     Example:
         >>> row = ModelRow("m", "a model", 1_540_000_000, 1_100_000_000, False, "install m")
-        >>> models_table([row]).row_count
-        1
+        >>> table = models_table([row], width=80)
+        >>> table.row_count, len(table.columns), table.caption
+        (1, 4, 'not installed: install m')
     """
-    table = Table(title="named models", title_justify="left")
-    # Names and commands are copied into other commands: never wrap them; let the
-    # description wrap instead when the terminal (or a pipe's 80 columns) is narrow.
-    table.add_column("name", style="bold", no_wrap=True)
-    table.add_column("description", ratio=1, overflow="fold")
-    table.add_column("parameters", justify="right", no_wrap=True)
+    stacked = width is not None and width < STACK_BELOW
+    narrow = width is not None and width < 64  # the parameter count goes first
+    missing = [r.install_command for r in rows if not r.installed]
+    table = Table(title="named models", title_justify="left", caption_justify="left",
+                  caption="\n".join(f"not installed: {c}" for c in missing) or None)
+    table.add_column("name" + (" and description" if stacked else ""), no_wrap=not stacked,
+                     min_width=max((len(r.name) for r in rows), default=4),
+                     ratio=1 if stacked else None, overflow="fold")
+    if not stacked:
+        table.add_column("description", ratio=1, min_width=12, overflow="fold")
+    if not narrow:
+        table.add_column("parameters", justify="right", no_wrap=True)
     table.add_column("size", justify="right", no_wrap=True)
     table.add_column("installed", no_wrap=True)
-    missing = any(not r.installed for r in rows)
-    if missing:
-        table.add_column("install with", no_wrap=True)
     for r in rows:
         installed = Text("yes", style="green") if r.installed else Text("no", style="yellow")
-        cells: list[RenderableType] = [Text(r.name), Text(r.description),
-                                       format_params(r.params_count), format_size(r.size_bytes),
-                                       installed]
-        if missing:
-            cells.append(Text("" if r.installed else r.install_command))
-        table.add_row(*cells)
+        name = Text(r.name, style="bold")
+        if stacked:
+            name.append("\n" + r.description, style="dim")
+            cells: list[RenderableType] = [name]
+        else:
+            cells = [name, Text(r.description)]
+        if not narrow:
+            cells.append(format_params(r.params_count))
+        table.add_row(*cells, format_size(r.size_bytes), installed)
     return table
+
+
+def strategies_table(infos: Sequence[StrategyInfo]) -> Table:
+    """Every strategy: its name, then what it does, its options with their defaults, its
+    default number of samples and whether it needs a verifier, stacked in one cell so that
+    the table reads the same at 80 columns as at 200.
+
+    Example:
+        >>> from ttscale.strategies.spec import describe_strategy
+        >>> strategies_table([describe_strategy("beam")]).row_count
+        1
+    """
+    table = Table(title="strategies: --strategy NAME[:KEY=VALUE,...], samples with -n",
+                  title_justify="left", show_lines=True)
+    table.add_column("name", style="bold", no_wrap=True,
+                     min_width=max((len(i.name) for i in infos), default=4))
+    table.add_column("what it does", ratio=1, overflow="fold")
+    for info in infos:
+        cell = Text(info.summary)
+        facts = []
+        if info.default_n is not None:
+            facts.append(f"-n {info.default_n} by default")
+        if info.needs_verifier:
+            facts.append("needs a verifier (--verifier, default self_judge)")
+        if facts:
+            cell.append("\n" + "; ".join(facts), style="dim")
+        if info.options:
+            cell.append("\noptions: ", style="cyan")
+            cell.append(", ".join(f"{k}={v}" for k, v in info.options))
+        table.add_row(Text(info.name), cell)
+    return table
+
+
+def print_output(renderable: RenderableType, console: Console | None = None) -> None:
+    """Print a command's result on stdout at the width it needs.
+
+    On a terminal rich fits the terminal; piped or redirected, rich would squeeze every
+    table into 80 columns, so the output gets the width its content wants instead (or the
+    width ``COLUMNS`` asks for, when set).
+
+    Example:
+        >>> import io
+        >>> out = io.StringIO()
+        >>> wide = Table("name")
+        >>> wide.add_row("x" * 120)
+        >>> print_output(wide, Console(file=out))
+        >>> max(len(line) for line in out.getvalue().splitlines())
+        124
+    """
+    console = console or Console()
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        wanted = Measurement.get(console, console.options.update(width=10_000),
+                                 renderable).maximum
+        console.width = max(80, min(wanted, 10_000))
+    console.print(renderable)
 
 
 class _ElapsedColumn(ProgressColumn):
@@ -273,14 +347,61 @@ def ensemble_table(report: EnsembleReport) -> Table:
                         f"source {names[best]}: {report.source_accuracy[best]:.1%} at "
                         f"{report.source_tokens[best]:,.0f} tokens",
                   caption=f"weights in source order: {', '.join(names)}")
-    for name, justify in (("method", "left"), ("accuracy", "right"),
-                          ("tokens/question", "right"), ("x best source", "right"),
-                          ("mean weights", "left")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    name_column(table, "method", [row.method for row in report.rows])
+    for name in ("accuracy", "tokens/question", "x best source"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("mean weights", overflow="fold")
     for row in report.rows:
         weights = ", ".join(f"{w:.2f}" for w in row.weights)
         table.add_row(row.method, f"{row.accuracy:.1%}", f"{row.tokens:,.0f}",
                       f"{row.tokens / base:.2f}", weights)
+    return table
+
+
+def name_column(table: Table, header: str, names: Sequence[str], longest: int = 28) -> None:
+    """Add a column of names that are never cut: it is as wide as its longest name (up to
+    ``longest`` characters; a longer name folds onto the next line rather than losing its
+    end), so rich shrinks the other columns first.
+
+    Example:
+        >>> t = Table()
+        >>> name_column(t, "strategy", ["majority", "weighted_best_of_n"])
+        >>> t.columns[0].min_width, t.columns[0].overflow
+        (18, 'fold')
+    """
+    widest = max([len(header), *(len(n) for n in names)])
+    table.add_column(header, min_width=min(widest, longest), overflow="fold")
+
+
+def curve_table(points: Sequence[CurvePoint], title: str) -> Table:
+    """The table of ``ttscale eval`` and ``eval replay``: accuracy against compute per
+    strategy and n. Strategy names are never cut (:func:`name_column`); the difficulty bins
+    and FLOPs are the columns that give way on a narrow terminal.
+
+    Example:
+        >>> from ttscale.evaluation.replay.metrics import CurvePoint
+        >>> p = CurvePoint("weighted_best_of_n", 4, 0.7, 0.6, 0.8, 1234.0, 40,
+        ...                (("easy", 20, 0.9), ("medium", 10, 0.5), ("hard", 10, None)))
+        >>> console = Console(width=80)
+        >>> with console.capture() as out:
+        ...     console.print(curve_table([p], "accuracy against compute"))
+        >>> "weighted_best_of_n" in out.get()
+        True
+    """
+    table = Table(title=title)
+    name_column(table, "strategy", [p.strategy for p in points])
+    for name in ("n", "accuracy", "95% CI", "tokens/question"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("FLOPs/question", justify="right")
+    table.add_column("s/question", justify="right", no_wrap=True)
+    table.add_column("easy/medium/hard", justify="right")
+    for p in points:
+        half = (p.ci_high - p.ci_low) / 2
+        bins = " / ".join("-" if acc is None else f"{acc:.0%}" for _, _, acc in p.bins)
+        table.add_row(Text(p.strategy), str(p.n), f"{p.accuracy:.1%}", f"± {half:.1%}",
+                      f"{p.mean_tokens:,.0f}",
+                      "-" if p.mean_flops is None else format_flops(p.mean_flops),
+                      "-" if p.mean_seconds is None else f"{p.mean_seconds:.1f}", bins)
     return table
 
 
@@ -311,11 +432,16 @@ def verifiers_table(res: Comparison) -> Table:
     table = Table(title=f"{res.questions} questions, the same samples for every row",
                   caption="\n".join(["tokens per question include the verifier's; vs majority: "
                                       "paired over questions, 95% interval", *notes]))
-    for name, justify in (("strategy", "left"), ("verifier", "left"), ("n", "right"),
-                          ("accuracy", "right"), ("95% CI", "right"), ("vs majority", "right"),
-                          ("tokens/q", "right")):
-        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     short = {"best_of_n": "best-of-n", "weighted_best_of_n": "weighted"}
+    strategies = ["majority", *(short.get(p.strategy.split(" [")[0], p.strategy)
+                                for v in res.verifiers for p in v.points)]
+    name_column(table, "strategy", strategies)
+    name_column(table, "verifier", [v.verifier for v in res.verifiers])
+    for name in ("n", "accuracy", "95% CI"):
+        table.add_column(name, justify="right", no_wrap=True)
+    # the one column that may wrap, at its space: "+0.6" over "(-0.3..+1.4)"
+    table.add_column("vs majority", justify="right")
+    table.add_column("tokens/q", justify="right", no_wrap=True)
     for p in res.majority:
         table.add_row("majority", "", str(p.n), f"{p.accuracy:.1%}",
                       f"{p.ci_low:.0%}..{p.ci_high:.0%}", "", f"{p.mean_tokens:,.0f}")

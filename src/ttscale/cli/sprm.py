@@ -73,7 +73,7 @@ def collect(out: Path, *, dataset: str, split: str, ids: str | None, limit: int 
     from ttscale.cli.evaluate import eval_run
     from ttscale.evaluation.harness import EvalConfig
     from ttscale.evaluation.sprm import collect_features
-    from ttscale.verifiers.sprm_features import DTYPES, feature_dtype
+    from ttscale.verifiers.sprm.features import DTYPES, feature_dtype
 
     if dtype not in DTYPES:
         feature_dtype(dtype)  # one sentence naming the choices, before any sampling
@@ -113,10 +113,10 @@ def train(runs: Sequence[Path], out: Path, *, layer: int | None, width: int, epo
           lr: float, holdout: float, seed: int, threads: int | None = None,
           warmup: int = 25, folds: int = 5) -> Any:
     """Train a head on the cached features of ``runs`` and save it at ``out``."""
-    from ttscale.evaluation.records import load_records
+    from ttscale.evaluation.runs.records import load_records
     from ttscale.evaluation.sprm import features_meta, load_examples
-    from ttscale.evaluation.sprm_train import train_head
-    from ttscale.verifiers.sprm import HeadMeta, features_text
+    from ttscale.verifiers.sprm.head import HeadMeta, features_text
+    from ttscale.verifiers.sprm.train import train_head
 
     if (width < 1 or epochs < 1 or lr <= 0 or warmup < 0 or not 0 <= holdout < 1
             or folds < 0 or folds == 1):
@@ -187,10 +187,10 @@ def evaluate(run_dir: Path, head_path: Path | None, *, n: int, resamples: int, s
              threads: int | None, as_json: bool,
              store_as: str = "sprm", dtype: str = "float32") -> Any:
     """Score a run with a head; print AUROC, best-of-n against majority, scoring time."""
-    from ttscale.evaluation.records import load_records
+    from ttscale.evaluation.runs.records import load_records
     from ttscale.evaluation.sprm import run_model, score_run
-    from ttscale.verifiers.sprm import SPRMHead, shipped_head
-    from ttscale.verifiers.sprm_features import feature_dtype
+    from ttscale.verifiers.sprm.features import feature_dtype
+    from ttscale.verifiers.sprm.head import SPRMHead, shipped_head
 
     if n < 1 or resamples < 1:
         raise ConfigError("-n and --resamples must be positive numbers")

@@ -6,7 +6,7 @@ Example:
     ['svamp-test-0', 'svamp-test-1']
 """
 
-from ttscale.evaluation.cache import CachedBackend
 from ttscale.evaluation.datasets import DATASETS, DatasetInfo, Problem, load_dataset
+from ttscale.evaluation.runs.cache import CachedBackend
 
 __all__ = ["DATASETS", "CachedBackend", "DatasetInfo", "Problem", "load_dataset"]

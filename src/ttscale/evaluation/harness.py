@@ -25,12 +25,19 @@ from typing import Any
 from ttscale.answers import SYSTEM_PROMPT, equivalent, solve_prompt
 from ttscale.backends.base import wait_for
 from ttscale.errors import ConfigError
-from ttscale.evaluation.cache import CachedBackend, missing_runs
 from ttscale.evaluation.datasets import Problem
-from ttscale.evaluation.records import SEED_STRIDE
-from ttscale.evaluation.verdicts import CachedVerifier
+from ttscale.evaluation.runs.cache import CachedBackend, missing_runs
+from ttscale.evaluation.runs.records import SEED_STRIDE
+from ttscale.evaluation.runs.store import (
+    QuestionRow,
+    ResultRow,
+    ScoreRow,
+    Store,
+    StoredGeneration,
+    params_json,
+)
+from ttscale.evaluation.runs.verdicts import CachedVerifier
 from ttscale.params import SamplingParams
-from ttscale.store import QuestionRow, ResultRow, ScoreRow, Store, StoredGeneration, params_json
 from ttscale.strategies.spec import make_strategy
 from ttscale.types import GenerateOutput, Usage
 from ttscale.verifiers.base import Verifier

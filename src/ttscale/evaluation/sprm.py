@@ -1,5 +1,5 @@
 """SPRM data: step features of a run's stored traces (cached, resumable), and scoring a run
-with a head (training: :mod:`ttscale.evaluation.sprm_train`).
+with a head (training: :mod:`ttscale.verifiers.sprm.train`).
 
 Features live beside the run store, one file per question:
 ``RUN_DIR/sprm-features/layer<L>/<question>.npz`` (float16 vectors of every step end, the
@@ -24,35 +24,25 @@ import numpy as np
 from ttscale import models
 from ttscale.answers import equivalent, solve_prompt
 from ttscale.errors import ConfigError
-from ttscale.evaluation.metrics import auroc, curve
-from ttscale.evaluation.records import (
+from ttscale.evaluation.replay.metrics import curve
+from ttscale.evaluation.runs.records import (
     SEED_STRIDE,
     QuestionRecord,
     load_records,
     question_samples,
     sampling_of,
 )
-from ttscale.store import ScoreRow, Store
+from ttscale.evaluation.runs.store import ScoreRow, Store
+from ttscale.stats import auroc
 from ttscale.types import Usage
-from ttscale.verifiers.sprm import SPRMHead, geometric_mean
-from ttscale.verifiers.sprm_features import chat_text, feature_dtype
+from ttscale.verifiers.sprm.features import chat_text, feature_dtype
+from ttscale.verifiers.sprm.head import SPRMHead, geometric_mean
+from ttscale.verifiers.sprm.train import Example
 from ttscale.verifiers.steps import DEFAULT_DELIMITER
 
 FEATURES_DIR = "sprm-features"
 # caches written before the dtype was recorded all ran in float32
 LEGACY_DTYPE = "float32"
-
-
-@dataclass(frozen=True)
-class Example:
-    """One stored trace with its step features and whether its answer is right."""
-
-    question_id: str
-    sample: int  # seed * SEED_STRIDE + index, as in the store
-    vectors: np.ndarray
-    label: int
-    tokens: int
-    seconds: float
 
 
 def _file_name(question_id: str) -> str:
@@ -164,7 +154,7 @@ def collect_features(run_dir: str | Path, layer: int | Sequence[int] | None, *,
 
     def model() -> Any:
         if not loaded:
-            from ttscale.verifiers.sprm_features import TorchFeatures
+            from ttscale.verifiers.sprm.features import TorchFeatures
 
             loaded.append(TorchFeatures.load(str(path), layers[-1] if layers else None,
                                              threads=threads, dtype=chosen))
@@ -236,11 +226,6 @@ def features_meta(run_dir: str | Path, layer: int | None) -> dict[str, Any]:
     return _stored_meta(folders[0] / "meta.json")
 
 
-def trace_scores(head: SPRMHead, examples: Sequence[Example]) -> list[float]:
-    """Each example's trace score under ``head``."""
-    return [geometric_mean(head.step_scores(e.vectors)) for e in examples]
-
-
 @dataclass(frozen=True)
 class RunScores:
     """What scoring a run with a head found: trace-level AUROC, the replayed curve points at
@@ -262,8 +247,8 @@ def generation_seconds(record: QuestionRecord) -> float:
     holds its n/N share of the question's time; with a verifier in the run, its time too).
 
     Example:
-        >>> from ttscale.evaluation.records import TraceRecord
-        >>> from ttscale.store import ResultRow
+        >>> from ttscale.evaluation.runs.records import TraceRecord
+        >>> from ttscale.evaluation.runs.store import ResultRow
         >>> t = TraceRecord(0, 0, "so 4", "4", 10, 20)
         >>> row = ResultRow("eval", "q", "majority", 2, 0, "4", True, Usage(seconds=3.0))
         >>> generation_seconds(QuestionRecord("q", "2+2?", "4", (t,) * 4, (row,)))

@@ -28,8 +28,8 @@ from typing import Literal
 
 from ttscale.backends.base import Backend
 from ttscale.budget import Budget
-from ttscale.effort import EFFORT_SAMPLES
 from ttscale.errors import ConfigError, TtscaleError
+from ttscale.planner.effort import EFFORT_SAMPLES
 from ttscale.registry import strategies
 from ttscale.solve import check, solve
 from ttscale.strategies.spec import check_strategy, make_strategy

@@ -71,8 +71,8 @@ class AbstractionState(State):
 
 @dataclass(frozen=True, kw_only=True)
 class AbstractionFirst:
-    """``k`` hints (default ``min(4, n)``) of at most ``hint_tokens`` tokens, then ``n``
-    solutions spread over them, all voting.
+    """Abstraction first: ``k`` short hints (default ``min(4, n)``) of at most
+    ``hint_tokens`` tokens, then ``n`` solutions spread over them, all voting.
 
     Example:
         >>> from ttscale.solve import solve

@@ -1,5 +1,5 @@
 """Adaptive majority: sample a small batch at a time, stop once a stopping rule says the vote
-is settled (``ttscale.adaptive``), at most ``n`` samples.
+is settled (``ttscale.aggregation.stopping``), at most ``n`` samples.
 
 Each step samples ``batch`` traces in one call through ``strategies.base.sample`` (so the
 budget is asked first, and sample ``i`` keeps seed ``seed + i`` whatever the batching), merges
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from ttscale.adaptive import DEFAULT_RULE, StoppingRule, Tally, parse_rule
+from ttscale.aggregation.stopping import DEFAULT_RULE, StoppingRule, Tally, parse_rule
 from ttscale.errors import ConfigError
 from ttscale.strategies.base import Env, State, classes_of, pick, result, sample
 from ttscale.types import Result, Trace

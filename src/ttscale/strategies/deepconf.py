@@ -1,5 +1,5 @@
 """DeepConf (Fu et al. 2025): confidence-filtered, confidence-weighted voting; offline and
-online with early aborts. The measures and rules are in :mod:`ttscale.confidence`.
+online with early aborts. The measures and rules are in :mod:`ttscale.aggregation.confidence`.
 
 ``deepconf``: ``n`` samples in one batched call with their top-k log-probabilities; the
 ``ceil(eta · n)`` most confident vote, each weighted by its confidence.
@@ -19,9 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from ttscale.answers import extract_answer, group_answers
-from ttscale.backends.streaming import generate_watched
-from ttscale.confidence import (
+from ttscale.aggregation.confidence import (
     ConfidenceParams,
     GroupMonitor,
     leader_share,
@@ -30,7 +28,9 @@ from ttscale.confidence import (
     token_confidences,
     trace_confidence,
 )
-from ttscale.confidence import select as select_confident
+from ttscale.aggregation.confidence import select as select_confident
+from ttscale.answers import extract_answer, group_answers
+from ttscale.backends.streaming import generate_watched
 from ttscale.errors import BackendError
 from ttscale.params import SamplingParams
 from ttscale.strategies.base import Env, State, pick, result, sample

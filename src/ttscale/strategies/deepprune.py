@@ -1,10 +1,10 @@
 """DeepPrune (Tu et al. 2025): finish one trace per cluster of similar prefixes.
 
 Step 1: ``n`` samples of at most ``prefix`` tokens each, in one batched call. Step 2: their
-texts are clustered greedily (:mod:`ttscale.pruning`); the representative (first member) of
-every cluster that has not finished yet is continued to the end in one batched call, each as
-the partial answer of its prompt (``Chat.prefill``), with the rest of the token allowance
-(``max_tokens - prefix``). Each representative's answer votes with its cluster's size; the
+texts are clustered greedily (:mod:`ttscale.aggregation.pruning`); the representative (first
+member) of every cluster that has not finished yet is continued to the end in one batched
+call, each as the partial answer of its prompt (``Chat.prefill``), with the rest of the token
+allowance (``max_tokens - prefix``). Each representative's answer votes with its cluster's size; the
 other members are left unfinished (finish ``aborted``, no answer of their own).
 
 Every token is charged: the prefixes, and for each continuation its prompt with the prefix
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from ttscale.aggregation.pruning import PruneParams, cluster, parse_prune, similarity_matrix
 from ttscale.answers import extract_answer, group_answers, solve_prompt
-from ttscale.pruning import PruneParams, cluster, parse_prune, similarity_matrix
 from ttscale.strategies.base import Env, State, pick, result, sample
 from ttscale.types import AnswerClass, Chat, Generation, Result, Trace
 

@@ -19,7 +19,8 @@ from ttscale.strategies.beam import BeamSearch
 
 @dataclass(frozen=True, kw_only=True)
 class DVTS(BeamSearch):
-    """``n / width`` independent greedy beams of ``width``, searched in lockstep.
+    """Diverse verifier tree search: ``n / width`` independent greedy beams of ``width``,
+    searched in lockstep.
 
     Example:
         >>> from ttscale.solve import solve

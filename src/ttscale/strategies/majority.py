@@ -14,7 +14,8 @@ from ttscale.types import Result
 
 @dataclass(frozen=True, kw_only=True)
 class Majority:
-    """Self-consistency over ``n`` samples.
+    """Self-consistency: ``n`` samples in one call, equivalent answers merged, the largest
+    class wins.
 
     Example:
         >>> from ttscale.solve import solve

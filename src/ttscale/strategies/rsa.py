@@ -88,7 +88,9 @@ class RSAState(State):
 
 @dataclass(frozen=True, kw_only=True)
 class RSA:
-    """Population ``n``, aggregation size ``k`` (default ``min(4, n)``), ``rounds`` rounds.
+    """Recursive self-aggregation: each of ``rounds`` rounds rewrites every member of a
+    population of ``n`` from ``k`` random members of the last one (default ``min(4, n)``);
+    the last population votes.
 
     Example:
         >>> from ttscale.solve import solve

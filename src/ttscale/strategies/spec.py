@@ -189,6 +189,80 @@ options are batch, rule
     return spec
 
 
+@dataclass(frozen=True)
+class StrategyInfo:
+    """What ``ttscale strategies`` shows of one strategy, read from the strategy itself:
+    the first paragraph of its docstring, its default ``n``, and its options (dataclass
+    fields, or the fields of the settings object a strategy parses itself) with defaults."""
+
+    name: str
+    summary: str
+    default_n: int | None
+    needs_verifier: bool
+    options: tuple[tuple[str, str], ...]  # (option, its default as a spec would write it)
+
+
+def _summary(factory: Any) -> str:
+    """The first sentence of a docstring on one line, without reST markup."""
+    first = (getattr(factory, "__doc__", None) or "").strip().split("\n\n")[0]
+    text = " ".join(first.replace("``", "").split())
+    return re.split(r"(?<=\.) ", text, maxsplit=1)[0]
+
+
+def _defaults(cls: Any, skip: tuple[str, ...] = RESERVED) -> tuple[tuple[str, str], ...]:
+    out = []
+    for f in dataclasses.fields(cls):
+        if not f.init or f.name in skip:
+            continue
+        if f.default is not dataclasses.MISSING:
+            value = f.default
+            default = ("auto" if value is None else f"{value:g}" if isinstance(value, float)
+                       else _show(value))
+        elif f.default_factory is not dataclasses.MISSING:
+            default = _show(f.default_factory())
+        else:
+            default = "required"
+        out.append((f.name, default))
+    return tuple(out)
+
+
+def describe_strategy(name: str) -> StrategyInfo:
+    """A registered strategy as ``ttscale strategies`` lists it.
+
+    Example:
+        >>> info = describe_strategy("adaptive_majority")
+        >>> info.default_n, info.options
+        (80, (('batch', '2'), ('rule', 'budgeted')))
+        >>> describe_strategy("deepconf").options[:2]
+        (('top_k', '5'), ('window', '64'))
+    """
+    factory = strategies.get(name)
+    fields = getattr(factory, "__dataclass_fields__", {})
+    default_n = getattr(fields.get("n"), "default", None)
+    if not dataclasses.is_dataclass(factory):
+        options: tuple[tuple[str, str], ...] = ()
+    elif _parses_own(factory):
+        # its options are those of the settings object it parses (DeepConf, DeepPrune)
+        params = getattr(factory(options=""), "params", None)
+        options = _defaults(type(params), ()) if dataclasses.is_dataclass(params) else ()
+    else:
+        options = _defaults(factory)
+    needs = getattr(fields.get("needs_verifier"), "default", False)
+    return StrategyInfo(name, _summary(factory),
+                        default_n if isinstance(default_n, int) else None,
+                        bool(needs), options)
+
+
+def describe_strategies() -> list[StrategyInfo]:
+    """Every registered strategy, plug-ins included, by name.
+
+    Example:
+        >>> [s.name for s in describe_strategies()][:3]
+        ['ab_mcts', 'abstraction', 'adaptive_majority']
+    """
+    return [describe_strategy(name) for name in strategies.names()]
+
+
 def make_strategy(text: str, n: int) -> Any:
     """The strategy a spec names, with ``n`` samples when it takes a sample count.
 

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from ttscale.errors import ConfigError
-from ttscale.evaluation.importers import ImportedQuestion
-from ttscale.evaluation.metrics import QuestionSamples
+from ttscale.evaluation.replay.metrics import QuestionSamples
+from ttscale.evaluation.runs.importers import ImportedQuestion
+from ttscale.evaluation.runs.store import FILE_NAME, NewGeneration, Store
 from ttscale.params import SamplingParams
-from ttscale.store import FILE_NAME, NewGeneration, Store
 from ttscale.types import Generation
 
 KIND = "imported-samples"

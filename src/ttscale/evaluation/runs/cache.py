@@ -14,8 +14,8 @@ from ttscale.answers import extract_answer
 from ttscale.backends.base import Backend
 from ttscale.backends.streaming import Watch, can_stream, usage_of, watch_generation
 from ttscale.errors import BackendError
+from ttscale.evaluation.runs.store import NewGeneration, Store, prompt_json
 from ttscale.params import SamplingParams
-from ttscale.store import NewGeneration, Store, prompt_json
 from ttscale.types import GenerateOutput, Generation, Prompt, TokenLogprob, Usage
 
 

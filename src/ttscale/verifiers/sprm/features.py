@@ -29,7 +29,7 @@ import numpy as np
 
 from ttscale.answers import solve_prompt
 from ttscale.errors import ConfigError, MissingExtra, ModelError
-from ttscale.verifiers.sprm_prefix import Prefix, PrefixStore
+from ttscale.verifiers.sprm.prefix import Prefix, PrefixStore
 from ttscale.verifiers.steps import check_delimiter
 
 # What the feature model keeps of the sequences it ran, for the next ones sharing a prefix:

@@ -2,7 +2,7 @@
 policy's own hidden states.
 
 A head of two linear layers reads the hidden state at the token that ends each step
-(:mod:`ttscale.verifiers.sprm_features`) and gives a step score in (0, 1) by a sigmoid; a
+(:mod:`ttscale.verifiers.sprm.features`) and gives a step score in (0, 1) by a sigmoid; a
 trace scores the geometric mean of its step scores. It trains on final-answer correctness
 ``y`` alone: binary cross-entropy of every step score against ``y``, counted only on the steps
 whose current prediction agrees with ``y`` (score > 0.5 iff y = 1), which leaves out the
@@ -31,7 +31,7 @@ from ttscale.errors import ConfigError
 from ttscale.types import Usage
 from ttscale.verifiers.base import VerifierOutput
 from ttscale.verifiers.reduce import reduce_scores
-from ttscale.verifiers.sprm_features import (
+from ttscale.verifiers.sprm.features import (
     DTYPES,
     REUSE_TOKENS,
     chat_text,
@@ -41,7 +41,7 @@ from ttscale.verifiers.sprm_features import (
 
 SUFFIX = ".sprm.safetensors"
 META_SUFFIX = ".sprm.json"
-HEADS_DIR = Path(__file__).resolve().parent.parent / "heads"
+HEADS_DIR = Path(__file__).resolve().parents[2] / "heads"
 
 
 def geometric_mean(scores: Sequence[float]) -> float:
@@ -355,7 +355,7 @@ class SPRMVerifier:
         """The feature extractor, loaded once (tens of seconds on a CPU)."""
         with self._lock:
             if self._features is None:
-                from ttscale.verifiers.sprm_features import TorchFeatures
+                from ttscale.verifiers.sprm.features import TorchFeatures
 
                 self._features = TorchFeatures.load(str(self.gguf_path), self.head.meta.layer,
                                                     reuse_tokens=self.reuse_tokens,

@@ -4,8 +4,8 @@ One *order* is a random permutation of a question's stored samples (drawn withou
 replacement). The rule sees them one at a time (or ``batch`` at a time, deciding only at the
 end of each batch, as an online sampler would); the tokens of every drawn sample are counted,
 answered or not; the vote is the majority of the drawn samples (``None`` never votes, ties to
-the earliest-drawn class, as in :mod:`ttscale.evaluation.metrics`). A curve point averages over
-``orders`` permutations per question, all drawn from one ``random.Random(seed)``.
+the earliest-drawn class, as in :mod:`ttscale.evaluation.replay.metrics`). A curve point
+averages over ``orders`` permutations per question, all drawn from one ``random.Random(seed)``.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ttscale.adaptive import StoppingRule, Tally, rule_label
+from ttscale.aggregation.stopping import StoppingRule, Tally, rule_label
 from ttscale.errors import ConfigError
-from ttscale.evaluation.metrics import (
+from ttscale.evaluation.replay.metrics import (
     BINS,
     CurvePoint,
     Prepared,
@@ -43,7 +43,7 @@ def replay_order(p: Prepared, rule: StoppingRule, order: Sequence[int],
     """Feed the samples of ``p`` to ``rule`` in ``order``; stop when it says so.
 
     Example:
-        >>> from ttscale.adaptive import BayesFactorRule
+        >>> from ttscale.aggregation.stopping import BayesFactorRule
         >>> p = Prepared((0, 0, 0, 0, 1), (5, 5, 5, 5, 9), (0.0,) * 5, (True, False))
         >>> replay_order(p, BayesFactorRule(threshold=10), range(5))
         Outcome(winner=0, correct=True, drawn=3, tokens=15)
@@ -79,7 +79,7 @@ def replay_question(samples: Sequence[tuple[str | None, int]] | QuestionSamples,
     (``(answer or None, tokens)`` pairs) over ``orders`` random orders.
 
     Example:
-        >>> from ttscale.adaptive import BudgetedBayesFactorRule
+        >>> from ttscale.aggregation.stopping import BudgetedBayesFactorRule
         >>> s = [("7", 100)] * 10 + [("3", 100)]
         >>> replay_question(s, "7", BudgetedBayesFactorRule(), orders=5, seed=1)
         (1.0, 400.0, 4.0)
@@ -101,7 +101,7 @@ def adaptive_curve(questions: Sequence[QuestionSamples], rule: StoppingRule, *,
     question, ``n`` = the rule's ``n_max``; strategy ``adaptive_majority[<rule>]``.
 
     Example:
-        >>> from ttscale.adaptive import BayesFactorRule
+        >>> from ttscale.aggregation.stopping import BayesFactorRule
         >>> qs = [QuestionSamples("a", "2", (("2", 5, None),) * 6),
         ...       QuestionSamples("b", "7", (("1", 4, None), ("7", 4, None)) * 3)]
         >>> p = adaptive_curve(qs, BayesFactorRule(threshold=10, n_max=6), orders=3)

@@ -1,6 +1,6 @@
 """Ensembles of stored runs: each run directory is one source (a model or a prompt), the
 questions they share are the calibration and test set, scored by cross-validation over
-questions (``ttscale.evaluation.ensemble``). Behind ``ttscale eval ensemble``.
+questions (``ttscale.aggregation.ensemble``). Behind ``ttscale eval ensemble``.
 
 A source's vote on a question is the answers of its first ``n`` stored samples (all of them
 by default), or, with an adaptive stopping rule, of the samples the rule draws in a random
@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ttscale.adaptive import StoppingRule
+from ttscale.aggregation.ensemble import METHODS, QuestionVotes, cross_validate, question_votes
+from ttscale.aggregation.stopping import StoppingRule
 from ttscale.answers import equivalent
 from ttscale.errors import ConfigError
-from ttscale.evaluation.adaptive_replay import orders_for, replay_order
-from ttscale.evaluation.ensemble import METHODS, QuestionVotes, cross_validate, question_votes
-from ttscale.evaluation.metrics import prepare
-from ttscale.evaluation.records import QuestionRecord, load_records
+from ttscale.evaluation.replay.adaptive import orders_for, replay_order
+from ttscale.evaluation.replay.metrics import prepare
+from ttscale.evaluation.runs.records import QuestionRecord, load_records
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def votes(runs: Sequence[Sequence[QuestionRecord]], n: int | None,
 def ensemble_report(run_dirs: Sequence[str | Path], *, n: int | None = None,
                     rule: StoppingRule | None = None, orders: int = 5, folds: int = 0,
                     seed: int = 0) -> EnsembleReport:
-    """Every method of ``ttscale.evaluation.ensemble`` over the runs' shared questions.
+    """Every method of ``ttscale.aggregation.ensemble`` over the runs' shared questions.
 
     Example:
         >>> ensemble_report(["/nonexistent"])

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ttscale.confidence import (
+from ttscale.aggregation.confidence import (
     ConfidenceParams,
     abort_after,
     leader_share,
@@ -33,9 +33,9 @@ from ttscale.confidence import (
     weighted_vote,
 )
 from ttscale.errors import ConfigError
-from ttscale.evaluation.adaptive_replay import Outcome, orders_for
-from ttscale.evaluation.metrics import CurvePoint, by_bin, difficulty, mean_ci, prepare
-from ttscale.evaluation.records import QuestionRecord
+from ttscale.evaluation.replay.adaptive import Outcome, orders_for
+from ttscale.evaluation.replay.metrics import CurvePoint, by_bin, difficulty, mean_ci, prepare
+from ttscale.evaluation.runs.records import QuestionRecord
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def prepare_confidence(records: Sequence[QuestionRecord], top_k: int = 5) -> lis
     when the run stored no log-probabilities (an import, or an old run).
 
     Example:
-        >>> from ttscale.evaluation.records import TraceRecord
+        >>> from ttscale.evaluation.runs.records import TraceRecord
         >>> from ttscale.types import TokenLogprob
         >>> lp = (TokenLogprob("7", -0.1, (("7", -0.1), ("8", -4.0))),)
         >>> q = prepare_confidence([QuestionRecord("q", "?", "7", (

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ttscale.answers import equivalent, group_answers
-from ttscale.evaluation.metrics import CurvePoint
-from ttscale.evaluation.records import QuestionRecord, load_records
+from ttscale.evaluation.replay.metrics import CurvePoint
+from ttscale.evaluation.runs.records import QuestionRecord, load_records
 
 _SETTINGS_KEYS: tuple[str, ...] = ("model", "dataset", "split", "source", "format")
 _SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "max_tokens")
@@ -42,7 +42,7 @@ def question_view(record: QuestionRecord) -> dict[str, Any]:
     result rows, traces and trees. Equivalence is decided once per distinct answer string.
 
     Example:
-        >>> from ttscale.evaluation.records import TraceRecord
+        >>> from ttscale.evaluation.runs.records import TraceRecord
         >>> ts = tuple(TraceRecord(0, i, f"so {a}", a, 5, 10, score=0.5)
         ...            for i, a in enumerate(["1/2", "3", "0.5"]))
         >>> v = question_view(QuestionRecord("q", "half?", "0.5", ts))
@@ -167,7 +167,7 @@ def write_report(run_dir: Path | str, points: Sequence[CurvePoint]) -> Path:
     settings, records = load_records(run_dir)
     png = None
     if points:
-        from ttscale.evaluation.plots import plot_png_bytes
+        from ttscale.evaluation.report.plots import plot_png_bytes
 
         title = " · ".join(str(settings[k]) for k in ("model", "dataset") if k in settings)
         png = plot_png_bytes(points, title or "accuracy against compute")

@@ -18,8 +18,8 @@ from typing import Any
 
 from ttscale.answers import solve_prompt
 from ttscale.errors import ConfigError
-from ttscale.evaluation.records import SEED_STRIDE, sampling_of
-from ttscale.store import NewGeneration, QuestionRow, Store
+from ttscale.evaluation.runs.records import SEED_STRIDE, sampling_of
+from ttscale.evaluation.runs.store import NewGeneration, QuestionRow, Store
 from ttscale.types import Generation
 
 _DATA = re.compile(r'<script type="application/json" id="data">(.*?)</script>', re.S)

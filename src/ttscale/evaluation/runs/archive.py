@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ttscale.errors import ConfigError
+from ttscale.evaluation.runs.store import FILE_NAME, SCHEMA_VERSION, Store, canonical_json
 from ttscale.jsonl import json_objects
-from ttscale.store import FILE_NAME, SCHEMA_VERSION, Store, canonical_json
 
 FORMAT = "ttscale-run"
 _WRITTEN_BY = "give a file written by ttscale eval export"
@@ -93,7 +93,7 @@ def export_run(run_dir: str | Path, file: str | Path, *, logprobs: bool = True) 
 
 
 def _stored_settings(path: Path) -> dict[str, Any]:
-    from ttscale.evaluation.runs import stored_settings
+    from ttscale.evaluation.runs.imports import stored_settings
 
     return stored_settings(path.parent)
 

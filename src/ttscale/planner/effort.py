@@ -51,7 +51,7 @@ def plan_effort(effort: str, *, model: str, sha256: str | None,
         >>> p.note
         'no SPRM head ships for fake, so effort high is majority voting over 32 samples'
     """
-    from ttscale.verifiers.sprm import shipped_head
+    from ttscale.verifiers.sprm.head import shipped_head
 
     k = check_effort(effort)
     head = shipped_head(sha256, heads_dir)

@@ -24,12 +24,28 @@ from typing import Any
 import numpy as np
 
 from ttscale.errors import ConfigError
-from ttscale.evaluation.metrics import auroc
-from ttscale.evaluation.sprm import Example, trace_scores
-from ttscale.verifiers.sprm import HeadMeta, SPRMHead, sprm_loss
-from ttscale.verifiers.sprm_features import import_torch
+from ttscale.stats import auroc
+from ttscale.verifiers.sprm.features import import_torch
+from ttscale.verifiers.sprm.head import HeadMeta, SPRMHead, geometric_mean, sprm_loss
 
 Progress = Callable[[int, int], None]  # (epochs done, epochs in all)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One stored trace with its step features and whether its answer is right."""
+
+    question_id: str
+    sample: int  # seed * SEED_STRIDE + index, as in the store
+    vectors: np.ndarray
+    label: int
+    tokens: int
+    seconds: float
+
+
+def trace_scores(head: SPRMHead, examples: Sequence[Example]) -> list[float]:
+    """Each example's trace score under ``head``."""
+    return [geometric_mean(head.step_scores(e.vectors)) for e in examples]
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ re-run in another order can round a score differently and pick another beam).
 
 A replayed call returns the tokens and FLOPs it once cost, so a row's accounting is the
 same whether or not it was resumed, but no call and no seconds, as a replayed generation
-does (``ttscale.evaluation.cache``).
+does (``ttscale.evaluation.runs.cache``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from ttscale.store import Store, canonical_json
+from ttscale.evaluation.runs.store import Store, canonical_json
 from ttscale.types import Usage
 from ttscale.verifiers.base import Verifier, VerifierOutput
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ttscale.errors import ConfigError, MissingExtra
-from ttscale.evaluation.metrics import CurvePoint
+from ttscale.evaluation.replay.metrics import CurvePoint
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -14,17 +14,17 @@ from typing import Any
 
 from ttscale.answers import equivalent, solve_prompt
 from ttscale.errors import ConfigError
-from ttscale.evaluation.metrics import (
+from ttscale.evaluation.replay.metrics import (
     CurvePoint,
     QuestionSamples,
     by_bin,
     difficulty,
     mean_ci,
 )
-from ttscale.evaluation.runs import KIND as IMPORT_KIND
-from ttscale.evaluation.runs import load_run, stored_settings
+from ttscale.evaluation.runs.imports import KIND as IMPORT_KIND
+from ttscale.evaluation.runs.imports import load_run, stored_settings
+from ttscale.evaluation.runs.store import ResultRow, Store, TreeRow
 from ttscale.params import SamplingParams
-from ttscale.store import ResultRow, Store, TreeRow
 from ttscale.types import TokenLogprob
 
 SEED_STRIDE = 100_000  # as in ttscale.evaluation.harness: sample indices of one seed

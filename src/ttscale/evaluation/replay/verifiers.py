@@ -19,15 +19,16 @@ from pathlib import Path
 
 from ttscale.answers import equivalent
 from ttscale.errors import ConfigError
-from ttscale.evaluation.metrics import CurvePoint, auroc, curve, paired_difference
-from ttscale.evaluation.records import (
+from ttscale.evaluation.replay.metrics import CurvePoint, curve, paired_difference
+from ttscale.evaluation.runs.imports import stored_settings
+from ttscale.evaluation.runs.records import (
     QuestionRecord,
     load_records,
     question_samples,
     with_costs,
 )
-from ttscale.evaluation.runs import stored_settings
-from ttscale.store import Store
+from ttscale.evaluation.runs.store import Store
+from ttscale.stats import auroc
 
 SCORED = ("best_of_n", "weighted_best_of_n")
 

@@ -2,7 +2,7 @@
 stored trace are its stored first tokens.
 
 For each of ``orders`` random orders of a question's samples, the first ``n`` are taken, their
-prefixes are clustered greedily in that order (:func:`ttscale.pruning.cluster`) and each
+prefixes are clustered greedily in that order (:func:`ttscale.aggregation.pruning.cluster`) and each
 cluster's representative votes for its stored answer with the cluster's size. Tokens charged:
 every sample's prompt and prefix (``min(prefix, length)``), and for each representative that
 had not finished within the prefix, its continuation: the prompt again with the prefix as a
@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ttscale.aggregation.pruning import PruneParams, cluster, similarity_matrix
 from ttscale.errors import ConfigError
-from ttscale.evaluation.adaptive_replay import Outcome, orders_for
-from ttscale.evaluation.metrics import CurvePoint, by_bin, difficulty, mean_ci, prepare
-from ttscale.evaluation.records import QuestionRecord
-from ttscale.pruning import PruneParams, cluster, similarity_matrix
+from ttscale.evaluation.replay.adaptive import Outcome, orders_for
+from ttscale.evaluation.replay.metrics import CurvePoint, by_bin, difficulty, mean_ci, prepare
+from ttscale.evaluation.runs.records import QuestionRecord
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def prepare_prune(records: Sequence[QuestionRecord], params: PruneParams) -> lis
     no tokens (an import, or an old run).
 
     Example:
-        >>> from ttscale.evaluation.records import TraceRecord
+        >>> from ttscale.evaluation.runs.records import TraceRecord
         >>> from ttscale.types import TokenLogprob
         >>> lp = tuple(TokenLogprob(w, -0.1) for w in ("x", " =", " 7"))
         >>> t = TraceRecord(0, 0, "x = 7", "7", 5, 3, logprobs=lp)
