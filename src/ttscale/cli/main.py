@@ -233,9 +233,9 @@ def models_command(
             ]
             sys.stdout.write(json.dumps(out) + "\n")
         else:
-            out = Console()
-            print_output(models_table(rows, width=out.width if out.is_terminal or
-                                      os.environ.get("COLUMNS") else None), out)
+            console = Console()
+            print_output(models_table(rows, width=console.width if console.is_terminal or
+                                      os.environ.get("COLUMNS") else None), console)
 
 
 @app.command("strategies")

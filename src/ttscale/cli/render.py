@@ -27,8 +27,8 @@ from ttscale.strategies.spec import StrategyInfo
 from ttscale.types import Result
 
 if TYPE_CHECKING:  # the ensemble code is loaded only by its command
-    from ttscale.evaluation.replay.metrics import CurvePoint
     from ttscale.evaluation.replay.ensembles import EnsembleReport
+    from ttscale.evaluation.replay.metrics import CurvePoint
     from ttscale.evaluation.replay.verifiers import Comparison
 
 
@@ -373,10 +373,15 @@ def name_column(table: Table, header: str, names: Sequence[str], longest: int = 
     table.add_column(header, min_width=min(widest, longest), overflow="fold")
 
 
-def curve_table(points: Sequence[CurvePoint], title: str) -> Table:
+# Below this many columns the eval table leaves out FLOPs and seconds per question.
+CURVE_FULL_WIDTH = 110
+
+
+def curve_table(points: Sequence[CurvePoint], title: str, width: int | None = None) -> Table:
     """The table of ``ttscale eval`` and ``eval replay``: accuracy against compute per
-    strategy and n. Strategy names are never cut (:func:`name_column`); the difficulty bins
-    and FLOPs are the columns that give way on a narrow terminal.
+    strategy and n. Strategy names are never cut (:func:`name_column`); below
+    ``CURVE_FULL_WIDTH`` columns (``width``) FLOPs and seconds per question are left out,
+    and the difficulty bins wrap.
 
     Example:
         >>> from ttscale.evaluation.replay.metrics import CurvePoint
@@ -384,24 +389,28 @@ def curve_table(points: Sequence[CurvePoint], title: str) -> Table:
         ...                (("easy", 20, 0.9), ("medium", 10, 0.5), ("hard", 10, None)))
         >>> console = Console(width=80)
         >>> with console.capture() as out:
-        ...     console.print(curve_table([p], "accuracy against compute"))
-        >>> "weighted_best_of_n" in out.get()
-        True
+        ...     console.print(curve_table([p], "accuracy against compute", width=80))
+        >>> "weighted_best_of_n" in out.get(), "FLOPs" in out.get()
+        (True, False)
     """
+    full = width is None or width >= CURVE_FULL_WIDTH
     table = Table(title=title)
-    name_column(table, "strategy", [p.strategy for p in points])
-    for name in ("n", "accuracy", "95% CI", "tokens/question"):
+    name_column(table, "strategy", [p.strategy for p in points], longest=18)
+    for name in ("n", "accuracy", "95% CI", "tokens/question" if full else "tokens/q"):
         table.add_column(name, justify="right", no_wrap=True)
-    table.add_column("FLOPs/question", justify="right")
-    table.add_column("s/question", justify="right", no_wrap=True)
-    table.add_column("easy/medium/hard", justify="right")
+    if full:
+        table.add_column("FLOPs/question", justify="right", no_wrap=True)
+        table.add_column("s/question", justify="right", no_wrap=True)
+    table.add_column("easy / medium / hard", justify="right")  # wraps at its spaces
     for p in points:
         half = (p.ci_high - p.ci_low) / 2
         bins = " / ".join("-" if acc is None else f"{acc:.0%}" for _, _, acc in p.bins)
-        table.add_row(Text(p.strategy), str(p.n), f"{p.accuracy:.1%}", f"± {half:.1%}",
-                      f"{p.mean_tokens:,.0f}",
-                      "-" if p.mean_flops is None else format_flops(p.mean_flops),
-                      "-" if p.mean_seconds is None else f"{p.mean_seconds:.1f}", bins)
+        cells: list[RenderableType] = [Text(p.strategy), str(p.n), f"{p.accuracy:.1%}",
+                                       f"± {half:.1%}", f"{p.mean_tokens:,.0f}"]
+        if full:
+            cells += ["-" if p.mean_flops is None else format_flops(p.mean_flops),
+                      "-" if p.mean_seconds is None else f"{p.mean_seconds:.1f}"]
+        table.add_row(*cells, bins)
     return table
 
 

@@ -243,7 +243,8 @@ def describe_strategy(name: str) -> StrategyInfo:
         options: tuple[tuple[str, str], ...] = ()
     elif _parses_own(factory):
         # its options are those of the settings object it parses (DeepConf, DeepPrune)
-        params = getattr(factory(options=""), "params", None)
+        built: Any = strategies.get(name)(options="")
+        params = getattr(built, "params", None)
         options = _defaults(type(params), ()) if dataclasses.is_dataclass(params) else ()
     else:
         options = _defaults(factory)
