@@ -19,8 +19,14 @@ torch and transformers are imported only when features are extracted: ``pip inst
 
 from __future__ import annotations
 
+import functools
+import importlib
+import os
+import sys
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +90,44 @@ def _transformers() -> Any:
         raise MissingExtra("the SPRM verifier reads the model with transformers, gguf and "
                            "accelerate: run pip install 'ttscale[sprm]'") from exc
     return transformers
+
+
+@contextmanager
+def quiet_loading(tf: Any) -> Iterator[None]:
+    """While transformers reads a GGUF: no progress bars (its own, and the bare tqdm bar of
+    its GGUF conversion, hundreds of lines in a log), no library warnings (dtype advice
+    that does not hold here, deprecations of arguments ttscale does not pass). All of it
+    shows with ``TTSCALE_DEBUG=1``. Every setting is restored afterwards.
+
+    Example:
+        >>> import types
+        >>> with quiet_loading(types.SimpleNamespace()):  # any object: nothing to quiet
+        ...     pass
+    """
+    logs = getattr(getattr(tf, "utils", None), "logging", None)
+    if os.environ.get("TTSCALE_DEBUG") or logs is None:
+        yield
+        return
+    verbosity, bars = logs.get_verbosity(), logs.is_progress_bar_enabled()
+    try:
+        gguf_utils: Any = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
+    except ImportError:  # a transformers without GGUF support fails on its own later
+        gguf_utils = None
+    bare_tqdm = getattr(gguf_utils, "tqdm", None)
+    logs.set_verbosity_error()
+    logs.disable_progress_bar()
+    if bare_tqdm is not None:
+        gguf_utils.tqdm = functools.partial(bare_tqdm, disable=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logs.set_verbosity(verbosity)
+        if bars:
+            logs.enable_progress_bar()
+        if bare_tqdm is not None:
+            gguf_utils.tqdm = bare_tqdm
 
 
 def step_ends(text: str, delimiter: str) -> list[int]:
@@ -193,26 +237,36 @@ class TorchFeatures:
         path = Path(gguf_path)
         if threads:
             torch.set_num_threads(threads)
+        # the one line a user sees while the feature model loads (tens of seconds)
+        sys.stderr.write(f"ttscale: loading the SPRM feature model from {path.name} "
+                         f"({chosen}, once)\n")
         try:
-            config = tf.AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
-            depth = int(config.num_hidden_layers)
-            if layer is not None and not 1 <= layer <= depth:
-                raise ConfigError(f"layer must be between 1 and the model's {depth} layers, "
-                                  f"got {layer}")
-            if layer is None:
-                layer = depth if all_layers else default_layer(depth)
-            config.num_hidden_layers = layer  # deeper weights are never kept
-            model = tf.AutoModel.from_pretrained(str(path.parent), gguf_file=path.name,
-                                                 config=config, dtype=getattr(torch, chosen))
-            tokenizer = tf.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+            with quiet_loading(tf):
+                return cls._load(tf, torch, path, layer, all_layers=all_layers,
+                                 reuse_tokens=reuse_tokens, dtype=chosen, start=start)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             if isinstance(exc, ConfigError):
                 raise
             raise ModelError(f"transformers could not read {path} ({exc}): SPRM features "
                              "need a GGUF of an architecture transformers supports") from exc
+
+    @classmethod
+    def _load(cls, tf: Any, torch: Any, path: Path, layer: int | None, *, all_layers: bool,
+              reuse_tokens: int, dtype: str, start: float) -> TorchFeatures:
+        config = tf.AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
+        depth = int(config.num_hidden_layers)
+        if layer is not None and not 1 <= layer <= depth:
+            raise ConfigError(f"layer must be between 1 and the model's {depth} layers, "
+                              f"got {layer}")
+        if layer is None:
+            layer = depth if all_layers else default_layer(depth)
+        config.num_hidden_layers = layer  # deeper weights are never kept
+        model = tf.AutoModel.from_pretrained(str(path.parent), gguf_file=path.name,
+                                             config=config, dtype=getattr(torch, dtype))
+        tokenizer = tf.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
         feats = cls(model.eval(), tokenizer, depth, reuse_tokens=reuse_tokens,
                     seconds_to_load=time.perf_counter() - start)
-        feats.dtype = chosen
+        feats.dtype = dtype
         return feats
 
     def extract(self, prompt_text: str, traces: Sequence[str], delimiter: str, *,
