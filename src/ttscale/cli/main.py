@@ -377,6 +377,10 @@ def report_command(
     from ttscale.cli.evaluate import rebuild_report
 
     with reported():
+        if not run_dir.is_dir():
+            what = "is not a directory" if run_dir.exists() else "does not exist"
+            raise ConfigError(f"run directory {run_dir} {what}: give the --out directory of "
+                              "a ttscale eval or eval import-samples run")
         path = rebuild_report(run_dir)
         sys.stdout.write(f"{path}\n")
 

@@ -3,6 +3,8 @@
 One line per strategy: accuracy (as a percentage) against mean tokens per question on a log
 axis, a shaded 95% confidence band, and each point labelled with its sample count ``n``.
 Compute is on the x axis, not ``n``, so strategies that spend tokens differently compare fairly.
+The legend sits below the axes, where it covers no point, and each ``n=`` label takes the
+first place around its point that covers no other label and no other point.
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ from ttscale.errors import ConfigError, MissingExtra
 from ttscale.evaluation.replay.metrics import CurvePoint
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+# Where an n= label may go around its point, in points (dx, dy, alignment), tried in order.
+LABEL_PLACES = ((4, 5, "left"), (4, -12, "left"), (-4, 5, "right"), (-4, -12, "right"),
+                (4, 15, "left"), (-4, 15, "right"), (4, -22, "left"), (-4, -22, "right"),
+                (12, -4, "left"), (-12, -4, "right"))
+MARKER_PX = 5  # half the side of the square a marker is taken to cover, in pixels
 
 DEFAULT_TITLE = "accuracy against compute"
 
@@ -47,20 +56,21 @@ def _figure(points: Sequence[CurvePoint], title: str) -> Figure:
         raise MissingExtra("matplotlib is not installed: run pip install matplotlib") from exc
     # Agg renders without a display; set before pyplot would pick an interactive backend.
     matplotlib.use("Agg", force=False)
+    from matplotlib.colors import to_hex
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, PercentFormatter
 
     fig = Figure(figsize=(8, 5), dpi=110, layout="constrained")
     ax = fig.add_subplot()
+    labels: list[tuple[float, float, str, str]] = []
     for strategy, line in _by_strategy(points).items():
         xs = [max(p.mean_tokens, 1e-9) for p in line]  # log axis: no zero
         (drawn,) = ax.plot(xs, [p.accuracy for p in line], marker="o", label=strategy)
         ax.fill_between(xs, [max(p.ci_low, 0.0) for p in line],
                         [min(p.ci_high, 1.0) for p in line], color=drawn.get_color(),
                         alpha=0.15, linewidth=0)
-        for x, p in zip(xs, line, strict=True):
-            ax.annotate(f"n={p.n}", (x, p.accuracy), textcoords="offset points",
-                        xytext=(4, 5), fontsize=7, color=drawn.get_color())
+        labels += [(x, p.accuracy, f"n={p.n}", to_hex(drawn.get_color()))
+                   for x, p in zip(xs, line, strict=True)]
     ax.set_xscale("log")
     # plain token counts (40, 200, 1,000) read faster than 4x10^1; within a narrow range the
     # minor ticks at 2, 3 and 5 per decade are labelled too, so the axis has enough numbers
@@ -79,8 +89,48 @@ def _figure(points: Sequence[CurvePoint], title: str) -> Figure:
     ax.set_title(f"{title} ({count} question{'s' if high != 1 else ''}, 95% CI)")
     ax.grid(True, which="major", alpha=0.4)
     ax.grid(True, which="minor", alpha=0.15)
-    ax.legend(loc="lower right")
+    lines = len(_by_strategy(points))
+    fig.legend(loc="outside lower center", ncols=min(lines, 4), frameon=False)
+    _place_labels(fig, ax, labels)
     return fig
+
+
+def _place_labels(fig: Figure, ax: Axes, labels: Sequence[tuple[float, float, str, str]]
+                  ) -> None:
+    """Annotate each point with its label at the first of ``LABEL_PLACES`` inside the axes
+    that overlaps no label already placed and no other point; several strategies' points at
+    one spot share one label. A label with no free place is left out rather than drawn over
+    another."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.transforms import Bbox
+
+    canvas = FigureCanvasAgg(fig)  # the figure now saves through it too
+    canvas.draw()  # type: ignore[no-untyped-call]  # lays the axes out: coordinates final
+    renderer = canvas.get_renderer()  # type: ignore[no-untyped-call]
+    inside = ax.get_window_extent(renderer)
+    at = [tuple(ax.transData.transform((x, y))) for x, y, _, _ in labels]
+    markers = [Bbox.from_bounds(px - MARKER_PX, py - MARKER_PX, 2 * MARKER_PX, 2 * MARKER_PX)
+               for px, py in at]
+    placed: list[Bbox] = []
+    done: set[tuple[int, int, str]] = set()
+    for (x, y, text, colour), (px, py) in zip(labels, at, strict=True):
+        spot = (round(px), round(py), text)
+        if spot in done:  # another strategy's label already names this point
+            continue
+        others = [m for m, (qx, qy) in zip(markers, at, strict=True)
+                  if abs(qx - px) > 0.5 or abs(qy - py) > 0.5]
+        for dx, dy, align in LABEL_PLACES:
+            note = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy),
+                               fontsize=7, color=colour, ha=align)
+            note.set_in_layout(False)  # placed after the layout: it must not move the axes
+            box = note.get_window_extent(renderer)
+            within = (box.x0 >= inside.x0 and box.x1 <= inside.x1 and box.y0 >= inside.y0
+                      and box.y1 <= inside.y1)
+            if within and not any(box.overlaps(b) for b in (*placed, *others)):
+                placed.append(box)
+                done.add(spot)
+                break
+            note.remove()
 
 
 def plot_png_bytes(points: Sequence[CurvePoint], title: str = DEFAULT_TITLE) -> bytes:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ttscale.errors import ConfigError
+from ttscale.jsonl import text_lines
 
 FORMATS = ("boinf",)
 
@@ -59,13 +60,13 @@ def import_boinf(path: str | Path) -> list[ImportedQuestion]:
     """
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = list(text_lines(path, name=str(path)))
     except OSError as exc:
         raise ConfigError(f"cannot read {path} ({exc.strerror}): give an existing "
                           "JSONL file") from exc
     out: list[ImportedQuestion] = []
     seen: set[str] = set()
-    for number, line in enumerate(lines, start=1):
+    for number, line in lines:
         if not line.strip():
             continue
         where = f"{path} line {number}"

@@ -1,0 +1,77 @@
+"""Bad input to the evaluation commands ends in one sentence that names the problem: a
+JSONL file in another encoding (its line and the encoding), a run directory that is not
+there."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _ttscale() -> str:
+    local = Path(sys.executable).parent / "ttscale"
+    found = str(local) if local.exists() else shutil.which("ttscale")
+    assert found is not None, "the ttscale entry point is not installed: pip install -e ."
+    return found
+
+
+def one_sentence(*args: str, code: int = 2) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "TTSCALE_DEBUG"}
+    proc = subprocess.run([_ttscale(), *args], capture_output=True, text=True, env=env,
+                          timeout=120, check=False)
+    assert proc.returncode == code, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "unexpected" not in lines[0] and "Traceback" not in proc.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def latin1(tmp_path: Path) -> Path:
+    """A boinf sample file whose third line was saved in Latin-1 ("café")."""
+    path = tmp_path / "answers.jsonl"
+    good = '{"problem_num": %d, "gold_answer": "7", "all_answers": [["7", 10]]}\n'
+    path.write_bytes((good % 0 + good % 1).encode()
+                     + '{"problem_num": 2, "gold_answer": "café", "all_answers": []}\n'
+                     .encode("latin-1"))
+    return path
+
+
+def test_import_samples_names_the_line_and_the_encoding(latin1: Path, tmp_path: Path) -> None:
+    line = one_sentence("eval", "import-samples", str(latin1), "--format", "boinf", "--out",
+                        str(tmp_path / "run"))
+    assert f"{latin1} line 3 is not UTF-8" in line
+    assert "Latin-1" in line and "iconv -f latin1 -t utf-8" in line
+
+
+def test_a_local_dataset_names_the_line_and_the_encoding(tmp_path: Path) -> None:
+    data = tmp_path / "questions.jsonl"
+    data.write_bytes(b'{"question": "What is 6*7?", "answer": "42"}\n'
+                     + '{"question": "Où est 6*7 ?", "answer": "42"}\n'.encode("cp1252"))
+    line = one_sentence("eval", "--dataset", str(data), "--backend", "fake", "--n", "1",
+                        "--out", str(tmp_path / "run"))
+    assert "questions.jsonl line 2 is not UTF-8" in line
+
+
+def test_restore_names_the_line_and_the_encoding(tmp_path: Path) -> None:
+    export = tmp_path / "run.jsonl"
+    header = Path(__file__).parent.parent / "bench" / "runs" / "sprm-train.jsonl"
+    with header.open("rb") as f:
+        first = f.readline()
+    export.write_bytes(first + '{"table": "questions", "question": "Où?"}\n'.encode("cp1252"))
+    line = one_sentence("eval", "restore", str(export), "--out", str(tmp_path / "run"))
+    assert "run.jsonl line 2 is not UTF-8 (byte 0xf9 at column " in line
+
+
+def test_report_of_a_missing_directory_says_so(tmp_path: Path) -> None:
+    line = one_sentence("report", str(tmp_path / "nowhere"))
+    assert line == (f"error: run directory {tmp_path / 'nowhere'} does not exist: give the "
+                    "--out directory of a ttscale eval or eval import-samples run")
+    assert "import-samples" not in line.split(":")[1]  # no advice to import anything
+    (tmp_path / "file").write_text("x", encoding="utf-8")
+    assert "is not a directory" in one_sentence("report", str(tmp_path / "file"))
