@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from ttscale.cli.evaluate import ready
+from ttscale.evaluation.options import ready
 from ttscale.evaluation.replay.metrics import curve
 from ttscale.evaluation.runs.imports import max_n
 from ttscale.evaluation.runs.records import load_records, question_samples

@@ -14,7 +14,6 @@ pytest.importorskip("safetensors")
 
 from ttscale.backends.fake import FakeBackend  # noqa: E402
 from ttscale.errors import ConfigError  # noqa: E402
-from ttscale.verifiers.sprm.train import Example  # noqa: E402
 from ttscale.stats import auroc  # noqa: E402
 from ttscale.verifiers.spec import build_verifier, check_verifier  # noqa: E402
 from ttscale.verifiers.sprm.features import end_tokens, step_ends  # noqa: E402
@@ -27,6 +26,7 @@ from ttscale.verifiers.sprm.head import (  # noqa: E402
     sprm_loss,
 )
 from ttscale.verifiers.sprm.train import (  # noqa: E402
+    Example,
     Schedule,
     out_of_fold_scores,
     train_head,

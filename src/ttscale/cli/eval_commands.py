@@ -16,7 +16,6 @@ from rich.console import Console
 from ttscale import models
 from ttscale.cli.common import reported, say
 from ttscale.errors import ConfigError
-from ttscale.registry import backends
 
 eval_app = typer.Typer(
     help="Evaluate strategies on a dataset: accuracy against compute, every sample stored; "
@@ -90,27 +89,30 @@ def eval_command(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from ttscale.cli.efficiency import parse_temperature
-    from ttscale.cli.evaluate import eval_run, parse_ns, parse_options
-    from ttscale.evaluation.harness import EvalConfig
-    from ttscale.strategies.spec import split_specs
+    from ttscale.cli.evaluate import interrupted, print_run, shown
+    from ttscale.evaluation.api import evaluate
+    from ttscale.evaluation.options import parse_ns, parse_options
 
     with reported():
         if dataset is None or out is None:
             raise ConfigError("ttscale eval needs --dataset and --out: e.g. ttscale eval "
                               "--dataset gsm8k --limit 10 --out runs/gsm8k")
-        backends.get(backend)
-        fixed = parse_temperature(temperature)
-        cfg = EvalConfig(strategies=tuple(split_specs(strategies)),
-                         ns=tuple(parse_ns(n)), seeds=seeds,
-                         temperature=0.7 if fixed is None else fixed,
-                         top_p=top_p, max_tokens=max_tokens, verifier=verifier,
-                         concurrency=concurrency, resamples=resamples)
-        eval_run(out, cfg=cfg, dataset=dataset, split=split, limit=limit, ids=ids,
-                 question_field=question_field, answer_field=answer_field, backend=backend,
-                 model=model, base_url=base_url, threads=threads, as_json=as_json,
-                 fake_delay=fake_delay, options=parse_options(option or []),
-                 choose_temperature=fixed is None)
+        err = Console(stderr=True)
+        try:
+            with shown(err) as progress:
+                run = evaluate(dataset, out, strategies=strategies, ns=parse_ns(n),
+                               seeds=seeds, split=split, limit=limit, ids=ids,
+                               question_field=question_field, answer_field=answer_field,
+                               dataset_options=parse_options(option or []), model=model,
+                               backend=backend, base_url=base_url, threads=threads,
+                               verifier=verifier, temperature=temperature, top_p=top_p,
+                               max_tokens=max_tokens, concurrency=concurrency,
+                               resamples=resamples, progress=progress,
+                               backend_options={"delay": fake_delay} if fake_delay else None)
+        except KeyboardInterrupt:
+            interrupted(out, err)
+            raise
+        print_run(run, as_json=as_json, err=err)
 
 
 @eval_app.command("import-samples")
@@ -124,10 +126,11 @@ def import_samples_command(
 
     Example: ttscale eval import-samples aime.jsonl --format boinf --out runs/aime
     """
-    from ttscale.cli.evaluate import import_samples
+    from ttscale.cli.evaluate import print_imported
+    from ttscale.evaluation.api import import_samples
 
     with reported():
-        import_samples(file, out, fmt)
+        print_imported(import_samples(file, out, fmt))
 
 
 def _counted(counts: dict[str, int]) -> str:
@@ -149,7 +152,7 @@ def export_command(
 
     Example: ttscale eval export runs/gsm8k runs-gsm8k.jsonl
     """
-    from ttscale.evaluation.runs.archive import export_run
+    from ttscale.evaluation.api import export_run
 
     with reported():
         counts = export_run(run_dir, file, logprobs=logprobs)
@@ -174,16 +177,10 @@ def restore_command(
 
     Example: ttscale eval restore runs-gsm8k.jsonl --out runs/gsm8k
     """
-    from ttscale.evaluation.runs.archive import restore_run
-    from ttscale.evaluation.runs.imports import stored_settings
-    from ttscale.evaluation.runs.report_restore import restore_report
+    from ttscale.evaluation.api import restore_run
 
     with reported():
-        if file.suffix.lower() in (".html", ".htm"):
-            settings = stored_settings(settings_from) if settings_from else None
-            counts = restore_report(file, out, settings)
-        else:
-            counts = restore_run(file, out)
+        counts = restore_run(file, out, settings_from=settings_from)
         say(f"restored into {out}: {_counted(counts)} new")
 
 
@@ -229,13 +226,17 @@ def replay_command(
     Example: ttscale eval replay runs/gsm8k --strategies majority,deepconf,deepconf_online,
     deepprune --n 16 --confidence eta=0.1 --prune prefix=64
     """
-    from ttscale.cli.efficiency import DEFAULT_CONFIDENCE
-    from ttscale.cli.evaluate import replay
+    from ttscale.cli.evaluate import print_points, shown
+    from ttscale.evaluation.api import DEFAULT_CONFIDENCE, replay
+    from ttscale.evaluation.options import parse_ns, parse_strategies
 
-    with reported():
-        replay(run_dir, strategies, n, resamples=resamples, seed=seed, as_json=as_json,
-               rules=rule or ["budgeted"], confidence=confidence or DEFAULT_CONFIDENCE,
-               prune=prune or [""], verifier=verifier)
+    with reported(), shown() as progress:
+        points = replay(run_dir, parse_strategies(strategies), parse_ns(n),
+                        resamples=resamples, seed=seed, rules=rule or ["budgeted"],
+                        confidence=confidence or DEFAULT_CONFIDENCE, prune=prune or [""],
+                        verifier=verifier, progress=progress)
+        print_points(points, as_json=as_json, title="replay from stored samples",
+                     resamples=resamples, seed=seed)
 
 
 @eval_app.command("ensemble")
@@ -262,13 +263,11 @@ def ensemble_command(
 
     Example: ttscale eval ensemble runs/aime-model-a runs/aime-model-b --rule budgeted
     """
-    from ttscale.aggregation.stopping import parse_rule
     from ttscale.cli.render import ensemble_table
-    from ttscale.evaluation.replay.ensembles import ensemble_report
+    from ttscale.evaluation.api import ensemble
 
     with reported():
-        report = ensemble_report(run_dirs, n=n, rule=parse_rule(rule) if rule else None,
-                                 orders=orders, folds=folds, seed=seed)
+        report = ensemble(run_dirs, n=n, rule=rule, orders=orders, folds=folds, seed=seed)
         if as_json:
             sys.stdout.write(json.dumps(asdict(report)) + "\n")
         else:
@@ -300,21 +299,13 @@ def verifiers_command(
 
     Example: ttscale eval verifiers runs/gsm8k -n 1,2,4,8 --plot verifiers.png
     """
-    from ttscale.cli.evaluate import parse_ns
     from ttscale.cli.render import verifiers_table
-    from ttscale.evaluation.replay.verifiers import compare_verifiers
-    from ttscale.evaluation.report.plots import plot_curves
-    from ttscale.strategies.spec import split_specs
+    from ttscale.evaluation.api import compare_verifiers
+    from ttscale.evaluation.options import parse_ns
 
     with reported():
-        if resamples < 1:
-            raise ConfigError(f"--resamples must be a positive number, got {resamples}")
-        # a stored name may hold options of its spec (sprm,layer=4)
-        names = split_specs(verifier, "verifier") if verifier else None
-        res = compare_verifiers(run_dir, parse_ns(n), verifiers=names, resamples=resamples,
-                                seed=seed, samples=samples)
-        if plot is not None:
-            plot_curves(res.points, plot, "verifiers against majority")
+        res = compare_verifiers(run_dir, parse_ns(n), verifiers=verifier, resamples=resamples,
+                                seed=seed, samples=samples, plot=plot)
         if as_json:
             sys.stdout.write(json.dumps(asdict(res)) + "\n")
         else:

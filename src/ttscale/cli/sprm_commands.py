@@ -56,12 +56,24 @@ def sprm_collect_command(
 
     Example: ttscale sprm collect --split train --ids 0-199 -n 4 --out runs/sprm-train
     """
-    from ttscale.cli.sprm import collect, parse_layers
+    from ttscale.cli.common import say
+    from ttscale.cli.evaluate import interrupted, print_run, shown
+    from ttscale.cli.sprm import parse_layers
+    from ttscale.evaluation.sprm_api import sprm_collect
 
     with reported():
-        collect(out, dataset=dataset, split=split, ids=ids, limit=limit, n=n, model=model,
-                max_tokens=max_tokens, temperature=temperature, concurrency=concurrency,
-                layer=parse_layers(layer), threads=threads, dtype=dtype)
+        try:
+            with shown() as progress:
+                got = sprm_collect(out, dataset=dataset, split=split, ids=ids, limit=limit,
+                                   n=n, model=model, max_tokens=max_tokens,
+                                   temperature=temperature, concurrency=concurrency,
+                                   layer=parse_layers(layer), threads=threads, dtype=dtype,
+                                   progress=progress)
+        except KeyboardInterrupt:
+            interrupted(out)
+            raise
+        print_run(got.run, as_json=False)
+        say(f"step features of {got.extracted} traces extracted now (the others were cached)")
 
 
 @sprm_app.command("train")
@@ -90,11 +102,15 @@ def sprm_train_command(
 
     Example: ttscale sprm train runs/sprm-train --out heads/qwen2.5-coder-1.5b
     """
-    from ttscale.cli.sprm import print_train, train
+    from ttscale.cli.evaluate import shown
+    from ttscale.cli.sprm import print_train
+    from ttscale.evaluation.sprm_api import sprm_train
 
     with reported():
-        head = train(runs, out, layer=layer, width=width, epochs=epochs, warmup=warmup,
-                     lr=lr, holdout=holdout, folds=folds, seed=seed, threads=threads)
+        with shown() as progress:
+            head = sprm_train(runs, out, layer=layer, width=width, epochs=epochs,
+                              warmup=warmup, lr=lr, holdout=holdout, folds=folds, seed=seed,
+                              threads=threads, progress=progress)
         print_train(head, out)
 
 
@@ -126,8 +142,13 @@ def sprm_eval_command(
 
     Example: ttscale sprm eval runs/gsm8k --head heads/qwen2.5-coder-1.5b -n 8
     """
-    from ttscale.cli.sprm import evaluate
+    from ttscale.cli.evaluate import shown
+    from ttscale.cli.sprm import print_evaluation
+    from ttscale.evaluation.sprm_api import sprm_evaluate
 
     with reported():
-        evaluate(run_dir, head, n=n, resamples=resamples, seed=seed, store_as=store_as,
-                 threads=threads, as_json=as_json, dtype=dtype)
+        with shown() as progress:
+            ev = sprm_evaluate(run_dir, head, n=n, resamples=resamples, seed=seed,
+                               store_as=store_as, threads=threads, dtype=dtype,
+                               progress=progress)
+        print_evaluation(ev, as_json=as_json)

@@ -1,0 +1,74 @@
+"""A run's files: results.jsonl (every curve point with its replay settings), curves.png
+and report.html; rebuilt from the store and results.jsonl alone by :func:`rebuild_report`.
+
+Example:
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from ttscale.evaluation.replay.metrics import CurvePoint
+    >>> p = CurvePoint("majority", 1, 0.5, 0.1, 0.9, 100.0, 4, ())
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     write_outputs(Path(d), [p], resamples=1, seed=0, report=False)
+    ...     '"resamples": 1' in (Path(d) / RESULTS).read_text()
+    True
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from ttscale.evaluation.replay.metrics import CurvePoint
+from ttscale.evaluation.replay.summary import earlier_points
+from ttscale.evaluation.runs.records import load_records
+
+RESULTS = "results.jsonl"
+
+
+def json_lines(points: Sequence[CurvePoint], *, resamples: int, seed: int) -> list[str]:
+    """Each point as one line of JSON with the replay settings behind it."""
+    return [json.dumps({**asdict(p), "resamples": resamples, "seed": seed}) for p in points]
+
+
+def write_results(run_dir: Path, points: Sequence[CurvePoint], *, resamples: int,
+                  seed: int) -> list[str]:
+    """results.jsonl of ``points``; returns its lines (JSON, no newline)."""
+    lines = json_lines(points, resamples=resamples, seed=seed)
+    (Path(run_dir) / RESULTS).write_text("".join(line + "\n" for line in lines),
+                                         encoding="utf-8")
+    return lines
+
+
+def write_outputs(run_dir: Path, points: Sequence[CurvePoint], *, resamples: int, seed: int,
+                  extra: Sequence[CurvePoint] = (), report: bool = True) -> None:
+    """results.jsonl of ``points`` and ``extra`` (earlier invocations' points), and with
+    ``report`` their curves.png and report.html (matplotlib draws the plot)."""
+    from ttscale.evaluation.report import html
+
+    write_results(run_dir, [*points, *extra], resamples=resamples, seed=seed)
+    if report:
+        html.write_report(run_dir, [*points, *extra])
+
+
+def rebuild_report(run_dir: Path) -> Path:
+    """report.html and curves.png again, from results.jsonl and every other (strategy, n)
+    the run stored (without either, no curves)."""
+    from ttscale.evaluation.report import html
+
+    settings, records = load_records(run_dir)  # fails with one sentence when not a run
+    path = Path(run_dir) / RESULTS
+    points: list[CurvePoint] = []
+    resamples, seed = 200, 0
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            resamples = row.pop("resamples", resamples)
+            seed = row.pop("seed", seed)
+            row["bins"] = tuple(tuple(b) for b in row["bins"])
+            row["bin_tokens"] = tuple(row.get("bin_tokens", ()))
+            points.append(CurvePoint(**row))
+    if settings.get("kind") == "eval":
+        points += earlier_points(records, {(p.strategy, p.n) for p in points},
+                                 resamples=resamples, seed=seed)
+    return html.write_report(Path(run_dir), points)
