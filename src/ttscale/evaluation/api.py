@@ -327,11 +327,15 @@ def compare_verifiers(run_dir: str | Path, ns: str | Sequence[int] = (1, 2, 4, 8
     within-question AUROC, best-of-n and weighted best-of-n against majority at the same n
     (paired differences). ``plot`` also writes the curves to that PNG.
 
-    Example:
-        >>> compare_verifiers("runs/none")  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        ttscale.errors.ConfigError: ...
+    Example (the self-judge's scores, stored by an eval with a scored strategy):
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = evaluate("svamp", d, ids="0-3", ns=[2], backend="fake",
+        ...                  strategies="majority,weighted_best_of_n",
+        ...                  backend_options={"yes_logprob": -0.3}, report_files=False)
+        ...     res = compare_verifiers(d, [1, 2], resamples=5)
+        ...     [v.verifier for v in res.verifiers], res.questions
+        (['self_judge'], 4)
     """
     from ttscale.evaluation.replay.verifiers import compare_verifiers as compare
     from ttscale.evaluation.report.plots import plot_curves

@@ -49,7 +49,11 @@ def sprm_collect(out: str | Path, *, dataset: str = TRAIN_DATASET, split: str = 
     layers, read in one pass through the deepest; default: half the model's depth). Returns
     the eval run and the traces whose features were extracted now (the others were cached).
 
-    Example:
+    Example (the default model: hours on a CPU; ``ttscale sprm collect`` is the same call):
+        >>> got = sprm_collect("runs/sprm-train", ids="0-199", n=4,
+        ...                    layer=[14])  # doctest: +SKIP
+        >>> got.run.outcome.new_samples, got.extracted  # doctest: +SKIP
+        (800, 800)
         >>> sprm_collect("runs/x", dtype="float16")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
@@ -94,7 +98,10 @@ def sprm_train(runs: Sequence[str | Path], out: str | Path, *, layer: int | None
     ``folds=0`` holds out ``holdout`` of the questions instead. Returns the head, its
     metrics in ``head.meta.metrics``.
 
-    Example:
+    Example (``ttscale sprm train`` is the same call):
+        >>> head = sprm_train(["runs/sprm-train"], "heads/mine")  # doctest: +SKIP
+        >>> head.meta.metrics["cross_validation"]["auroc"]  # doctest: +SKIP
+        0.79
         >>> sprm_train([], "heads/x")
         Traceback (most recent call last):
         ...
@@ -166,7 +173,10 @@ def sprm_evaluate(run_dir: str | Path, head: str | Path | None = None, *, n: int
     against generation time. The scores are stored in the run as verifier ``store_as``, so
     :func:`ttscale.replay` and :func:`ttscale.compare_verifiers` read them.
 
-    Example:
+    Example (``ttscale sprm eval`` is the same call):
+        >>> ev = sprm_evaluate("runs/gsm8k-test-0-39", n=8)  # doctest: +SKIP
+        >>> ev.scores.auroc, [p.strategy for p in ev.scores.points]  # doctest: +SKIP
+        (0.8, ['majority', 'best_of_n [sprm]', 'weighted_best_of_n [sprm]'])
         >>> sprm_evaluate("runs/x", store_as="a b")
         Traceback (most recent call last):
         ...
