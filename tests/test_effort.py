@@ -1,4 +1,5 @@
-"""Effort modes: low / medium / high as SPRM best-of-k, or majority at k without a head."""
+"""Effort modes: low / medium / high as three budgets of the model's plan (the ``auto``
+strategy), or adaptive majority over at most 2 / 8 / 32 samples without a plan."""
 
 from __future__ import annotations
 
@@ -6,52 +7,29 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from ttscale.backends.fake import FakeBackend
 from ttscale.errors import ConfigError
-from ttscale.planner.effort import EFFORT_SAMPLES, plan_effort
+from ttscale.planner.effort import EFFORT_SAMPLES, describe_efforts, effort_strategy
 from ttscale.solve import solve
-
-SHA = "ab" * 32
-
-
-def _head_dir(tmp_path: Path) -> Path:
-    pytest.importorskip("torch")
-    pytest.importorskip("safetensors")
-    from ttscale.verifiers.sprm.head import HeadMeta, SPRMHead
-
-    SPRMHead.new(HeadMeta(SHA, "tiny", 2, 4, 6, 5)).save(tmp_path / "tiny")
-    return tmp_path
-
-
-@pytest.mark.parametrize(("effort", "k"), [("low", 2), ("medium", 8), ("high", 32)])
-def test_a_model_with_a_head_gets_sprm_best_of_k(tmp_path: Path, effort: str, k: int) -> None:
-    plan = plan_effort(effort, model="tiny", sha256=SHA, heads_dir=_head_dir(tmp_path))
-    assert (plan.strategy, plan.n) == ("best_of_n", k)
-    assert plan.verifier == f"sprm:{tmp_path / 'tiny.sprm.safetensors'}"
-    assert plan.note is None
 
 
 @pytest.mark.parametrize(("effort", "k"), sorted(EFFORT_SAMPLES.items()))
-def test_a_model_without_a_head_falls_back_to_majority_at_k(tmp_path: Path, effort: str,
-                                                            k: int) -> None:
-    plan = plan_effort(effort, model="other", sha256="cd" * 32, heads_dir=_head_dir(tmp_path))
-    assert (plan.strategy, plan.n, plan.verifier) == ("majority", k, None)
-    assert plan.note == (f"no SPRM head ships for other, so effort {effort} is majority "
-                         f"voting over {k} samples")
+def test_without_a_plan_effort_is_adaptive_majority_and_says_so(effort: str, k: int) -> None:
+    # every sample disagrees, so the adaptive rule never settles: it uses all k
+    fb = FakeBackend(script=lambda _p, i: f"\\boxed{{{i}}}")
+    r = solve("What is 2+2?", backend=fb, effort=effort)
+    assert r.strategy == "auto"
+    assert len(r.traces) == k
+    assert r.notes[0] == (f"no plan ships for fake, so effort {effort} is adaptive majority "
+                          f"(budgeted) over at most {k} samples")
 
 
-def test_solve_with_effort_on_a_fake_backend_votes_k_samples_and_says_why() -> None:
-    fb = FakeBackend(responses=["\\boxed{4}", "\\boxed{5}", "\\boxed{4}"])
-    r = solve("What is 2+2?", backend=fb, effort="medium")
-    assert r.strategy == "majority"
-    assert len(r.traces) == 8 and fb.calls[-1][1].n == 8
-    assert r.answer == "4"
-    assert r.notes[0] == "no SPRM head ships for fake, so effort medium is majority voting " \
-                         "over 8 samples"
+def test_an_easy_question_stops_early_at_high_effort() -> None:
+    r = solve("What is 2+2?", backend=FakeBackend(responses=["\\boxed{4}"]), effort="high")
+    assert r.answer == "4" and len(r.traces) < EFFORT_SAMPLES["high"]
 
 
 @pytest.mark.parametrize("extra", [{"strategy": "majority"}, {"n": 4},
@@ -68,19 +46,24 @@ def test_unknown_effort_is_refused() -> None:
         solve("2+2?", backend=FakeBackend(), effort="extreme")
 
 
+def test_effort_strategy_and_description() -> None:
+    assert effort_strategy("medium", 16) == "auto:effort=medium,n_max=16"
+    assert "no plan ships for fake" in describe_efforts(None, "fake")
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, COLUMNS="120")
     return subprocess.run([sys.executable, "-m", "ttscale", *args], capture_output=True,
                           text=True, env=env, timeout=120, check=False)
 
 
-def test_cli_effort_on_a_model_without_a_head() -> None:
+def test_cli_effort_on_a_model_without_a_plan() -> None:
     proc = _cli("solve", "What is 6*7?", "--backend", "fake", "--effort", "low", "--json")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
-    assert data["strategy"] == "majority" and len(data["traces"]) == 2
-    assert data["notes"] == ["no SPRM head ships for fake, so effort low is majority voting "
-                             "over 2 samples"]
+    assert data["strategy"] == "auto" and len(data["traces"]) == 2
+    assert data["notes"] == ["no plan ships for fake, so effort low is adaptive majority "
+                             "(budgeted) over at most 2 samples"]
 
 
 def test_cli_effort_with_strategy_is_one_sentence_and_exit_2() -> None:

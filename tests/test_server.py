@@ -102,7 +102,7 @@ def test_models(oa: openai.OpenAI) -> None:
 
 @pytest.mark.parametrize(("model", "extra", "strategy", "n"), [
     ("fake", {}, "majority", 8),  # the server default
-    ("fake", {"reasoning_effort": "low"}, "majority", 2),
+    ("fake", {"reasoning_effort": "low"}, "auto", 2),  # no plan for fake: adaptive, <= 2
     ("fake", {"reasoning_effort": "minimal"}, "greedy", 1),
     ("majority@4/fake", {"reasoning_effort": "high"}, "majority", 4),  # name beats effort
     ("majority@4", {"extra_body": {"ttscale": {"n": 5}}}, "majority", 5),  # ttscale beats name
@@ -338,20 +338,23 @@ def test_timeout_while_queued_never_runs() -> None:
 def test_effort_levels_stay_within_the_server_limit() -> None:
     p = plan(question=Q, model="fake", served=["fake"], settings=Settings(max_n=16),
              effort="high")
-    assert (p.strategy, p.n) == ("majority", 16)  # high is majority@32, clamped
+    assert p.strategy == "auto:effort=high,n_max=16"  # the plan's high budget, <= 16 samples
     with pytest.raises(ConfigError, match="above this server's limit of 16"):
         plan(question=Q, model="majority@32", served=["fake"], settings=Settings(max_n=16))
 
 
-def test_effort_levels_use_the_servers_effort_verifier() -> None:
-    settings = Settings(effort_verifier="sprm:/heads/model.safetensors")
-    p = plan(question=Q, model="fake", served=["fake"], settings=settings, effort="low")
-    assert (p.strategy, p.n, p.verifier) == ("best_of_n", 2, "sprm:/heads/model.safetensors")
-    greedy = plan(question=Q, model="fake", served=["fake"], settings=settings, effort="none")
+def test_effort_levels_run_auto_and_a_named_strategy_beats_them() -> None:
+    p = plan(question=Q, model="fake", served=["fake"], settings=Settings(), effort="low")
+    assert (p.strategy, p.verifier, p.model) == ("auto:effort=low,n_max=32", None,
+                                                 "auto:effort=low,n_max=32/fake")
+    greedy = plan(question=Q, model="fake", served=["fake"], settings=Settings(), effort="none")
     assert (greedy.strategy, greedy.verifier) == ("greedy", None)
-    named = plan(question=Q, model="majority@4/fake", served=["fake"], settings=settings,
+    named = plan(question=Q, model="majority@4/fake", served=["fake"], settings=Settings(),
                  effort="high")
     assert (named.strategy, named.n, named.verifier) == ("majority", 4, None)
+    budgeted = plan(question=Q, model="auto:budget=3000/fake", served=["fake"],
+                    settings=Settings())
+    assert budgeted.strategy == "auto:budget=3000"
 
 
 def test_metrics_count_requests_tokens_and_latency() -> None:

@@ -88,6 +88,7 @@ strategies: Registry[Any] = Registry(
         "dvts": "ttscale.strategies.dvts:DVTS",
         "mcts": "ttscale.strategies.mcts:MCTS",
         "ab_mcts": "ttscale.strategies.mcts:ABMCTS",
+        "auto": "ttscale.planner.auto:Auto",
     },
 )
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from ttscale.backends.base import Backend, load_backend
 from ttscale.budget import Accountant, Budget
 from ttscale.errors import ConfigError
 from ttscale.params import SamplingParams
-from ttscale.planner.effort import EFFORT_SAMPLES, backend_sha256, check_effort, plan_effort
+from ttscale.planner.effort import effort_strategy
 from ttscale.strategies.base import Env, Progress, run
 from ttscale.strategies.rounds import PROMPT_ALLOWANCE
 from ttscale.strategies.spec import make_strategy
@@ -98,8 +97,9 @@ def solve(
     with a short message as each phase begins (``sampling 8 traces``); an exception it
     raises stops the solve there, which is how a caller cancels one between phases.
     ``strategy`` and ``n`` default to majority of 8. ``effort`` (``low`` / ``medium`` /
-    ``high``) picks them instead: SPRM best-of-2 / 8 / 32 where a head ships for the model,
-    else majority at the same k, said in the result's notes (:mod:`ttscale.planner.effort`).
+    ``high``) picks them instead: three budgets of the plan fitted for the model (the
+    ``auto`` strategy), else adaptive majority over at most 2 / 8 / 32 samples, said in the
+    result's notes (:mod:`ttscale.planner.effort`).
 
     Example:
         >>> from ttscale.backends.fake import FakeBackend
@@ -109,11 +109,11 @@ def solve(
         ('4', 2, 1)
     """
     if effort is not None:
-        check_effort(effort)
+        spec = effort_strategy(effort)  # an unknown level fails here, naming the levels
         if strategy is not None or n is not None or verifier is not None:
             raise ConfigError("an effort level picks the strategy, samples and verifier "
                               "itself: give effort alone, or strategy and n without effort")
-        strategy, n = "majority", EFFORT_SAMPLES[effort]  # checked now, planned once loaded
+        strategy = spec
     strategy = strategy or "majority"
     n = 8 if n is None else n
     params, strat = check(question, strategy=strategy, verifier=verifier, n=n,
@@ -128,18 +128,9 @@ def solve(
             opts["model"] = model
         backend = load_backend(backend, **opts)
     try:
-        notes: tuple[str, ...] = ()
-        if effort is not None:
-            plan = plan_effort(effort, model=backend.model_id, sha256=backend_sha256(backend))
-            params, strat = check(question, strategy=plan.strategy, verifier=plan.verifier,
-                                  n=plan.n, temperature=temperature, max_tokens=max_tokens,
-                                  seed=seed, top_p=top_p, stop=stop)
-            verifier = plan.verifier
-            notes = (plan.note,) if plan.note else ()
         env = Env(backend, Accountant(budget or Budget()), params,
                   make_verifier(verifier, backend), progress or (lambda _m: None))
-        result = run(strat, question, env)
-        return replace(result, notes=notes + result.notes) if notes else result
+        return run(strat, question, env)
     finally:
         if owned:
             backend.close()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -106,20 +106,12 @@ def _check_options(
                           "--backend openai")
     return Budget(max_tokens=budget) if budget is not None else None
 
-def _effort_verifier(backend: Any, model: str | None) -> str | None:
-    """The verifier the server's effort levels use: the SPRM head shipped for the served
-    model, or ``None`` (majority voting), said on stderr either way."""
-    from ttscale.planner.effort import backend_sha256, plan_effort
+def _describe_efforts(backend: Any, model: str | None) -> None:
+    """Say on stderr what the server's effort levels run for the served model."""
+    from ttscale.planner.effort import backend_sha256, describe_efforts
 
-    plan = plan_effort("medium", model=model or backend.model_id,
-                       sha256=backend_sha256(backend))
-    if plan.verifier is None:
-        sys.stderr.write(f"reasoning_effort low/medium/high: majority of 2/8/32 (no SPRM head "
-                         f"ships for {model or backend.model_id})\n")
-    else:
-        sys.stderr.write("reasoning_effort low/medium/high: best of 2/8/32 by the shipped "
-                         "SPRM head\n")
-    return plan.verifier
+    sys.stderr.write("reasoning_effort " + describe_efforts(
+        backend_sha256(backend), model or backend.model_id).removeprefix("effort ") + "\n")
 
 
 @app.command("solve")
@@ -360,7 +352,7 @@ def serve_command(
         sys.stderr.write(loading_message(backend, model, base_url) + "\n")
         be = load_backend(backend, **opts)
         try:
-            settings = replace(settings, effort_verifier=_effort_verifier(be, model))
+            _describe_efforts(be, model)
             serve(be, settings, host=host, port=port)
         finally:
             be.close()

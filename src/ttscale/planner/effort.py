@@ -1,13 +1,15 @@
 """Reasoning-effort modes: how much to spend, named instead of counted.
 
-As in MetaStone-S1, ``low`` / ``medium`` / ``high`` are best-of-k with the SPRM verifier at
-k = 2 / 8 / 32, for a model that has an SPRM head shipped with ttscale (found by the model's
-SHA-256). A model without one gets majority voting at the same k, and the result says so.
+``low`` / ``medium`` / ``high`` are three budgets of the model's fitted plan, run by the
+``auto`` strategy (:mod:`ttscale.planner.auto`): by default the mean cost per question of
+majority voting over 2, 8 and the most samples the plan was fitted with, spent where the
+plan predicts it pays. A model without a shipped plan (found by the model's SHA-256, as SPRM
+heads are) falls back to adaptive majority over at most 2 / 8 / 32 samples, and the result's
+notes say so.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +18,9 @@ from ttscale.errors import ConfigError
 EFFORT_SAMPLES = {"low": 2, "medium": 8, "high": 32}
 
 
-@dataclass(frozen=True)
-class EffortPlan:
-    """What an effort level resolves to for one model; ``note`` explains a fallback."""
-
-    effort: str
-    strategy: str
-    n: int
-    verifier: str | None = None
-    note: str | None = None
-
-
 def check_effort(effort: str) -> int:
-    """The k of an effort level, or a ``ConfigError`` naming the levels.
+    """The fallback's most samples for an effort level, or a ``ConfigError`` naming the
+    levels.
 
     Example:
         >>> check_effort("medium")
@@ -40,26 +32,37 @@ def check_effort(effort: str) -> int:
     return EFFORT_SAMPLES[effort]
 
 
-def plan_effort(effort: str, *, model: str, sha256: str | None,
-                heads_dir: Path | None = None) -> EffortPlan:
-    """The strategy, samples and verifier of ``effort`` for the model with ``sha256``.
+def effort_strategy(effort: str, n_max: int | None = None) -> str:
+    """The strategy spec an effort level runs.
 
     Example:
-        >>> p = plan_effort("high", model="fake", sha256=None)
-        >>> p.strategy, p.n, p.verifier
-        ('majority', 32, None)
-        >>> p.note
-        'no SPRM head ships for fake, so effort high is majority voting over 32 samples'
+        >>> effort_strategy("low"), effort_strategy("high", 16)
+        ('auto:effort=low', 'auto:effort=high,n_max=16')
     """
-    from ttscale.verifiers.sprm.head import shipped_head
+    check_effort(effort)
+    return f"auto:effort={effort}" + (f",n_max={n_max}" if n_max is not None else "")
 
-    k = check_effort(effort)
-    head = shipped_head(sha256, heads_dir)
-    if head is not None:
-        return EffortPlan(effort, "best_of_n", k, f"sprm:{head}")
-    return EffortPlan(effort, "majority", k, None,
-                      f"no SPRM head ships for {model}, so effort {effort} is majority voting "
-                      f"over {k} samples")
+
+def describe_efforts(sha256: str | None, model: str) -> str:
+    """One line saying what low / medium / high do for this model.
+
+    Example:
+        >>> describe_efforts(None, "fake")
+        'effort low/medium/high: adaptive majority over at most 2/8/32 samples (no plan \
+ships for fake)'
+    """
+    from ttscale.planner.plan import load_plan, shipped_plan
+
+    path = shipped_plan(sha256)
+    if path is None:
+        return (f"effort low/medium/high: adaptive majority over at most 2/8/32 samples (no "
+                f"plan ships for {model})")
+    plan = load_plan(path)
+    points = [plan.select(plan.effort_budget(e), plan.currency) for e in EFFORT_SAMPLES]
+    shown = "/".join(f"{p.tokens:,.0f}" for p in points)
+    verifier = plan.verifier or "no verifier"
+    return (f"effort low/medium/high: the shipped plan for {model} ({verifier}), about "
+            f"{shown} tokens a question on average")
 
 
 def backend_sha256(backend: Any) -> str | None:

@@ -7,9 +7,9 @@ Choosing the strategy, most specific first:
 2. the model name, ``STRATEGY[@N][:KEY=VALUE,...]/MODEL`` (``majority@8/qwen2.5-coder-1.5b``,
    ``beam@8:width=4/qwen2.5-coder-1.5b``) or the same without ``/MODEL`` for the served
    model;
-3. ``reasoning_effort``: ``none``/``minimal`` greedy; ``low`` / ``medium`` / ``high`` draw
-   2 / 8 / 32 samples, chosen by best-of-N with the served model's SPRM head when one ships
-   for it (``Settings.effort_verifier``, MetaStone-S1's modes) and by majority otherwise;
+3. ``reasoning_effort``: ``none``/``minimal`` greedy; ``low`` / ``medium`` / ``high`` are
+   three budgets of the ``auto`` strategy: the plan shipped for the served model, or adaptive
+   majority over at most 2 / 8 / 32 samples without one (capped at ``max_n``);
 4. the server's default (``--default-strategy``, majority@8).
 
 ``solve`` runs in a worker thread; its progress messages come back to the event loop as
@@ -29,14 +29,13 @@ from typing import Literal
 from ttscale.backends.base import Backend
 from ttscale.budget import Budget
 from ttscale.errors import ConfigError, TtscaleError
-from ttscale.planner.effort import EFFORT_SAMPLES
+from ttscale.planner.effort import EFFORT_SAMPLES, effort_strategy
 from ttscale.registry import strategies
 from ttscale.solve import check, solve
 from ttscale.strategies.spec import check_strategy, make_strategy
 from ttscale.types import Result
 
-EFFORT = {"none": "greedy", "minimal": "greedy", "low": "majority@2", "medium": "majority@8",
-          "high": "majority@32"}
+EFFORT = {"none": "greedy", "minimal": "greedy"}
 DEFAULT_N = 8  # solve's own default number of samples
 
 
@@ -44,13 +43,11 @@ def effort_spec(effort: str, settings: Settings) -> str:
     """The strategy spec of a ``reasoning_effort`` level on this server.
 
     Example:
-        >>> effort_spec("medium", Settings())
-        'majority@8'
-        >>> effort_spec("medium", Settings(effort_verifier="sprm"))
-        'best_of_n@8'
+        >>> effort_spec("medium", Settings()), effort_spec("none", Settings())
+        ('auto:effort=medium,n_max=32', 'greedy')
     """
-    if settings.effort_verifier and effort in EFFORT_SAMPLES:
-        return f"best_of_n@{EFFORT_SAMPLES[effort]}"
+    if effort in EFFORT_SAMPLES:
+        return effort_strategy(effort, settings.max_n)
     return EFFORT[effort]
 
 
@@ -115,9 +112,6 @@ class Settings:
     timeout: float = 600.0
     max_body_bytes: int = 1_000_000
     temperature: float = 0.7
-    # the verifier of the low/medium/high effort levels (an SPRM head shipped for the served
-    # model, found at startup); None: those levels vote by majority
-    effort_verifier: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_concurrency", "max_n", "max_tokens", "default_max_tokens",
@@ -252,9 +246,6 @@ def plan(*, question: str, model: str, served: Sequence[str], settings: Settings
     from_model, model_id = split_model(_text(model, "model name"), served)
     by_effort = effort_spec(effort, settings) if effort else None
     spec = strategy or from_model or by_effort or settings.default_strategy
-    if by_effort and not (strategy or from_model) and verifier is None \
-            and settings.effort_verifier and effort in EFFORT_SAMPLES:
-        verifier = settings.effort_verifier
     name, spec_n = parse_spec(spec)
     count = n if n is not None else spec_n or DEFAULT_N
     if not (strategy or from_model) and n is None:

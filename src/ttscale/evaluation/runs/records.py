@@ -46,6 +46,7 @@ class TraceRecord:
     # every sampled token with its top candidates, as stored (eval runs keep the top 5);
     # None for imported samples
     logprobs: tuple[TokenLogprob, ...] | None = field(default=None, repr=False)
+    verifier_flops: float = 0.0  # what the stored score says its verification cost
 
     @property
     def tokens(self) -> int:
@@ -119,7 +120,8 @@ def load_records(run_dir: str | Path, verifier_name: str | None = None,
                     index // SEED_STRIDE, index % SEED_STRIDE, gen.text, g.answer,
                     gen.prompt_tokens, gen.completion_tokens, gen.finish_reason,
                     None if s is None else s.score,
-                    0 if s is None else s.usage.total_tokens, gen.logprobs))
+                    0 if s is None else s.usage.total_tokens, gen.logprobs,
+                    0.0 if s is None else s.usage.flops))
             out.append(QuestionRecord(
                 q.id, q.question, q.gold, tuple(traces),
                 tuple(r for r in results if r.question_id == q.id),

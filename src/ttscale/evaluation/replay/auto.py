@@ -1,0 +1,149 @@
+"""``auto`` replayed on stored samples, cross-fitted over questions.
+
+A run's records become the planner's calibration questions (answers merged into classes by
+math-verify, each class labelled against the gold answer; the verifier's scores where every
+sample has one; DeepConf confidences where every sample kept log-probabilities). Each
+question is then played by a plan fitted on the other folds only
+(:func:`ttscale.planner.crossfit.cross_fit`), over random orders of its samples, with every
+drawn sample's tokens and every verification counted. An import run (no scores) gets a
+sample-allocation plan: when to stop, never a verifier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ttscale.errors import ConfigError
+from ttscale.evaluation.replay.metrics import CurvePoint, by_bin, difficulty, mean_ci, prepare
+from ttscale.evaluation.runs.records import QuestionRecord
+from ttscale.planner.calibration import CalQuestion, Costs, default_stages
+from ttscale.planner.crossfit import HeldOut, cross_fit
+from ttscale.planner.signals import confidence_of
+
+
+def calibration_questions(records: Sequence[QuestionRecord], *,
+                          use_scores: bool = True) -> list[CalQuestion]:
+    """The records as calibration questions; scores only when every sample of every
+    question has one (a verifier that read them all), else none.
+
+    Example:
+        >>> from ttscale.evaluation.runs.records import TraceRecord
+        >>> t = [TraceRecord(0, 0, "", "4", 10, 20), TraceRecord(0, 1, "", "5", 10, 30)]
+        >>> q = calibration_questions([QuestionRecord("q", "2+2?", "4", tuple(t))])[0]
+        >>> q.classes, q.correct, q.tokens, q.scores
+        ((0, 1), (True, False), (30, 40), None)
+    """
+    scored = use_scores and bool(records) and all(
+        t.score is not None for r in records for t in r.traces)
+    confident = bool(records) and all(t.logprobs for r in records for t in r.traces)
+    out = []
+    for r in records:
+        if not r.traces:
+            continue
+        p = prepare([(t.answer, t.tokens, t.score) for t in r.traces], r.gold)
+        out.append(CalQuestion(
+            r.id, p.classes, p.correct, tuple(t.tokens for t in r.traces),
+            tuple(t.completion_tokens for t in r.traces),
+            tuple(t.finish_reason == "length" for t in r.traces),
+            r.traces[0].prompt_tokens,
+            tuple(float(t.score or 0.0) for t in r.traces) if scored else None,
+            tuple(t.verifier_tokens for t in r.traces) if scored else (),
+            tuple(float(confidence_of(t.logprobs) or 0.0) for t in r.traces)
+            if confident else None))
+    if not out:
+        raise ConfigError("the run has no stored samples to replay auto on: generate or "
+                          "import samples first")
+    return out
+
+
+def run_costs(records: Sequence[QuestionRecord], *,
+              verifier_fraction: float | None = None) -> Costs:
+    """FLOPs and seconds per token of the policy (from the run's stored result rows) and of
+    the verifier (from its stored scores; ``verifier_fraction`` instead prices a verifier
+    token at that fraction of a policy token, e.g. 0.5 for a head reading half the layers).
+
+    Example:
+        >>> run_costs([]).policy_flops
+        0.0
+    """
+    rows = [x for r in records for x in r.results if x.strategy == "majority"]
+    tokens = sum(x.usage.total_tokens for x in rows)
+    pf = sum(x.usage.flops for x in rows) / tokens if tokens else 0.0
+    ps = sum(x.usage.seconds for x in rows) / tokens if tokens else 0.0
+    vt = sum(t.verifier_tokens for r in records for t in r.traces if t.score is not None)
+    vf = (sum(t.verifier_flops for r in records for t in r.traces if t.score is not None) / vt
+          if vt else 0.0)
+    if verifier_fraction is not None:
+        if verifier_fraction < 0:
+            raise ConfigError(f"the verifier's cost fraction must be >= 0, got "
+                              f"{verifier_fraction:g}")
+        vf = pf * verifier_fraction
+    return Costs(pf, vf, ps, ps * (verifier_fraction if verifier_fraction is not None else 1.0))
+
+
+def budgets_for(questions: Sequence[CalQuestion], ns: Sequence[int], costs: Costs,
+                unit: str) -> list[float]:
+    """The mean cost per question of majority at each ``n`` (no verifier), in ``unit``: the
+    budgets at which ``auto`` is compared with it.
+
+    Example:
+        >>> q = CalQuestion("a", (0, 0), (True,), (10, 30), (5, 5), (False, False))
+        >>> budgets_for([q], [1, 2], Costs(), "tokens")
+        [20.0, 40.0]
+    """
+    per, _ = costs.per_token(unit)
+    out = []
+    for n in ns:
+        total = [sum(q.tokens) / q.n * min(n, q.n) * per for q in questions]
+        out.append(sum(total) / len(total))
+    return out
+
+
+def auto_replay(records: Sequence[QuestionRecord], budgets: Sequence[float], *,
+                unit: str = "tokens", n_max: int | None = None, resamples: int = 32,
+                seed: int = 0, folds: int = 10, use_scores: bool = True,
+                verifier_fraction: float | None = None) -> list[HeldOut]:
+    """``auto`` at each mean budget (in ``unit``), cross-fitted over the questions."""
+    questions = calibration_questions(records, use_scores=use_scores)
+    costs = run_costs(records, verifier_fraction=verifier_fraction)
+    top = min(n_max or max(q.n for q in questions), max(q.n for q in questions))
+    return cross_fit(questions, costs, budgets, unit=unit, stages=default_stages(top),
+                     folds=folds, orders=resamples, seed=seed)
+
+
+def auto_curve(records: Sequence[QuestionRecord], ns: Sequence[int], *,
+               budgets: Sequence[float] | None = None, unit: str = "tokens",
+               resamples: int = 32, seed: int = 0, folds: int = 10,
+               use_scores: bool = True,
+               verifier_fraction: float | None = None) -> list[CurvePoint]:
+    """Curve points of ``auto``: one per ``n`` of ``ns``, at the budget of majority@n (or
+    at ``budgets``, mean per question in ``unit``), at most ``max(ns)`` samples a question;
+    accuracy with its 95% interval over questions, mean tokens and FLOPs.
+
+    Example:
+        >>> from ttscale.evaluation.runs.records import TraceRecord
+        >>> rec = [QuestionRecord(str(i), "?", "4", tuple(TraceRecord(0, j, "", a, 5, 10)
+        ...        for j, a in enumerate(["4", "4", "5", "4"]))) for i in range(4)]
+        >>> p = auto_curve(rec, [4], folds=2, resamples=4)[0]
+        >>> p.strategy, p.n, p.accuracy, p.mean_tokens <= 60
+        ('auto', 4, 1.0, True)
+    """
+    questions = calibration_questions(records, use_scores=use_scores)
+    costs = run_costs(records, verifier_fraction=verifier_fraction)
+    if budgets is None:
+        budgets = budgets_for(questions, ns, costs, unit)
+    if len(budgets) != len(ns):
+        raise ConfigError(f"give one budget per n: {len(budgets)} budgets for {len(ns)} n")
+    held = cross_fit(questions, costs, budgets, unit=unit,
+                     stages=default_stages(min(max(ns), max(q.n for q in questions))),
+                     folds=folds, orders=resamples, seed=seed)
+    bins = [difficulty(sum(q.correct[c] for c in q.classes if c >= 0) / q.n)
+            for q in questions]
+    points = []
+    for n, h in zip(ns, held, strict=True):
+        m, low, high = mean_ci(list(h.accuracy))
+        per_bin, bin_tokens = by_bin(h.accuracy, h.costs["tokens"], bins)
+        flops = h.mean("flops")
+        points.append(CurvePoint("auto", n, m, low, high, h.mean("tokens"), len(questions),
+                                 per_bin, bin_tokens, flops if flops > 0 else None))
+    return points
