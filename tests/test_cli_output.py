@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import pty
+import re
 import shutil
 import struct
 import subprocess
@@ -185,3 +186,19 @@ def test_a_bad_strategy_points_to_the_list(env: dict[str, str]) -> None:
                                env={**env, "COLUMNS": "200"}, timeout=120,
                                check=False).stdout
     assert "ttscale strategies" in help_text
+
+
+def test_eval_on_an_80_column_terminal_and_piped_keeps_strategy_names(
+        env: dict[str, str], tmp_path: Path) -> None:
+    args = ["eval", "--dataset", "svamp", "--ids", "0-2", "--backend", "fake",
+            "--strategies", "majority,weighted_best_of_n", "--n", "1,2", "--resamples", "5"]
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", on_terminal([*args, "--out",
+                                                                str(tmp_path / "a")], env))
+    table = shown[shown.rindex("3 questions"):]  # the table's title, after the summary
+    assert "…" not in table and "weighted_best_of_n" in table
+    assert max(len(line) for line in table.splitlines()) <= 80
+    piped = subprocess.run([TTSCALE, *args, "--out", str(tmp_path / "b")],
+                           capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert piped.returncode == 0, piped.stderr
+    assert "…" not in piped.stdout and "weighted_best_of_n" in piped.stdout
+    assert "FLOPs/question" in piped.stdout  # not squeezed: every column is there

@@ -263,7 +263,7 @@ def ensemble_command(
 
     Example: ttscale eval ensemble runs/aime-model-a runs/aime-model-b --rule budgeted
     """
-    from ttscale.cli.render import ensemble_table
+    from ttscale.cli.render import ensemble_table, print_output
     from ttscale.evaluation.api import ensemble
 
     with reported():
@@ -271,7 +271,7 @@ def ensemble_command(
         if as_json:
             sys.stdout.write(json.dumps(asdict(report)) + "\n")
         else:
-            Console().print(ensemble_table(report))
+            print_output(ensemble_table(report))
 
 
 @eval_app.command("verifiers")
@@ -299,7 +299,7 @@ def verifiers_command(
 
     Example: ttscale eval verifiers runs/gsm8k -n 1,2,4,8 --plot verifiers.png
     """
-    from ttscale.cli.render import verifiers_table
+    from ttscale.cli.render import print_output, verifiers_table
     from ttscale.evaluation.api import compare_verifiers
     from ttscale.evaluation.options import parse_ns
 
@@ -309,7 +309,7 @@ def verifiers_command(
         if as_json:
             sys.stdout.write(json.dumps(asdict(res)) + "\n")
         else:
-            Console().print(verifiers_table(res))
+            print_output(verifiers_table(res))
             if res.skipped:
                 say(f"{res.skipped} questions left out: fewer than {parse_ns(n)[-1]} samples "
                     "scored by every verifier")

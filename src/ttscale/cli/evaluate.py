@@ -4,6 +4,7 @@ table or JSON lines. The work itself is :mod:`ttscale.evaluation.api`'s."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -21,10 +22,9 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
 
 from ttscale.cli.common import say
-from ttscale.cli.render import format_flops
+from ttscale.cli.render import curve_table, print_output
 from ttscale.evaluation.api import EvalRun, Imported
 from ttscale.evaluation.progress import Progress as Event
 from ttscale.evaluation.progress import ProgressFn
@@ -70,24 +70,6 @@ def shown(err: Console | None = None) -> Iterator[ProgressFn]:
             bar.stop()
 
 
-def points_table(points: Sequence[CurvePoint], title: str) -> Table:
-    """The curve points as a table: accuracy, interval, costs, accuracy by difficulty."""
-    table = Table(title=title)
-    for name, justify in (("strategy", "left"), ("n", "right"), ("accuracy", "right"),
-                          ("95% CI", "right"), ("tokens/question", "right"),
-                          ("FLOPs/question", "right"), ("s/question", "right"),
-                          ("easy/medium/hard", "right")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for p in points:
-        half = (p.ci_high - p.ci_low) / 2
-        bins = " / ".join("-" if acc is None else f"{acc:.0%}" for _, _, acc in p.bins)
-        table.add_row(p.strategy, str(p.n), f"{p.accuracy:.1%}", f"± {half:.1%}",
-                      f"{p.mean_tokens:,.0f}",
-                      "-" if p.mean_flops is None else format_flops(p.mean_flops),
-                      "-" if p.mean_seconds is None else f"{p.mean_seconds:.1f}", bins)
-    return table
-
-
 def print_points(points: Sequence[CurvePoint], *, as_json: bool, title: str,
                  resamples: int, seed: int) -> None:
     """The table on stdout, or the points as JSON lines as results.jsonl holds them."""
@@ -95,7 +77,11 @@ def print_points(points: Sequence[CurvePoint], *, as_json: bool, title: str,
         lines = json_lines(points, resamples=resamples, seed=seed)
         sys.stdout.write("".join(line + "\n" for line in lines))
     else:
-        Console().print(points_table(list(points), title))
+        console = Console()
+        # on a terminal the table fits it; piped, it takes the width it needs
+        fits = console.is_terminal or bool(os.environ.get("COLUMNS"))
+        print_output(curve_table(points, title, width=console.width if fits else None),
+                     console)
 
 
 def print_run(run: EvalRun, *, as_json: bool, err: Console | None = None) -> None:

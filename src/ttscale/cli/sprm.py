@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ttscale.cli.common import say
+from ttscale.cli.render import name_column, print_output
 from ttscale.errors import ConfigError
 
 
@@ -61,7 +62,7 @@ def print_train(head: Any, out: Path) -> None:
                           str(p["correct"]), str(p["steps"]), _fmt(p["auroc"]))
     if cv is not None:
         table.add_row(f"{cv['folds']}-fold CV", "", "", "", "", _fmt(cv["auroc"]))
-    Console().print(table)
+    print_output(table)
     chosen = (f"epochs chosen by cross-validation: {m['best_epoch']}" if cv is not None else
               f"best epoch {m['best_epoch']} of {m['epochs_run']}; held-out cross-entropy "
               f"{_fmt(m['held_out_cross_entropy'])}")
@@ -79,12 +80,13 @@ def print_evaluation(ev: Any, *, as_json: bool) -> None:
     ratio = summary["scoring_over_generation"]
     table = Table(title=f"{res.questions_replayed} questions, N = {n}, SPRM head "
                         f"{Path(ev.head).name}")
-    for col in ("strategy", "accuracy", "95% CI", "tokens/question"):
-        table.add_column(col, justify="left" if col == "strategy" else "right")
+    name_column(table, "strategy", [p.strategy for p in res.points])
+    for col in ("accuracy", "95% CI", "tokens/question"):
+        table.add_column(col, justify="right")
     for p in res.points:
         table.add_row(p.strategy, f"{p.accuracy:.1%}",
                       f"{p.ci_low:.1%} .. {p.ci_high:.1%}", f"{p.mean_tokens:,.0f}")
-    Console().print(table)
+    print_output(table)
     Console().print(
         f"trace AUROC {_fmt(res.auroc)} over {res.traces} traces ({res.correct} correct); "
         f"scoring {res.scoring_seconds:.1f} s ({chosen}) against {res.generation_seconds:.1f} s of "
