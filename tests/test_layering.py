@@ -17,7 +17,8 @@ import ttscale
 
 SRC = Path(ttscale.__file__).resolve().parent
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("types", "params", "errors", "budget", "registry", "models", "answers", "jsonl", "stats"),
+    ("types", "params", "errors", "budget", "registry", "models", "answers", "jsonl", "stats",
+     "cancel"),
     ("aggregation",),
     ("backends",),
     ("verifiers",),

@@ -19,6 +19,10 @@ class ModelError(TtscaleError):
     """A model is missing, unknown or corrupt."""
 
 
+class Cancelled(TtscaleError):
+    """The work was cancelled while it ran (Ctrl-C, a client that left, a deadline)."""
+
+
 class BudgetExceeded(TtscaleError):
     """The compute budget cannot pay for even one sample."""
 

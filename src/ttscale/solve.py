@@ -7,10 +7,11 @@ from typing import Any
 
 from ttscale.backends.base import Backend, load_backend
 from ttscale.budget import Accountant, Budget
+from ttscale.cancel import Cancel
 from ttscale.errors import ConfigError
 from ttscale.params import SamplingParams
 from ttscale.planner.effort import effort_strategy
-from ttscale.strategies.base import Env, Progress, run
+from ttscale.strategies.base import Env, Progress, TraceText, run
 from ttscale.strategies.rounds import PROMPT_ALLOWANCE
 from ttscale.strategies.spec import make_strategy
 from ttscale.types import Result
@@ -87,6 +88,8 @@ def solve(
     backend_options: dict[str, Any] | None = None,
     progress: Progress | None = None,
     effort: str | None = None,
+    cancel: Cancel | None = None,
+    on_text: TraceText | None = None,
 ) -> Result:
     """Answer ``question`` with a test-time scaling ``strategy``.
 
@@ -96,6 +99,10 @@ def solve(
     ``top_p`` and ``stop`` go to every sample, like ``temperature``. ``progress`` is called
     with a short message as each phase begins (``sampling 8 traces``); an exception it
     raises stops the solve there, which is how a caller cancels one between phases.
+    ``cancel`` (a :class:`ttscale.cancel.Cancel`) stops the solve when set, also in the
+    middle of a backend call (llama.cpp and OpenAI-compatible servers stop decoding):
+    ``Cancelled`` is raised. ``on_text(trace, piece)`` sees the text of sampled traces as
+    it is decoded (llama.cpp streams it; other backends give each trace whole).
     ``strategy`` and ``n`` default to majority of 8. ``effort`` (``low`` / ``medium`` /
     ``high``) picks them instead: three budgets of the plan fitted for the model (the
     ``auto`` strategy), else adaptive majority over at most 2 / 8 / 32 samples, said in the
@@ -128,9 +135,17 @@ def solve(
             opts["model"] = model
         backend = load_backend(backend, **opts)
     try:
+        token = cancel or Cancel()
+        shown = progress or (lambda _m: None)
+
+        def phase(message: str) -> None:
+            token.check()  # a cancelled solve stops before its next phase at the latest
+            shown(message)
+
         env = Env(backend, Accountant(budget or Budget()), params,
-                  make_verifier(verifier, backend), progress or (lambda _m: None))
-        return run(strat, question, env)
+                  make_verifier(verifier, backend), phase, on_text)
+        with token.scope():
+            return run(strat, question, env)
     finally:
         if owned:
             backend.close()

@@ -6,8 +6,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from ttscale.backends.streaming import Watch, usage_of, watch_generation
-from ttscale.errors import ConfigError
+from ttscale.backends.streaming import OnText, Watch, usage_of, watch_generation
+from ttscale.cancel import current
+from ttscale.errors import Cancelled, ConfigError
 from ttscale.params import SamplingParams
 from ttscale.types import (
     Chat,
@@ -50,9 +51,10 @@ class FakeBackend:
     prompt with a ``prefill``, a scripted text that starts with the prefill is continued
     after it, so one script can serve a step-by-step search.
     ``delay`` makes every ``generate`` call take that many seconds, as a slow model would
-    (for queue, timeout and streaming tests). ``token_logprobs`` scripts each token's top
-    log-probabilities (for confidence and entropy tests); ``generate_watched`` streams
-    word by word.
+    (for queue, timeout and streaming tests); a cancel token in scope cuts it short with
+    ``Cancelled``, as a real backend stops mid-call. ``token_logprobs`` scripts each
+    token's top log-probabilities (for confidence and entropy tests); ``generate_watched``
+    and ``generate_streamed`` stream word by word.
 
     Example:
         >>> from ttscale.types import Chat, Message
@@ -103,8 +105,7 @@ class FakeBackend:
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> GenerateOutput:
         start = time.perf_counter()
         self.calls.extend((prompt, params) for prompt in prompts)
-        if self.delay:
-            time.sleep(self.delay)
+        self._sleep(self.delay)
         out: list[tuple[Generation, ...]] = []
         usage = Usage()
         for prompt in prompts:
@@ -147,8 +148,7 @@ class FakeBackend:
         """
         start = time.perf_counter()
         self.calls.append((prompt, params))
-        if self.delay:
-            time.sleep(self.delay)
+        self._sleep(self.delay)
         full = self.generate([prompt], params.with_(logprobs=True)).generations[0]
         self.calls.pop()  # the call above is this one
         gens = []
@@ -157,6 +157,46 @@ class FakeBackend:
             gens.append(cut if params.logprobs else replace(cut, logprobs=None))
         return GenerateOutput((tuple(gens),), usage_of(tuple(gens), self.params_count,
                                                       time.perf_counter() - start, params.n))
+
+    def generate_streamed(self, prompt: Prompt, params: SamplingParams,
+                          on_text: OnText) -> GenerateOutput:
+        """``generate`` for one prompt, each sample's words shown to ``on_text`` one at a
+        time, round-robin over the samples, ``delay`` spread over them.
+
+        Example:
+            >>> seen = []
+            >>> out = FakeBackend(responses=["a b"]).generate_streamed(
+            ...     "q", SamplingParams(n=2), lambda i, w: seen.append((i, w)))
+            >>> seen
+            [(0, 'a'), (1, 'a'), (0, ' b'), (1, ' b')]
+        """
+        start = time.perf_counter()
+        self.calls.append((prompt, params))
+        out = FakeBackend.generate(self._undelayed(), [prompt], params)
+        words = [g.text.split() for g in out.generations[0]]
+        total = sum(len(w) for w in words) or 1
+        for pos in range(max((len(w) for w in words), default=0)):
+            for i, ws in enumerate(words):
+                if pos < len(ws):
+                    self._sleep(self.delay / total)
+                    on_text(i, ws[pos] if pos == 0 else " " + ws[pos])
+        return GenerateOutput(out.generations, out.usage + Usage(
+            seconds=time.perf_counter() - start - out.usage.seconds))
+
+    def _undelayed(self) -> FakeBackend:
+        return FakeBackend(script=self.script, model_id=self.model_id,
+                           params_count=self.params_count, yes_logprob=self.yes_logprob,
+                           token_logprobs=self.token_logprobs)
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep as a slow model would, stopping early with ``Cancelled`` when the call's
+        cancel token is set."""
+        token = current()
+        if token is None:
+            if seconds:
+                time.sleep(seconds)
+        elif token.wait(seconds):
+            raise Cancelled(f"cancelled: {token.reason}")
 
     def _logprobs(
         self, prompt: Prompt, seed: int, words: list[str], params: SamplingParams

@@ -5,26 +5,36 @@ handed to it from several threads are decoded together in one batch (continuous 
 and ``n`` samples of one request share its prompt. Sample ``i`` of a request gets seed
 ``seed + i`` from llama.cpp itself, so the same sample is reproduced whatever ``n`` is.
 
-Prefix reuse: with ``cache_prompt`` (the default) a request whose prompt starts like what a
-slot already holds (llama.cpp picks the idle slot with the longest common prefix, and keeps
-evicted prefixes in a host-memory prompt cache) evaluates only the new tail. A step-level
-search continues a partial answer each round, so each round re-evaluates only the last step.
+Prefix reuse: with ``cache_prompt`` a request whose prompt starts like what a slot already
+holds (llama.cpp picks the idle slot with the longest common prefix, and keeps evicted
+prefixes in a host-memory prompt cache) evaluates only the new tail. A step-level search
+continues a partial answer each round, so each round re-evaluates only the last step.
 Usage still counts the whole prompt of every sample: a cached token is a prompt token the
 sample conditions on, and counting it keeps costs comparable across backends.
+
+Reproducibility: a reused prefix changes the floating-point path of the prompt's last
+tokens (evaluated alone instead of in one batch with the rest), so the same seeded request
+samples differently once its prompt is cached. Hence the default reuses prefixes only for
+continuations (a chat with a ``prefill``: search steps, budget forcing, DeepConf online's
+streamed samples), and evaluates a fresh prompt in full: its samples are then the same on
+every call, alone or batched beside other requests (measured on CPU with the 135M model:
+``tests/test_cancel.py``). Costs a prompt evaluation per request, small beside decoding.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from ttscale.backends.base import chat_to_openai, strip_prefill, wait_for
-from ttscale.backends.streaming import StreamedSample, Watch, stream_body, usage_of
-from ttscale.errors import BackendError, ConfigError, require
+from ttscale.backends.base import WAKE_SECONDS, chat_to_openai, strip_prefill, wait_for
+from ttscale.backends.streaming import OnText, StreamedSample, Watch, stream_body, usage_of
+from ttscale.cancel import Cancel, current, is_cancelled
+from ttscale.errors import BackendError, Cancelled, ConfigError, require
 from ttscale.params import SamplingParams
 from ttscale.types import (
     Chat,
@@ -36,6 +46,8 @@ from ttscale.types import (
     Usage,
 )
 
+T = TypeVar("T")
+Stop = Callable[[], bool]
 
 def parse_logprobs(block: Any, want: bool) -> tuple[int, tuple[TokenLogprob, ...] | None]:
     """Token count and (if wanted) log-probabilities from an OpenAI-shaped logprobs block."""
@@ -52,6 +64,23 @@ def parse_logprobs(block: Any, want: bool) -> tuple[int, tuple[TokenLogprob, ...
         for t in content
     )
     return len(content), lps
+
+
+def streamable(prompt: Prompt, params: SamplingParams) -> bool:
+    """Whether a request streams to exactly the samples a whole answer gives: a chat
+    prompt without prefill, stop strings or kept log-probabilities. Then the texts are
+    the same and only the end token, which a whole answer lists last and a stream leaves
+    out, is added back to the count. A stream holds back the tokens of a possible stop
+    string and drops their log-probabilities, so the others are sent whole.
+
+    Example:
+        >>> streamable(Chat.user("2+2?"), SamplingParams())
+        True
+        >>> streamable(Chat.user("2+2?"), SamplingParams(stop=("\\n\\n",)))
+        False
+    """
+    return (isinstance(prompt, Chat) and not prompt.prefill and not params.stop
+            and not params.logprobs)
 
 
 def _env_flag(name: str, default: bool) -> bool:
@@ -72,7 +101,9 @@ class LlamaCppBackend:
         parallel: decoding slots; samples beyond it wait for a free slot.
         ctx_per_slot: context tokens per slot (prompt + completion of one sample).
         threads: CPU threads (default: all cores).
-        cache_prompt: reuse the KV cache of a prompt's longest prefix a slot already holds.
+        cache_prompt: reuse the KV cache of a prompt's longest prefix a slot already holds:
+            True always, False never, None (default) for continuations and streamed
+            watched samples only, so that fresh prompts sample reproducibly.
         metrics: serve llama.cpp's Prometheus counters (``server_metrics``), for benches.
         extra_buffers: let llama.cpp repack weights into its CPU-specific buffers (AMX,
             repacked quantizations). Default: ``$TTSCALE_LLAMA_EXTRA_BUFFERS`` (0 or 1), else
@@ -93,7 +124,7 @@ class LlamaCppBackend:
         parallel: int = 8,
         ctx_per_slot: int = 2048,
         threads: int | None = None,
-        cache_prompt: bool = True,
+        cache_prompt: bool | None = None,
         metrics: bool = False,
         extra_buffers: bool | None = None,
     ) -> None:
@@ -219,6 +250,13 @@ class LlamaCppBackend:
                                    ) from exc
         return self._pieces[token]
 
+    def _reuse(self, prompt: Prompt) -> bool:
+        """Whether a request reuses a cached prefix (see the module's note on
+        reproducibility)."""
+        if self.cache_prompt is not None:
+            return self.cache_prompt
+        return isinstance(prompt, Chat) and bool(prompt.prefill)
+
     def _request(self, prompt: Prompt, params: SamplingParams, n: int, seed: int) -> dict[str, Any]:
         body: dict[str, Any] = {
             "max_tokens": params.max_tokens,
@@ -226,7 +264,7 @@ class LlamaCppBackend:
             "temperature": params.temperature,
             "top_p": params.top_p,
             "seed": seed,
-            "cache_prompt": self.cache_prompt,
+            "cache_prompt": self._reuse(prompt),
         }
         if params.stop:
             body["stop"] = list(params.stop)
@@ -242,7 +280,12 @@ class LlamaCppBackend:
             body["logprobs"] = max(1, params.top_logprobs if params.logprobs else 1)
         return body
 
-    def _call(self, prompt: Prompt, params: SamplingParams, n: int, seed: int) -> list[Generation]:
+    def _call(self, prompt: Prompt, params: SamplingParams, n: int, offset: int, stop: Stop,
+              on_text: OnText | None) -> list[Generation]:
+        """Samples ``offset`` to ``offset + n - 1`` of ``prompt`` in one request."""
+        seed = params.seed + offset
+        if streamable(prompt, params):
+            return self._call_streamed(prompt, params, n, offset, stop, on_text)
         if self._server is None:
             raise BackendError("this llama.cpp backend is closed: create a new one")
         body = self._request(prompt, params, n, seed)
@@ -272,18 +315,57 @@ class LlamaCppBackend:
             if hit:
                 count += stop_tokens
             gens.append(Generation(text, prompt_tokens, count, finish, lps, seed + i, hit))
+        if on_text is not None:
+            for i, g in enumerate(gens):
+                on_text(offset + i, g.text)
         return gens
 
+    def _gather(self, jobs: list[Future[T]], halt: Cancel, token: Cancel | None) -> list[T]:
+        """The jobs' results. A job that fails, a set token or an exception here (Ctrl-C)
+        halts the others, which stop within a token or ``WAKE_SECONDS``; then it raises."""
+        try:
+            for job in jobs:
+                wait_for(job)
+            if is_cancelled(token):
+                raise Cancelled(f"cancelled: {token.reason if token else ''}")
+            return [job.result() for job in jobs]
+        except BaseException:
+            halt.set("the call failed")
+            # Bounded: the jobs poll the token, llama.cpp cancels a closed request itself.
+            concurrent.futures.wait(jobs, timeout=4 * WAKE_SECONDS)
+            raise
+
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> GenerateOutput:
-        """Sample ``params.n`` completions for every prompt, all decoded together."""
+        """Sample ``params.n`` completions for every prompt, all decoded together.
+
+        A cancel token in scope (``ttscale.cancel``) stops the requests in flight at their
+        next token and ``Cancelled`` is raised: llama.cpp can cancel a streamed request
+        only, so every request that streams exactly (see ``streamable``) is streamed."""
+        return self._generate(prompts, params, None)
+
+    def generate_streamed(self, prompt: Prompt, params: SamplingParams,
+                          on_text: OnText) -> GenerateOutput:
+        """``generate`` for one prompt, each sample's text given to ``on_text(i, piece)``
+        as it is decoded (on llama.cpp's thread: keep it short). A request that does not
+        stream exactly (``streamable``) hands over each whole text when it is done."""
+        return self._generate([prompt], params, on_text)
+
+    def _generate(self, prompts: Sequence[Prompt], params: SamplingParams,
+                  on_text: OnText | None) -> GenerateOutput:
         start = time.perf_counter()
+        token, halt = current(), Cancel()
+
+        def stop() -> bool:
+            return halt.is_set or is_cancelled(token)
+
         # n is capped at the slot count by llama.cpp: split it, keeping the seed per sample.
         jobs = []
         for prompt in prompts:
             for offset in range(0, params.n, self.parallel):
                 n = min(self.parallel, params.n - offset)
-                jobs.append(self._pool.submit(self._call, prompt, params, n, params.seed + offset))
-        results = [wait_for(j) for j in jobs]
+                jobs.append(self._pool.submit(self._call, prompt, params, n, offset, stop,
+                                              on_text))
+        results = self._gather(jobs, halt, token)
         seconds = time.perf_counter() - start
         out: list[tuple[Generation, ...]] = []
         k = 0
@@ -300,6 +382,55 @@ class LlamaCppBackend:
             out.append(tuple(gens))
         return GenerateOutput(tuple(out), usage)
 
+    def _call_streamed(self, prompt: Prompt, params: SamplingParams, n: int, offset: int,
+                       stop: Stop, on_text: OnText | None) -> list[Generation]:
+        """One streamed request, the same samples as a whole one (``streamable``): each
+        chunk is a chance to stop it, which is how llama.cpp cancels."""
+        if self._server is None:
+            raise BackendError("this llama.cpp backend is closed: create a new one")
+        seed = params.seed + offset
+        body = dict(self._request(prompt, params, n, seed), stream=True,
+                    stream_options={"include_usage": True})
+        samples = [StreamedSample(i, seed + i, lambda _i, _t: False) for i in range(n)]
+        prompt_tokens: list[int] = []
+        failed: list[str] = []
+
+        def feed(chunk: dict[str, Any]) -> bool:
+            if stop():
+                return True
+            if "error" in chunk or ("code" in chunk and "message" in chunk):
+                err = chunk.get("error", chunk)
+                failed.append(str(err.get("message", err) if isinstance(err, dict) else err))
+                return True
+            usage = chunk.get("usage")
+            if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
+                prompt_tokens.append(int(usage["prompt_tokens"]))
+            for choice in chunk.get("choices") or ():
+                i = int(choice.get("index") or 0)
+                samples[i].feed({"choices": [choice]})
+                piece = (choice.get("delta") or {}).get("content")
+                if piece and on_text is not None:
+                    on_text(offset + i, piece)
+            return False
+
+        try:
+            self._server.handle_chat_completions(body, feed)
+        except Exception as exc:
+            raise BackendError(f"llama.cpp rejected the request: {exc}") from exc
+        if stop():
+            raise Cancelled("cancelled: the request was stopped")
+        if failed:
+            raise BackendError(f"llama.cpp rejected the request: {failed[0]}")
+        counted = prompt_tokens[-1] if prompt_tokens else self.count_tokens(prompt)
+        gens = []
+        for s in samples:
+            g = s.generation(counted)
+            # a stream leaves out the end token that a whole answer lists (and counts)
+            gens.append(Generation(g.text, g.prompt_tokens,
+                                   g.completion_tokens + (g.finish_reason == "stop"),
+                                   g.finish_reason, None, g.seed, False))
+        return gens
+
     def generate_watched(self, prompt: Prompt, params: SamplingParams,
                          watch: Watch) -> GenerateOutput:
         """``params.n`` samples of ``prompt``, each streamed in its own request (seed
@@ -307,11 +438,16 @@ class LlamaCppBackend:
         is charged its prompt and the tokens it had (``ttscale.backends.streaming``).
         The prompt cache lets the requests share one prompt evaluation."""
         start = time.perf_counter()
+        token, halt = current(), Cancel()
+
+        def stop() -> bool:
+            return halt.is_set or is_cancelled(token)
+
         samples = [StreamedSample(i, params.seed + i, watch,
                                   params.top_logprobs if params.logprobs else 0,
                                   chat=isinstance(prompt, Chat)) for i in range(params.n)]
-        for job in [self._pool.submit(self._stream, prompt, params, s) for s in samples]:
-            wait_for(job)
+        self._gather([self._pool.submit(self._stream, prompt, params, s, stop)
+                      for s in samples], halt, token)
         failed = [s.error for s in samples if s.error]
         if failed:
             raise BackendError(f"llama.cpp rejected the request: {failed[0]}")
@@ -322,18 +458,23 @@ class LlamaCppBackend:
         return GenerateOutput((gens,), usage_of(gens, self.params_count,
                                                 time.perf_counter() - start, len(samples)))
 
-    def _stream(self, prompt: Prompt, params: SamplingParams, sample: StreamedSample) -> None:
+    def _stream(self, prompt: Prompt, params: SamplingParams, sample: StreamedSample,
+                stop: Stop) -> None:
         if self._server is None:
             raise BackendError("this llama.cpp backend is closed: create a new one")
         body = stream_body(self._request(prompt, params, 1, sample.seed), params)
+        # the n requests of one call share the prompt through the cache (one evaluation)
+        body["cache_prompt"] = self.cache_prompt is not False
         handle = (self._server.handle_chat_completions if isinstance(prompt, Chat)
                   else self._server.handle_completions)
         try:
             # The callback runs on llama.cpp's thread for every chunk; True stops the
             # request, which llama.cpp then cancels (a token or two may be decoded after).
-            handle(body, sample.feed)
+            handle(body, lambda chunk: stop() or sample.feed(chunk))
         except Exception as exc:
             raise BackendError(f"llama.cpp rejected the request: {exc}") from exc
+        if stop():
+            raise Cancelled("cancelled: the request was stopped")
 
     def close(self) -> None:
         """Stop the worker threads and free the model (its memory goes with the server)."""

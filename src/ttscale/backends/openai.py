@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from ttscale.backends.base import chat_to_openai, strip_prefill, wait_for
+from ttscale.backends.base import WAKE_SECONDS, chat_to_openai, strip_prefill, wait_for
 from ttscale.backends.openai_wire import (
     NRejected,
     RequestStats,
@@ -40,7 +40,8 @@ from ttscale.backends.openai_wire import (
     split_tokens,
 )
 from ttscale.backends.streaming import StreamedSample, Watch, stream_body, usage_of
-from ttscale.errors import BackendError, ConfigError
+from ttscale.cancel import current
+from ttscale.errors import BackendError, Cancelled, ConfigError
 from ttscale.params import SamplingParams
 from ttscale.types import Chat, GenerateOutput, Generation, Prompt, TokenLogprob, Usage
 
@@ -175,8 +176,18 @@ class OpenAIBackend:
             raise BackendError("OpenAIBackend was called from its own event loop: call it "
                                "from another thread")
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        token = current()
         try:
-            return wait_for(future)
+            if token is None:
+                return wait_for(future)
+            while not future.done():
+                concurrent.futures.wait([future], timeout=WAKE_SECONDS)
+                if token.is_set and not future.done():
+                    # Cancelling the task closes its connections and streams: the server
+                    # sees the client go and stops decoding (llama.cpp, vLLM, SGLang).
+                    future.cancel()
+                    raise Cancelled(f"cancelled: {token.reason}")
+            return future.result()
         except concurrent.futures.CancelledError:
             raise BackendError("the backend was closed while a request was running: close it "
                                "only after generate returns") from None

@@ -24,6 +24,8 @@ from ttscale.types import FinishReason, GenerateOutput, Generation, Prompt, Toke
 
 Watch = Callable[[int, TokenLogprob], bool]
 """Called with (sample index in the request, new token); True aborts that sample."""
+OnText = Callable[[int, str], None]
+"""Called with (sample index in the request, a piece of its text) as samples are decoded."""
 
 
 def can_stream(backend: object) -> bool:
@@ -76,6 +78,37 @@ def generate_watched(backend: Any, prompt: Prompt, params: SamplingParams,
     out = backend.generate([prompt], params.with_(logprobs=True))
     gens = tuple(watch_generation(g, i, watch) for i, g in enumerate(out.generations[0]))
     return GenerateOutput((gens,), out.usage), False
+
+
+def generate_streamed(backend: Any, prompt: Prompt, params: SamplingParams,
+                      on_text: OnText) -> GenerateOutput:
+    """``backend.generate([prompt], params)``, with the samples' text shown to ``on_text``
+    as it is decoded where the backend can (``generate_streamed``), else each whole text
+    once the call returns. The samples are the same either way.
+
+    Example:
+        >>> from ttscale.backends.fake import FakeBackend
+        >>> seen = []
+        >>> out = generate_streamed(FakeBackend(responses=["so 4"]), "q", SamplingParams(n=2),
+        ...                         lambda i, piece: seen.append((i, piece)))
+        >>> seen
+        [(0, 'so'), (1, 'so'), (0, ' 4'), (1, ' 4')]
+        >>> class Whole(FakeBackend):  # a backend that cannot stream
+        ...     generate_streamed = None
+        >>> seen = []
+        >>> out = generate_streamed(Whole(responses=["so 4"]), "q", SamplingParams(n=1),
+        ...                         lambda i, piece: seen.append((i, piece)))
+        >>> seen
+        [(0, 'so 4')]
+    """
+    own = getattr(backend, "generate_streamed", None)
+    if callable(own):
+        result: GenerateOutput = own(prompt, params, on_text)
+        return result
+    out: GenerateOutput = backend.generate([prompt], params)
+    for i, g in enumerate(out.generations[0]):
+        on_text(i, g.text)
+    return out
 
 
 def usage_of(gens: tuple[Generation, ...], params_count: int, seconds: float,

@@ -22,6 +22,7 @@ from rich.console import Console
 from ttscale import models
 from ttscale.backends.base import load_backend
 from ttscale.budget import Budget
+from ttscale.cancel import Cancel
 from ttscale.cli.common import (
     EXIT_INTERRUPTED,
     backend_options,
@@ -31,6 +32,7 @@ from ttscale.cli.common import (
     stdout_to_stderr,
 )
 from ttscale.cli.eval_commands import eval_app
+from ttscale.cli.interrupt import interruptible
 from ttscale.cli.render import (
     InstallBar,
     ModelRow,
@@ -170,7 +172,9 @@ def solve_command(
             n=k if effort is not None else (8 if n is None else n), temperature=temperature,
             max_tokens=max_tokens, seed=seed, budget=budget, threads=threads, base_url=base_url)
         draws = k if effort is not None else (8 if n is None else n)
-        with PhaseDisplay(err) as show, stdout_to_stderr(as_json):
+        # Ctrl-C cancels the generation in flight and exits 130 at once (cli.interrupt).
+        with (interruptible(Cancel()) as token, PhaseDisplay(err) as show,
+              stdout_to_stderr(as_json)):
             show(loading_message(backend, model, base_url))
             # a slot holds the longest request: RSA and revision prompts show earlier traces
             ctx = max(2048, context_tokens(make_strategy(strategy or "majority", draws),
@@ -180,7 +184,8 @@ def solve_command(
             try:
                 result = solve(question, backend=be, strategy=strategy, n=n, budget=budget_cap,
                                verifier=verifier, temperature=temperature,
-                               max_tokens=max_tokens, seed=seed, progress=show, effort=effort)
+                               max_tokens=max_tokens, seed=seed, progress=show, effort=effort,
+                               cancel=token)
             finally:
                 # Not every backend (the scripted fake, some plug-ins) holds resources.
                 close = getattr(be, "close", None)

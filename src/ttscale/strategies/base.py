@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from ttscale.answers import extract_answer, group_answers, solve_prompt
 from ttscale.backends.base import Backend
+from ttscale.backends.streaming import generate_streamed
 from ttscale.budget import Accountant
 from ttscale.errors import BudgetExceeded
 from ttscale.params import SamplingParams
@@ -21,17 +22,23 @@ from ttscale.types import AnswerClass, GenerateOutput, Generation, Prompt, Resul
 from ttscale.verifiers.base import Verifier
 
 Progress = Callable[[str], None]
+TraceText = Callable[[int, str], None]
+"""Called with (trace index, a piece of its text) while the trace is generated."""
 
 
 @dataclass
 class Env:
-    """The world a strategy acts on: the backend, the accountant, an optional verifier."""
+    """The world a strategy acts on: the backend, the accountant, an optional verifier.
+
+    ``on_text`` (optional) sees the text of the traces ``sample`` draws as it is decoded,
+    by trace index; a server streams it to its client."""
 
     backend: Backend
     accountant: Accountant
     sampling: SamplingParams
     verifier: Verifier | None = None
     progress: Progress = field(default=lambda _msg: None)
+    on_text: TraceText | None = None
     _prompt_tokens: dict[Prompt, int] = field(default_factory=dict)
 
     def prompt_tokens(self, prompt: Prompt) -> int:
@@ -94,8 +101,14 @@ def sample(env: Env, state: State, want: int, *, extra_per_sample: int = 0,
         return replace(state, done=True, budget_limited=True)
     env.progress(f"sampling {k} trace{'s' if k > 1 else ''}")
     asked = params.with_(n=k, seed=params.seed + len(state.traces))
-    out = (generate(prompt, asked) if generate is not None
-           else env.backend.generate([prompt], asked))
+    if generate is not None:
+        out = generate(prompt, asked)
+    elif env.on_text is not None:
+        shown, first = env.on_text, len(state.traces)
+        out = generate_streamed(env.backend, prompt, asked,
+                                lambda i, piece: shown(first + i, piece))
+    else:
+        out = env.backend.generate([prompt], asked)
     env.accountant.charge(out.usage)
     new = tuple(convert(g) for g in out.generations[0])
     return replace(state, traces=state.traces + new, budget_limited=k < want)
