@@ -33,6 +33,7 @@ from ttscale.cli.common import (
 )
 from ttscale.cli.eval_commands import eval_app
 from ttscale.cli.interrupt import interruptible
+from ttscale.cli.plan import plan_app
 from ttscale.cli.render import (
     InstallBar,
     ModelRow,
@@ -65,6 +66,7 @@ models_app = typer.Typer(
 )
 app.add_typer(models_app, name="models")
 app.add_typer(eval_app, name="eval")
+app.add_typer(plan_app, name="plan")
 app.add_typer(sprm_app, name="sprm")
 
 

@@ -228,7 +228,10 @@ def replay(run_dir: str | Path, strategies: str | Sequence[str] = "majority",
     are replayed once per spec in ``confidence`` (``eta=0.1``), ``deepprune`` once per spec
     in ``prune`` (``prefix=64``), from the stored tokens, over ``resamples`` orders.
     ``verifier`` names whose stored scores the scored strategies use (default: the run's
-    first verifier by name).
+    first verifier by name). ``auto`` is the planner replayed at the mean budget of
+    majority@n for each n, at most max(n) samples a question, cross-fitted over 10 folds of
+    questions (no question's label shapes its own plan) over ``min(resamples, 32)`` orders;
+    it verifies only where every sample has a score, else it allocates samples only.
 
     Example:
         >>> import tempfile
@@ -280,6 +283,10 @@ def replay(run_dir: str | Path, strategies: str | Sequence[str] = "majority",
                for spec in rules[: len(parsed)] for k in wanted]
     points += efficiency_points(records, names, wanted, conf_params, prune_params,
                                 orders=resamples, seed=seed)
+    if "auto" in names:
+        from ttscale.evaluation.replay.auto import auto_curve
+
+        points += auto_curve(records, wanted, resamples=min(resamples, 32), seed=seed)
     write_outputs(Path(run_dir), points, resamples=resamples, seed=seed, report=report_files)
     return points
 

@@ -12,12 +12,16 @@ sample-allocation plan: when to stop, never a verifier.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 from ttscale.errors import ConfigError
 from ttscale.evaluation.replay.metrics import CurvePoint, by_bin, difficulty, mean_ci, prepare
 from ttscale.evaluation.runs.records import QuestionRecord
 from ttscale.planner.calibration import CalQuestion, Costs, default_stages
 from ttscale.planner.crossfit import HeldOut, cross_fit
+from ttscale.planner.plan import Plan
 from ttscale.planner.signals import confidence_of
 
 
@@ -147,3 +151,72 @@ def auto_curve(records: Sequence[QuestionRecord], ns: Sequence[int], *,
         points.append(CurvePoint("auto", n, m, low, high, h.mean("tokens"), len(questions),
                                  per_bin, bin_tokens, flops if flops > 0 else None))
     return points
+
+
+def fit_from_runs(run_dirs: Sequence[str], *, verifier: str | None = None,
+                  unit: str = "flops", verifier_fraction: float | None = None,
+                  folds: int = 10, orders: int = 32, seed: int = 0,
+                  bins: int = 3) -> Plan:
+    """A plan fitted from stored runs of one model (eval runs and imported sample sets);
+    several runs are merged by question id and must share questions.
+
+    Example:
+        >>> fit_from_runs([])
+        Traceback (most recent call last):
+        ...
+        ttscale.errors.ConfigError: give at least one run directory to fit a plan from
+    """
+    from ttscale.evaluation.runs.records import load_records
+    from ttscale.planner.crossfit import fit_plan
+
+    if not run_dirs:
+        raise ConfigError("give at least one run directory to fit a plan from")
+    merged: dict[str, QuestionRecord] = {}
+    shas: set[str] = set()
+    model = ""
+    ids: list[set[str]] = []
+    used_verifier: str | None = None
+    for d in run_dirs:
+        settings, records = load_records(d, verifier)
+        sha = settings.get("model_sha256")
+        if sha:
+            shas.add(str(sha))
+        model = model or str(settings.get("model") or settings.get("source") or Path(d).name)
+        ids.append({r.id for r in records})
+        if any(t.score is not None for r in records for t in r.traces):
+            used_verifier = verifier or _run_verifier(d, settings)
+        for r in records:
+            if r.id in merged:
+                old = merged[r.id]
+                merged[r.id] = replace(old, traces=old.traces + r.traces,
+                                       results=old.results + r.results)
+            else:
+                merged[r.id] = r
+    if len(shas) > 1:
+        raise ConfigError(f"the runs come from {len(shas)} different models (SHA-256 "
+                          f"{', '.join(sorted(s[:12] + '...' for s in shas))}): fit one plan "
+                          "per model")
+    if len(ids) > 1 and not set.intersection(*ids):
+        raise ConfigError("the runs share no questions: fit from runs of the same questions "
+                          "(a run extended with more samples or scored by a verifier)")
+    records = [r for r in merged.values() if r.traces]
+    if not records or not any(r.gold.strip() for r in records):
+        raise ConfigError("the runs have no labelled samples (gold answers): fit a plan from "
+                          "runs of a dataset with answers")
+    questions = calibration_questions(records, use_scores=used_verifier is not None)
+    costs = run_costs(records, verifier_fraction=verifier_fraction)
+    if unit == "flops" and costs.policy_flops <= 0:
+        raise ConfigError("the runs record no FLOPs (samples imported from elsewhere): fit "
+                          "with --currency tokens")
+    scored = questions[0].scores is not None
+    return fit_plan(questions, costs, model=model, model_sha256=next(iter(shas), None),
+                    verifier=used_verifier if scored else None, unit=unit, folds=folds,
+                    orders=orders, seed=seed, bins=bins, runs=[str(d) for d in run_dirs])
+
+
+def _run_verifier(run_dir: str, settings: dict[str, Any]) -> str | None:
+    from ttscale.evaluation.runs.store import Store
+
+    with Store.open(run_dir, settings) as store:
+        names = store.verifiers()
+    return names[0] if names else None
