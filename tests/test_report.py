@@ -16,10 +16,12 @@ from ttscale.backends.fake import FakeBackend
 from ttscale.errors import ConfigError
 from ttscale.evaluation.datasets import Problem
 from ttscale.evaluation.harness import EvalConfig, Harness, run_settings
+from ttscale.evaluation.replay.auto import auto_curve
 from ttscale.evaluation.replay.metrics import CurvePoint, curve
 from ttscale.evaluation.report import html as report
 from ttscale.evaluation.report.html import build_html, question_view, write_report
-from ttscale.evaluation.report.plots import plot_curves, plot_png_bytes
+from ttscale.evaluation.report.outputs import RESULTS, rebuild_report, write_outputs
+from ttscale.evaluation.report.plots import allocation_png_bytes, plot_curves, plot_png_bytes
 from ttscale.evaluation.runs.cache import CachedBackend
 from ttscale.evaluation.runs.importers import ImportedQuestion
 from ttscale.evaluation.runs.imports import store_imported
@@ -166,6 +168,38 @@ def test_report_of_a_harness_run(tmp_path: Path) -> None:
     assert qs["q1"]["majority_correct"] is True  # q1's gold 0 is the majority
 
 
+def _with_auto(run_dir: Path) -> list[CurvePoint]:
+    """The eval run's curves and ``auto`` replayed on it, cross-fitted over its questions."""
+    points = _eval_run(run_dir)
+    _settings, records = load_records(run_dir)
+    return points + auto_curve(records, [1, 2, 4], folds=3, resamples=4)
+
+
+def test_report_draws_auto_and_where_its_tokens_went(tmp_path: Path) -> None:
+    points = _with_auto(tmp_path)
+    auto = [p for p in points if p.strategy == "auto"]
+    assert [p.n for p in auto] == [1, 2, 4]
+    # three predicted-difficulty bins, every question in one of them
+    assert all(len(p.predicted_tokens) == 3 and sum(p.predicted_share) == pytest.approx(1.0)
+               for p in auto)
+    assert allocation_png_bytes(points[:-3]) is None  # no auto, no allocation plot
+    page = write_report(tmp_path, points).read_text(encoding="utf-8")
+    assert (tmp_path / "allocation.png").read_bytes().startswith(PNG_MAGIC)
+    assert "id='allocation'" in page and "Where auto spent its tokens" in page
+    assert "<td>auto</td>" in page  # a row of its own in the points table
+    # results.jsonl keeps the allocation: the page rebuilt from it alone shows it again
+    write_outputs(tmp_path, points, resamples=20, seed=0, report=False)
+    (tmp_path / "allocation.png").unlink()
+    assert '"predicted_share"' in (tmp_path / RESULTS).read_text(encoding="utf-8")
+    assert "id='allocation'" in rebuild_report(tmp_path).read_text(encoding="utf-8")
+    assert (tmp_path / "allocation.png").is_file()
+
+
+def test_a_report_without_auto_has_no_allocation_plot(tmp_path: Path) -> None:
+    page = write_report(tmp_path, _eval_run(tmp_path)).read_text(encoding="utf-8")
+    assert "id='allocation'" not in page and not (tmp_path / "allocation.png").exists()
+
+
 def _import_run(run_dir: Path) -> None:
     questions = [ImportedQuestion("a", "7", (("7", 10), ("8", 12), (None, 3))),
                  ImportedQuestion("b", "1/2", (("0.5", 4),))]
@@ -203,12 +237,13 @@ def _dump_dom(page: Path, profile: Path) -> tuple[str, str]:
     return done.stdout, done.stderr
 
 
-@pytest.mark.parametrize("kind", ["eval", "import"])
+@pytest.mark.parametrize("kind", ["eval", "import", "auto"])
 def test_report_renders_in_a_real_browser(tmp_path: Path, kind: str) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    if kind == "eval":
-        page = write_report(run_dir, _eval_run(run_dir))
+    if kind in ("eval", "auto"):
+        page = write_report(run_dir, _eval_run(run_dir) if kind == "eval" else
+                            _with_auto(run_dir))
         first = NASTY
     else:
         _import_run(run_dir)
@@ -223,9 +258,10 @@ def test_report_renders_in_a_real_browser(tmp_path: Path, kind: str) -> None:
     assert console == [] and attrs.get("data-errors") == "0", console
     assert attrs.get("data-ready") == "1"
     assert "data-errors" not in dom[:dom.index("<head")]  # the <html> counter of late errors
-    assert attrs.get("data-img-ok") == ("1" if kind == "eval" else None)
+    assert attrs.get("data-img-ok") == (None if kind == "import" else "1")
+    assert attrs.get("data-alloc-ok") == ("1" if kind == "auto" else None)
     shown = re.search(r'<pre class="question" id="question-text">(.*?)</pre>', dom, re.S)
     assert shown is not None and html.unescape(shown.group(1)) == first
-    if kind == "eval":  # the question's markup stayed text
+    if kind != "import":  # the question's markup stayed text
         assert "&lt;b&gt;x&lt;/b&gt;" in shown.group(1)
-    assert dom.count('<li data-i="') == (3 if kind == "eval" else 2)
+    assert dom.count('<li data-i="') == (2 if kind == "import" else 3)

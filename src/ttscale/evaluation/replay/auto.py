@@ -24,6 +24,9 @@ from ttscale.planner.crossfit import HeldOut, cross_fit
 from ttscale.planner.plan import Plan
 from ttscale.planner.signals import confidence_of
 
+# predicted-difficulty bins of a plan fitted or replayed from runs: hard, medium, easy
+PLAN_BINS = 3
+
 
 def calibration_questions(records: Sequence[QuestionRecord], *,
                           use_scores: bool = True) -> list[CalQuestion]:
@@ -112,7 +115,7 @@ def auto_replay(records: Sequence[QuestionRecord], budgets: Sequence[float], *,
     costs = run_costs(records, verifier_fraction=verifier_fraction)
     top = min(n_max or max(q.n for q in questions), max(q.n for q in questions))
     return cross_fit(questions, costs, budgets, unit=unit, stages=default_stages(top),
-                     folds=folds, orders=resamples, seed=seed)
+                     folds=folds, orders=resamples, seed=seed, bins=PLAN_BINS)
 
 
 def auto_curve(records: Sequence[QuestionRecord], ns: Sequence[int], *,
@@ -140,7 +143,7 @@ def auto_curve(records: Sequence[QuestionRecord], ns: Sequence[int], *,
         raise ConfigError(f"give one budget per n: {len(budgets)} budgets for {len(ns)} n")
     held = cross_fit(questions, costs, budgets, unit=unit,
                      stages=default_stages(min(max(ns), max(q.n for q in questions))),
-                     folds=folds, orders=resamples, seed=seed)
+                     folds=folds, orders=resamples, seed=seed, bins=PLAN_BINS)
     bins = [difficulty(sum(q.correct[c] for c in q.classes if c >= 0) / q.n)
             for q in questions]
     points = []
@@ -149,14 +152,16 @@ def auto_curve(records: Sequence[QuestionRecord], ns: Sequence[int], *,
         per_bin, bin_tokens = by_bin(h.accuracy, h.costs["tokens"], bins)
         flops = h.mean("flops")
         points.append(CurvePoint("auto", n, m, low, high, h.mean("tokens"), len(questions),
-                                 per_bin, bin_tokens, flops if flops > 0 else None))
+                                 per_bin, bin_tokens, flops if flops > 0 else None,
+                                 predicted_tokens=h.bin_tokens,
+                                 predicted_share=h.bin_share))
     return points
 
 
 def fit_from_runs(run_dirs: Sequence[str], *, verifier: str | None = None,
                   unit: str = "flops", verifier_fraction: float | None = None,
                   folds: int = 10, orders: int = 32, seed: int = 0,
-                  bins: int = 3) -> Plan:
+                  bins: int = PLAN_BINS) -> Plan:
     """A plan fitted from stored runs of one model (eval runs and imported sample sets);
     several runs are merged by question id and must share questions.
 

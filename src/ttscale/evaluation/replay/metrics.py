@@ -241,6 +241,10 @@ class CurvePoint:
     bin_tokens: tuple[float | None, ...] = ()
     mean_flops: float | None = None  # per question, where the run measured it
     mean_seconds: float | None = None  # wall seconds per question, where measured
+    # ``auto`` only: per predicted-difficulty bin after the probe (hardest first), the mean
+    # tokens per question spent in it (None where empty) and the share of questions in it
+    predicted_tokens: tuple[float | None, ...] = ()
+    predicted_share: tuple[float, ...] = ()
 
 
 def difficulty(pass_rate: float) -> str:

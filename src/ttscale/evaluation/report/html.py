@@ -1,10 +1,11 @@
 """``report.html``: one self-contained page per run: settings, curves, and every question.
 
 The page loads nothing from anywhere (no CDN, no fonts): CSS and JS are inline, the curves PNG
-is a ``data:`` URI, and the run's questions are a JSON block that plain JS renders with
-``textContent`` only, so question and trace text can hold any markup without being run.
-After rendering, ``<body>`` carries ``data-ready="1"``, ``data-errors`` (script errors seen)
-and, once the image has loaded, ``data-img-ok="1"``: a headless browser test reads these.
+(and, when ``auto`` was replayed, the PNG of where its tokens went) is a ``data:`` URI, and
+the run's questions are a JSON block that plain JS renders with ``textContent`` only, so
+question and trace text can hold any markup without being run. After rendering, ``<body>``
+carries ``data-ready="1"``, ``data-errors`` (script errors seen) and, once each image has
+loaded, ``data-img-ok="1"`` / ``data-alloc-ok="1"``: a headless browser test reads these.
 """
 
 from __future__ import annotations
@@ -127,8 +128,10 @@ def _points_table(points: Sequence[CurvePoint]) -> str:
 
 
 def build_html(settings: dict[str, Any], records: Sequence[QuestionRecord],
-               points: Sequence[CurvePoint], png: bytes | None) -> str:
-    """The whole self-contained page as a string (pure: reads and writes nothing).
+               points: Sequence[CurvePoint], png: bytes | None,
+               allocation: bytes | None = None) -> str:
+    """The whole self-contained page as a string (pure: reads and writes nothing);
+    ``allocation`` is the PNG of where ``auto`` spent its tokens, shown under the curves.
 
     Example:
         >>> page = build_html({"model": "m"}, [QuestionRecord("q1", "1+1?", "2", ())], [], None)
@@ -143,6 +146,13 @@ def build_html(settings: dict[str, Any], records: Sequence[QuestionRecord],
         curves = f"<img id='curves' alt='accuracy against tokens' src='{uri}'>"
     else:
         curves = "<p id='no-curves'>no curves yet: replay the run with ttscale eval</p>"
+    if allocation is not None:
+        uri = "data:image/png;base64," + base64.b64encode(allocation).decode("ascii")
+        curves += ("<h3>Where auto spent its tokens</h3><p><small>mean tokens a question in "
+                   "each bin of the difficulty the plan predicted after the probe (each "
+                   "question played by a plan fitted without it)</small></p>"
+                   f"<img id='allocation' alt='auto: tokens by predicted difficulty' "
+                   f"src='{uri}'>")
     table = _points_table(points) if points else ""
     # the settings too, so the samples can be rebuilt into a run from the page alone
     data = _json_for_script({"settings": settings,
@@ -154,8 +164,8 @@ def build_html(settings: dict[str, Any], records: Sequence[QuestionRecord],
 
 
 def write_report(run_dir: Path | str, points: Sequence[CurvePoint]) -> Path:
-    """Write ``curves.png`` (when there are points) and ``report.html`` into the run
-    directory; returns the path of the page.
+    """Write ``curves.png`` (when there are points), ``allocation.png`` (when ``auto`` is
+    among them) and ``report.html`` into the run directory; returns the path of the page.
 
     Example:
         >>> write_report("/nonexistent", [])  # doctest: +ELLIPSIS
@@ -165,16 +175,19 @@ def write_report(run_dir: Path | str, points: Sequence[CurvePoint]) -> Path:
     """
     run_dir = Path(run_dir)
     settings, records = load_records(run_dir)
-    png = None
+    png = allocation = None
     if points:
-        from ttscale.evaluation.report.plots import plot_png_bytes
+        from ttscale.evaluation.report.plots import allocation_png_bytes, plot_png_bytes
 
         title = " · ".join(str(settings[k]) for k in ("model", "dataset") if k in settings)
         png = plot_png_bytes(points, title or "accuracy against compute")
         (run_dir / "curves.png").write_bytes(png)
+        allocation = allocation_png_bytes(points)
+        if allocation is not None:
+            (run_dir / "allocation.png").write_bytes(allocation)
     path = run_dir / "report.html"
     tmp = path.with_suffix(".html.tmp")  # a reader never sees half a page
-    tmp.write_text(build_html(settings, records, points, png), encoding="utf-8")
+    tmp.write_text(build_html(settings, records, points, png, allocation), encoding="utf-8")
     tmp.replace(path)
     return path
 
@@ -192,7 +205,8 @@ color:#1d2330;background:#fafafa}h1{font-size:1.5em;margin:.8em 0 .3em}h2{font-s
 margin:1.4em 0 .5em;border-bottom:1px solid #ccd}h3{font-size:1.05em;margin:1.1em 0 .4em}
 table{border-collapse:collapse;margin:.3em 0}th,td{padding:.2em .7em;text-align:left;
 border-bottom:1px solid #e2e4ea;vertical-align:top}th{background:#eef0f5;font-weight:600}
-#settings th{background:none;color:#556}#curves{max-width:100%;border:1px solid #dde}
+#settings th{background:none;color:#556}#curves,#allocation{max-width:100%;
+border:1px solid #dde}
 .browser{display:grid;grid-template-columns:minmax(180px,260px) 1fr;gap:1.2em}
 aside input{width:100%;box-sizing:border-box;margin-bottom:.4em;padding:.3em}
 #qlist{list-style:none;padding:0;margin:0;max-height:80vh;overflow:auto;border:1px solid #dde}
@@ -328,9 +342,13 @@ nav button,.gap{margin-right:1.2em}
     });
   };
   if (Q.length) show(0); else el("p", "none", "no questions stored", detail);
-  const img = document.getElementById("curves");
-  function imgOk() { if (img.naturalWidth > 0) body.dataset.imgOk = "1"; }
-  if (img) { if (img.complete) imgOk(); else img.addEventListener("load", imgOk); }
+  function loaded(id, flag) {  // data-<flag>="1" once the image decoded
+    const img = document.getElementById(id);
+    function ok() { if (img.naturalWidth > 0) body.dataset[flag] = "1"; }
+    if (img) { if (img.complete) ok(); else img.addEventListener("load", ok); }
+  }
+  loaded("curves", "imgOk");
+  loaded("allocation", "allocOk");
   body.dataset.errors = String(window.__errors);
   body.dataset.ready = "1";
 })();

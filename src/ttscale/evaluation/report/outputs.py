@@ -66,7 +66,8 @@ def rebuild_report(run_dir: Path) -> Path:
             resamples = row.pop("resamples", resamples)
             seed = row.pop("seed", seed)
             row["bins"] = tuple(tuple(b) for b in row["bins"])
-            row["bin_tokens"] = tuple(row.get("bin_tokens", ()))
+            for key in ("bin_tokens", "predicted_tokens", "predicted_share"):
+                row[key] = tuple(row.get(key, ()))
             points.append(CurvePoint(**row))
     if settings.get("kind") == "eval":
         points += earlier_points(records, {(p.strategy, p.n) for p in points},

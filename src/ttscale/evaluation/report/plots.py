@@ -4,7 +4,9 @@ One line per strategy: accuracy (as a percentage) against mean tokens per questi
 axis, a shaded 95% confidence band, and each point labelled with its sample count ``n``.
 Compute is on the x axis, not ``n``, so strategies that spend tokens differently compare fairly.
 The legend sits below the axes, where it covers no point, and each ``n=`` label takes the
-first place around its point that covers no other label and no other point.
+first place around its point that covers no other label and no other point. ``auto`` (the
+planner) is drawn thicker, with stars, and :func:`allocation_png_bytes` draws where its tokens
+went by the difficulty it predicted after the probe.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ttscale.errors import ConfigError, MissingExtra
 from ttscale.evaluation.replay.metrics import CurvePoint
@@ -29,6 +31,7 @@ LABEL_PLACES = ((4, 5, "left"), (4, -12, "left"), (-4, 5, "right"), (-4, -12, "r
 MARKER_PX = 5  # half the side of the square a marker is taken to cover, in pixels
 
 DEFAULT_TITLE = "accuracy against compute"
+AUTO = "auto"
 
 
 def _by_strategy(points: Sequence[CurvePoint]) -> dict[str, list[CurvePoint]]:
@@ -47,15 +50,27 @@ def _mantissa(x: float) -> int:
     return round(x / 10 ** math.floor(math.log10(x))) if x > 0 else 0
 
 
-def _figure(points: Sequence[CurvePoint], title: str) -> Figure:
-    if not points:
-        raise ConfigError("no curve points to plot: replay the run with ttscale eval first")
+def _style(strategy: str) -> dict[str, Any]:
+    """``auto`` stands out (a thick line of stars drawn on top): it is the line the others
+    are read against."""
+    if strategy == AUTO:
+        return {"marker": "*", "markersize": 10, "linewidth": 2.4, "zorder": 4}
+    return {"marker": "o"}
+
+
+def _matplotlib() -> None:
     try:
         import matplotlib
     except ImportError as exc:
         raise MissingExtra("matplotlib is not installed: run pip install matplotlib") from exc
     # Agg renders without a display; set before pyplot would pick an interactive backend.
     matplotlib.use("Agg", force=False)
+
+
+def _figure(points: Sequence[CurvePoint], title: str) -> Figure:
+    if not points:
+        raise ConfigError("no curve points to plot: replay the run with ttscale eval first")
+    _matplotlib()
     from matplotlib.colors import to_hex
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, PercentFormatter
@@ -65,7 +80,8 @@ def _figure(points: Sequence[CurvePoint], title: str) -> Figure:
     labels: list[tuple[float, float, str, str]] = []
     for strategy, line in _by_strategy(points).items():
         xs = [max(p.mean_tokens, 1e-9) for p in line]  # log axis: no zero
-        (drawn,) = ax.plot(xs, [p.accuracy for p in line], marker="o", label=strategy)
+        (drawn,) = ax.plot(xs, [p.accuracy for p in line], label=strategy,
+                           **_style(strategy))
         ax.fill_between(xs, [max(p.ci_low, 0.0) for p in line],
                         [min(p.ci_high, 1.0) for p in line], color=drawn.get_color(),
                         alpha=0.15, linewidth=0)
@@ -166,3 +182,82 @@ def plot_curves(points: Sequence[CurvePoint], path: Path | str,
     out = Path(path)
     out.write_bytes(plot_png_bytes(points, title))
     return out
+
+
+def difficulty_names(bins: int) -> tuple[str, ...]:
+    """Names of ``bins`` predicted-difficulty bins, hardest first.
+
+    Example:
+        >>> difficulty_names(3), difficulty_names(4)
+        (('hard', 'medium', 'easy'), ('1 (hardest)', '2', '3', '4 (easiest)'))
+    """
+    if bins == 3:
+        return ("hard", "medium", "easy")
+    if bins == 1:
+        return ("all",)
+    return tuple(f"{i + 1}" + (" (hardest)" if i == 0 else " (easiest)" if i == bins - 1
+                               else "") for i in range(bins))
+
+
+def allocation_points(points: Sequence[CurvePoint]) -> list[CurvePoint]:
+    """The ``auto`` points that record where their tokens went, at most three: the
+    cheapest, the middle one and the dearest.
+
+    Example:
+        >>> p = [CurvePoint("auto", n, 0.5, 0.4, 0.6, 100.0 * n, 9, (), predicted_tokens=(
+        ...      50.0 * n, 10.0), predicted_share=(0.5, 0.5)) for n in (1, 2, 4, 8)]
+        >>> [x.n for x in allocation_points(p)]
+        [1, 4, 8]
+    """
+    shown = sorted((p for p in points if p.strategy == AUTO and p.predicted_tokens),
+                   key=lambda p: (p.mean_tokens, p.n))
+    if len(shown) <= 3:
+        return shown
+    return [shown[0], shown[len(shown) // 2], shown[-1]]
+
+
+def allocation_png_bytes(points: Sequence[CurvePoint]) -> bytes | None:
+    """A small bar chart of where ``auto`` spent its tokens: mean tokens per question in each
+    predicted-difficulty bin after the probe (with the share of questions there), one bar
+    per budget; ``None`` when no point is ``auto``'s.
+
+    Example:
+        >>> from dataclasses import replace
+        >>> p = CurvePoint("auto", 4, 0.6, 0.5, 0.7, 300.0, 9, (),
+        ...                predicted_tokens=(500.0, 300.0, 100.0),
+        ...                predicted_share=(0.3, 0.3, 0.4))
+        >>> allocation_png_bytes([p])[:8]
+        b'\\x89PNG\\r\\n\\x1a\\n'
+        >>> allocation_png_bytes([replace(p, strategy="majority")]) is None
+        True
+    """
+    shown = allocation_points(points)
+    if not shown:
+        return None
+    _matplotlib()
+    from matplotlib.figure import Figure
+
+    bins = len(shown[0].predicted_tokens)
+    share = shown[0].predicted_share or (0.0,) * bins
+    fig = Figure(figsize=(6.0, 2.8), dpi=110, layout="constrained")
+    ax = fig.add_subplot()
+    width = 0.8 / len(shown)
+    top = max((t or 0.0) for p in shown for t in p.predicted_tokens) or 1.0
+    for i, p in enumerate(shown):
+        xs = [b + (i - (len(shown) - 1) / 2) * width for b in range(bins)]
+        tokens = [t or 0.0 for t in p.predicted_tokens[:bins]]
+        label = f"at majority@{p.n}'s budget: {p.mean_tokens:,.0f} tokens a question"
+        bars = ax.bar(xs, tokens, width * 0.95, label=label)
+        ax.bar_label(bars, labels=[f"{t:,.0f}" for t in tokens], fontsize=7, padding=1)
+    names = difficulty_names(bins)
+    ax.set_xticks(range(bins), [f"{names[b]}\n{share[b]:.0%} of questions"
+                                for b in range(bins)], fontsize=8)
+    ax.set_ylim(0, top * 1.18)  # room for the bar labels
+    ax.set_ylabel("tokens a question", fontsize=8)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_title("auto: where the tokens went, by difficulty predicted after the probe",
+                 fontsize=9)
+    ax.legend(fontsize=7, frameon=False, loc="upper right")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
