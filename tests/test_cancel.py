@@ -72,7 +72,9 @@ def _busy_slots(backend: object) -> int:
 
 @pytest.mark.slow
 def test_cancel_stops_a_llamacpp_batch_at_its_next_token(small_backend: object) -> None:
-    token, pieces, outcome = Cancel(), [], []
+    token = Cancel()
+    pieces: list[str] = []
+    outcome: list[object] = []
 
     def run() -> None:
         with token.scope():
@@ -94,7 +96,7 @@ def test_cancel_stops_a_llamacpp_batch_at_its_next_token(small_backend: object) 
     token.set("test")
     worker.join(10)
     assert outcome and outcome[0] != "finished"
-    assert float(outcome[0]) - stopped < 2.0
+    assert isinstance(outcome[0], float) and outcome[0] - stopped < 2.0
     deadline = time.monotonic() + 2.0
     while _busy_slots(small_backend) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -236,7 +236,9 @@ def test_errors_are_openai_shaped_with_one_clear_sentence(
     ("POST", "/chat/completions", b"{nope", 400, "the body is not valid JSON"),
     ("POST", "/chat/completions", b"[1]", 400, "the body must be a JSON object"),
     ("GET", "/chat/completions", b"", 405, "GET is not allowed on /v1/chat/completions: use POST"),
-    ("POST", "/embeddings", b"{}", 404, "there is no /v1/embeddings here"),
+    ("POST", "/embeddings", b"{}", 404, "ttscale does not serve embeddings: it answers "
+                                        "/v1/chat/completions, /v1/completions and /v1/models"),
+    ("GET", "/../chat", b"", 404, "there is no /chat here: ttscale answers /v1/chat/"),
 ])
 def test_http_level_errors(srv: Background, method: str, path: str, content: bytes,
                            status: int, says: str) -> None:
@@ -321,7 +323,9 @@ def test_timeout_is_504_and_not_retried() -> None:
 
 
 def test_timeout_while_queued_never_runs() -> None:
-    backend = fake(delay=1.0)
+    # a backend that cannot be stopped mid-call (the scripted text takes 1 s to write):
+    # the running request holds its slot past the queued one's deadline
+    backend = FakeBackend(script=lambda _p, _i: time.sleep(1.0) or SCRIPT[0])
     with running(backend, timeout=0.4, max_concurrency=1, max_queue=1) as s:
         service = s.server.config.app.state.service
         with ThreadPoolExecutor(2) as pool:

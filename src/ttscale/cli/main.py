@@ -323,11 +323,15 @@ def serve_command(
     """Serve an OpenAI-compatible API that answers every request with a strategy.
 
     Example: ttscale serve --model qwen2.5-coder-1.5b --port 8000
+
+    Exit codes: 130 after Ctrl-C (a graceful shutdown), 1 when the model or backend fails
+    to start, 2 for a bad option or a port in use (before anything loads), 3 when the port
+    is taken while the model loads.
     """
     with reported():
         require("fastapi", "server")
         require("uvicorn", "server")
-        from ttscale.server.run import KEYS_ENV, exposure_warning, keys_from, serve
+        from ttscale.server.run import KEYS_ENV, check_port, exposure_warning, keys_from, serve
         from ttscale.server.service import Settings
 
         backends.get(backend)
@@ -345,6 +349,7 @@ def serve_command(
             max_queue=max_queue, max_n=max_n, max_tokens=max_tokens,
             default_max_tokens=min(1024, max_tokens), max_budget=max_budget, timeout=timeout,
             max_body_bytes=max_body_bytes)
+        check_port(host, port)  # before the model loads: that takes seconds to minutes
         warning = exposure_warning(host, keys)
         if warning:
             sys.stderr.write(warning + "\n")

@@ -104,13 +104,38 @@ def classify(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:
             "server log", "server_error"), {"x-should-retry": "false"}
     if status >= 500:
         headers["x-should-retry"] = "false"  # the work is heavy: a retry would repeat it
-    return status, responses.error_body(str(exc), type_, code), headers
+    return status, responses.error_body(responses.http_wording(str(exc)), type_, code), headers
 
 
 def error_of(exc: BaseException) -> JSON:
     """The OpenAI error response for an exception."""
     status, body, headers = classify(exc)
     return JSON(responses.dumps(body), status_code=status, headers=headers)
+
+
+SERVED = "/v1/chat/completions, /v1/completions and /v1/models"
+NOT_SERVED = {"embeddings": "embeddings", "images": "images", "audio": "audio",
+              "files": "files", "moderations": "moderations", "responses": "the Responses API",
+              "assistants": "assistants", "threads": "threads", "batches": "batches",
+              "fine_tuning": "fine-tuning"}
+
+
+def not_found(path: str) -> str:
+    """The 404 sentence: what the path is, and what is served.
+
+    Example:
+        >>> not_found("/v1/embeddings")
+        'ttscale does not serve embeddings: it answers /v1/chat/completions, /v1/completions \
+and /v1/models'
+        >>> not_found("/chat/completions")
+        'there is no /chat/completions here: ttscale answers /v1/chat/completions, \
+/v1/completions and /v1/models'
+    """
+    parts = path.strip("/").split("/")
+    what = NOT_SERVED.get(parts[1]) if len(parts) > 1 and parts[0] == "v1" else None
+    if what:
+        return f"ttscale does not serve {what}: it answers {SERVED}"
+    return f"there is no {path} here: ttscale answers {SERVED}"
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -165,7 +190,10 @@ def create_app(backend: Backend, settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
-        # uvicorn has let the in-flight requests finish; wait for their workers too.
+        # uvicorn has let the requests of connected clients finish (for at most
+        # shutdown_timeout); whatever still runs is cancelled, its worker stops at the
+        # backend's next token.
+        service.cancel_all()
         await asyncio.to_thread(service.close)
 
     app = FastAPI(title="ttscale", version=__version__, lifespan=lifespan,
@@ -198,7 +226,7 @@ def create_app(backend: Backend, settings: Settings | None = None) -> FastAPI:
         message = str(exc.detail)
         code = {401: "invalid_api_key", 413: "request_too_large"}.get(exc.status_code)
         if exc.status_code == 404:
-            message = f"there is no {request.url.path} here: the API is under /v1"
+            message = not_found(request.url.path)
             code = "not_found"
         elif exc.status_code == 405:
             allowed = (exc.headers or {}).get("Allow", "another method")
@@ -243,7 +271,9 @@ def create_app(backend: Backend, settings: Settings | None = None) -> FastAPI:
                     return
                 if event.kind == "error":
                     raise event.error or RuntimeError(event.message)
-                yield chunks.progress(event)
+                data = chunks.text(event) if event.kind == "text" else chunks.progress(event)
+                if data:
+                    yield data
         except Exception as exc:  # the status line is sent: the error goes in the stream
             yield responses.sse_error(classify(exc)[1])
         finally:

@@ -144,10 +144,16 @@ class Chunks:
     """The chunks of one stream, as SSE ``data:`` lines.
 
     Progress comes as chunks with an empty delta (or empty text) and a ``ttscale`` field a
-    plain client ignores; then the answer as several content deltas; then a chunk with the
-    finish reason, usage and the ``ttscale`` summary; then ``data: [DONE]``. With
+    plain client ignores; in a chat stream the traces as they are decoded come as
+    ``reasoning_content`` deltas (shown as thinking by chat UIs, ignored by plain clients);
+    then the answer as several content deltas; then a chunk with the finish reason, usage
+    and the ``ttscale`` summary; then ``data: [DONE]``. With
     ``stream_options.include_usage`` the usage comes instead in the standard extra chunk
     with no choices, so no client counts it twice.
+
+    Traces decode side by side, but a reader follows one at a time: the first trace of a
+    phase is shown live under its header (``[sample 1]``); the text of the others is held
+    and follows, each under its own header, when the phase ends.
     """
 
     def __init__(self, kind: Kind, plan: Plan, include_usage: bool) -> None:
@@ -156,6 +162,9 @@ class Chunks:
         self.include_usage = include_usage
         self.id = new_id(kind)
         self.created = int(time.time())
+        self._live: int | None = None  # the trace shown as it is decoded
+        self._held: dict[int, list[str]] = {}  # the others' text until the phase ends
+        self._headers = 0
 
     def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
         body: dict[str, Any] = {
@@ -184,11 +193,42 @@ class Chunks:
         return self._chunk([self._choice(0, "" if self.kind == "chat" else None, role=True)])
 
     def progress(self, event: Event) -> bytes:
-        return self._chunk([self._choice(0, None)],
-                           ttscale={"event": event.kind, "message": event.message})
+        held = b"".join(self.flush())
+        return held + self._chunk([self._choice(0, None)],
+                                  ttscale={"event": event.kind, "message": event.message})
+
+    def _reasoning(self, text: str) -> bytes:
+        delta = {"reasoning_content": text}
+        return self._chunk([{"index": 0, "delta": delta, "finish_reason": None,
+                             "logprobs": None}])
+
+    def _header(self, trace: int) -> str:
+        self._headers += 1
+        return ("" if self._headers == 1 else "\n\n") + f"[sample {trace + 1}]\n"
+
+    def text(self, event: Event) -> bytes:
+        """A piece of a trace as a ``reasoning_content`` delta (chat streams; nothing in a
+        completions stream, which has no such field)."""
+        if self.kind != "chat":
+            return b""
+        if self._live is None:
+            self._live = event.trace
+            return self._reasoning(self._header(event.trace) + event.message)
+        if event.trace == self._live:
+            return self._reasoning(event.message)
+        self._held.setdefault(event.trace, []).append(event.message)
+        return b""
+
+    def flush(self) -> Iterator[bytes]:
+        """The held traces, each under its header, at the end of a phase."""
+        for trace in sorted(self._held):
+            yield self._reasoning(self._header(trace) + "".join(self._held[trace]))
+        self._held.clear()
+        self._live = None
 
     def answer(self, result: Result) -> Iterator[bytes]:
         """The content deltas of every choice, then the finish chunk(s) and ``[DONE]``."""
+        yield from self.flush()
         picked = choices(result, self.plan.choices)
         for i, (text, _) in enumerate(picked):
             for piece in pieces(text):
@@ -201,6 +241,30 @@ class Chunks:
         else:
             yield self._chunk(finals, usage=usage(result), ttscale=info)
         yield b"data: [DONE]\n\n"
+
+
+# The library's sentences name the CLI's flags; over HTTP the fix is a request field.
+_FLAGS = (
+    (re.compile(r"with -n \(or --n, or @N\)"), "with @N in the model name (or ttscale.n)"),
+    (re.compile(r"(?<![\w-])-n (\d+)"), r"\1 samples: @\1 in the model name, or ttscale.n"),
+    (re.compile(r"(?<![\w-])--verifier (\S+)"), r'ttscale.verifier "\1"'),
+    (re.compile(r"(?<![\w-])--(strategy|budget)\b"), r"ttscale.\1"),
+    (re.compile(r"(?<![\w-])--max-tokens\b"), "max_tokens"),
+)
+
+
+def http_wording(message: str) -> str:
+    """A library error sentence with the CLI's flags turned into request fields.
+
+    Example:
+        >>> http_wording("use n = a multiple of the width (e.g. -n 9)")
+        'use n = a multiple of the width (e.g. 9 samples: @9 in the model name, or ttscale.n)'
+        >>> http_wording("strategy best_of_n needs a verifier: pass --verifier self_judge")
+        'strategy best_of_n needs a verifier: pass ttscale.verifier "self_judge"'
+    """
+    for pattern, field in _FLAGS:
+        message = pattern.sub(field, message)
+    return message
 
 
 def error_body(message: str, type_: str, code: str | None = None,

@@ -1,8 +1,9 @@
 """Running the app with uvicorn: in the foreground (``ttscale serve``) or in a thread.
 
 uvicorn shuts down gracefully on SIGINT / SIGTERM: it stops accepting connections, lets
-the requests in flight finish (for at most the request timeout), then the app waits for
-its workers and the caller closes the backend.
+the requests of clients still connected finish (for at most ``shutdown_timeout``; those of
+clients gone were cancelled when they left), then the app cancels what still runs, waits
+for its workers (each stops at the backend's next token) and the caller closes the backend.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from types import TracebackType
 from typing import Any
 
 from ttscale.backends.base import Backend
-from ttscale.errors import BackendError, require
+from ttscale.errors import BackendError, ConfigError, require
 from ttscale.server.service import Settings
 
 KEYS_ENV = "TTSCALE_API_KEYS"
@@ -59,6 +60,40 @@ def keys_from(flag: list[str] | None, env: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(k for k in keys if k))
 
 
+def check_port(host: str, port: int) -> None:
+    """Fail at once, before a model loads, when ``host:port`` cannot be listened on.
+
+    Example:
+        >>> import socket
+        >>> with socket.socket() as taken:
+        ...     taken.bind(("127.0.0.1", 0)); taken.listen()
+        ...     check_port("127.0.0.1", taken.getsockname()[1])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ttscale.errors.ConfigError: port ... on 127.0.0.1 is in use: stop what listens ...
+    """
+    import errno
+    import socket
+
+    if port == 0:
+        return  # the system picks a free one
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot listen on {host!r} ({exc.strerror}): give an address of "
+                          "this machine, e.g. --host 127.0.0.1") from None
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(f"port {port} on {host} is in use: stop what listens "
+                                  "there or choose another with --port") from None
+            raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror}): choose "
+                              "another --host or --port") from None
+
+
 def _config(backend: Backend, settings: Settings, host: str, port: int,
             log_level: str) -> Any:
     uvicorn: Any = require("uvicorn", "server")
@@ -66,8 +101,9 @@ def _config(backend: Backend, settings: Settings, host: str, port: int,
 
     return uvicorn.Config(
         create_app(backend, settings), host=host, port=port, log_level=log_level,
-        # in-flight requests get as long to finish as any request may take
-        timeout_graceful_shutdown=max(1, int(settings.timeout)),
+        # the requests of connected clients get this long to finish, then are cancelled
+        timeout_graceful_shutdown=max(1, round(min(settings.timeout,
+                                                   settings.shutdown_timeout))),
         # keep-alive connections idle this long are closed; clients reconnect silently
         timeout_keep_alive=5,
     )

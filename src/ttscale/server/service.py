@@ -12,15 +12,17 @@ Choosing the strategy, most specific first:
    majority over at most 2 / 8 / 32 samples without one (capped at ``max_n``);
 4. the server's default (``--default-strategy``, majority@8).
 
-``solve`` runs in a worker thread; its progress messages come back to the event loop as
-``Event``s, which is what lets a stream show progress while the samples are drawn.
+``solve`` runs in a worker thread; its progress messages and the text of the traces as
+they are decoded come back to the event loop as ``Event``s, which is what lets a stream
+show the work while the samples are drawn. Each job has a cancel token
+(``ttscale.cancel``): a client that leaves, a deadline or a shutdown sets it, and the
+backend stops the generation in flight at its next token.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ from typing import Literal
 
 from ttscale.backends.base import Backend
 from ttscale.budget import Budget
+from ttscale.cancel import Cancel
 from ttscale.errors import ConfigError, TtscaleError
 from ttscale.planner.effort import EFFORT_SAMPLES, effort_strategy
 from ttscale.registry import strategies
@@ -82,10 +85,6 @@ class ShuttingDown(ApiError):
     code = "shutting_down"
 
 
-class _Cancelled(Exception):
-    """Raised inside a worker's progress callback once nobody waits for its result."""
-
-
 @dataclass(frozen=True)
 class Settings:
     """Server-wide defaults and limits; every field is checked when it is built.
@@ -111,11 +110,14 @@ class Settings:
     max_budget: int | None = None
     timeout: float = 600.0
     max_body_bytes: int = 1_000_000
+    # on shutdown, the longest the requests of clients still connected may take to finish;
+    # then they are cancelled (those of clients gone were cancelled when they left)
+    shutdown_timeout: float = 30.0
     temperature: float = 0.7
 
     def __post_init__(self) -> None:
         for name in ("max_concurrency", "max_n", "max_tokens", "default_max_tokens",
-                     "max_budget", "timeout", "max_body_bytes"):
+                     "max_budget", "timeout", "max_body_bytes", "shutdown_timeout"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"{name} must be a positive number, got {value}")
@@ -289,13 +291,15 @@ def plan(*, question: str, model: str, served: Sequence[str], settings: Settings
 
 @dataclass(frozen=True)
 class Event:
-    """Something a job reports: ``queued``, ``started``, ``progress``, then ``result`` or
-    ``error`` (always last)."""
+    """Something a job reports: ``queued``, ``started``, ``progress`` and ``text`` (a piece
+    of trace ``trace`` as it is decoded, in ``message``), then ``result`` or ``error``
+    (always last)."""
 
-    kind: Literal["queued", "started", "progress", "result", "error"]
+    kind: Literal["queued", "started", "progress", "text", "result", "error"]
     message: str = ""
     result: Result | None = None
     error: BaseException | None = None
+    trace: int = 0
 
 
 class Job:
@@ -307,7 +311,7 @@ class Job:
         self.timeout = timeout
         self.progress = progress  # whether anyone reads queued / started / progress events
         self.started = False
-        self.cancelled = threading.Event()  # read by the worker thread
+        self.token = Cancel()  # read by the worker thread and the backend
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
@@ -315,9 +319,10 @@ class Job:
         if self.progress or event.kind in ("result", "error"):
             self._events.put_nowait(event)
 
-    def cancel(self) -> None:
-        """Nobody waits any more: stop waiting for a slot, or stop between phases."""
-        self.cancelled.set()
+    def cancel(self, reason: str = "nobody waits for the answer") -> None:
+        """Nobody waits any more: stop waiting for a slot, or stop the generation in
+        flight at its next token."""
+        self.token.set(reason)
         if not self.started and self._task is not None:
             self._task.cancel()
 
@@ -347,7 +352,8 @@ class Service:
     """Runs plans on one shared backend: at most ``max_concurrency`` at once, at most
     ``max_queue`` waiting; one more is refused with ``QueueFull``.
 
-    A timed-out request keeps its slot until its worker stops (at the next phase of the
+    A cancelled request (timed out, its client gone) keeps its slot until its worker stops
+    (the backend stops at the next token; a backend that cannot, at the next phase of the
     strategy), so the backend never holds more than ``max_concurrency`` solves.
     """
 
@@ -364,6 +370,7 @@ class Service:
         self._sem = asyncio.Semaphore(settings.max_concurrency)
         self._pool = ThreadPoolExecutor(settings.max_concurrency, thread_name_prefix="solve")
         self._tasks: set[asyncio.Task[None]] = set()
+        self._jobs: set[Job] = set()
 
     @property
     def queued(self) -> int:
@@ -381,6 +388,7 @@ class Service:
         task = loop.create_task(self._start(job))
         job._task = task
         self._tasks.add(task)  # the loop keeps only a weak reference to tasks
+        self._jobs.add(job)
         task.add_done_callback(lambda t: self._started(job, t))
         return job
 
@@ -388,6 +396,7 @@ class Service:
         self._tasks.discard(task)
         if not job.started:  # cancelled while waiting (or before it ran): never held a slot
             self.admitted -= 1
+            self._jobs.discard(job)
 
     async def _start(self, job: Job) -> None:
         if self._sem.locked():
@@ -410,15 +419,17 @@ class Service:
         p = job.plan
 
         def progress(message: str) -> None:
-            if job.cancelled.is_set():
-                raise _Cancelled
             if job.progress:  # waking the event loop costs time when nobody reads it
                 _call_soon(loop, job.emit, Event("progress", message))
+
+        def text(trace: int, piece: str) -> None:
+            _call_soon(loop, job.emit, Event("text", piece, trace=trace))
 
         return solve(p.question, backend=self.backend, strategy=p.strategy, n=p.n,
                      budget=p.budget, verifier=p.verifier, temperature=p.temperature,
                      top_p=p.top_p, max_tokens=p.max_tokens, seed=p.seed, stop=p.stop,
-                     progress=progress)
+                     progress=progress, cancel=job.token,
+                     on_text=text if job.progress else None)
 
     def _release(self) -> None:
         self._sem.release()
@@ -427,6 +438,7 @@ class Service:
 
     def _settle(self, job: Job, future: Future[Result]) -> None:
         self._release()
+        self._jobs.discard(job)
         exc = future.exception()
         if exc is None:
             result = future.result()
@@ -436,8 +448,14 @@ class Service:
         else:
             job.emit(Event("error", str(exc), error=exc))
 
+    def cancel_all(self, reason: str = "the server is shutting down") -> None:
+        """Cancel every admitted job (call on the event loop)."""
+        for job in list(self._jobs):
+            job.cancel(reason)
+
     def close(self) -> None:
-        """Wait for the workers still running (timed-out requests finish their phase)."""
+        """Wait for the workers still running: cancelled ones stop at the backend's next
+        token (or the strategy's next phase)."""
         self._pool.shutdown(wait=True)
 
 
