@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ttscale.backends.llamacpp import parse_logprobs
 from ttscale.errors import ConfigError, TtscaleError
 from ttscale.types import Prompt, TokenLogprob
 
@@ -62,9 +61,14 @@ def parse_choice_logprobs(block: Any, top_k: int) -> tuple[TokenLogprob, ...] | 
     if not isinstance(block, dict):
         return None
     if "content" in block:
-        _count, lps = parse_logprobs(block, True)
-        assert lps is not None  # parse_logprobs returns them when asked to
-        return tuple(TokenLogprob(t.token, t.logprob, t.top[:top_k]) for t in lps)
+        # One object per token, alternatives cut as they are read: a busy controller
+        # parses hundreds of thousands of tokens a second.
+        return tuple(
+            TokenLogprob(t.get("token", ""), float(t.get("logprob", 0.0)),
+                         tuple((c.get("token", ""), float(c.get("logprob", 0.0)))
+                               for c in (t.get("top_logprobs") or ())[:top_k])
+                         if top_k else ())
+            for t in block.get("content") or ())
     if "tokens" in block:
         tokens = block.get("tokens") or []
         values = block.get("token_logprobs") or []

@@ -77,6 +77,18 @@ def eval_command(
         help="CPU threads for llamacpp (default: all cores).", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print the curve points as JSON lines, nothing else.")] = False,
+    top_logprobs: Annotated[int, typer.Option(
+        help="Alternatives kept per token (DeepConf reads them); 0 keeps the sampled "
+             "token's log-probability only, a fifth of the bytes at scale.")] = 5,
+    ray: Annotated[bool, typer.Option(
+        "--ray", help="Run the questions on a Ray cluster (pip install 'ttscale[ray]'): a "
+                      "local one, or the one at --ray-address.")] = False,
+    ray_address: Annotated[str | None, typer.Option(
+        help="The Ray cluster to use (auto, or ray://HEAD:10001); implies --ray.",
+        show_default=False)] = None,
+    ray_workers: Annotated[int | None, typer.Option(
+        help="Ray actors, each with its own backend (default: one per CPU of the cluster).",
+        show_default=False)] = None,
     # for the tests: seconds each call of the scripted fake backend takes
     fake_delay: Annotated[float, typer.Option(hidden=True)] = 0.0,
 ) -> None:
@@ -108,7 +120,9 @@ def eval_command(
                                verifier=verifier, temperature=temperature, top_p=top_p,
                                max_tokens=max_tokens, concurrency=concurrency,
                                resamples=resamples, progress=progress,
-                               backend_options={"delay": fake_delay} if fake_delay else None)
+                               backend_options={"delay": fake_delay} if fake_delay else None,
+                               top_logprobs=top_logprobs, ray=ray_address or ray or None,
+                               ray_workers=ray_workers)
         except KeyboardInterrupt:
             interrupted(out, err)
             raise

@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 from ttscale.errors import ConfigError
 from ttscale.evaluation.datasets import Problem
-from ttscale.evaluation.harness import VERIFIED, EvalConfig, EvalOutcome, Tick
+from ttscale.evaluation.harness import (
+    SAMPLES_PER_REQUEST,
+    VERIFIED,
+    EvalConfig,
+    EvalOutcome,
+    Tick,
+)
 from ttscale.evaluation.options import (
     ADAPTIVE,
     model_identity,
@@ -43,6 +49,10 @@ if TYPE_CHECKING:
     from ttscale.evaluation.replay.verifiers import Comparison
 
 DEFAULT_RULES = ("budgeted",)
+# Requests in flight to one server, at most: httpx's connection pool looks at every
+# connection for every request, so past a few hundred the client spends its time there
+# (measured in bench/controller_throughput.py); a server batches 256 sequences anyway.
+MAX_REQUESTS = 256
 DEFAULT_CONFIDENCE = ("eta=0.1", "eta=0.9")  # DeepConf-low and -high, as in the paper
 
 
@@ -71,7 +81,8 @@ def evaluate(dataset: str, out: str | Path, *, strategies: str | Sequence[str] =
              threads: int | None = None, verifier: str | None = None,
              temperature: float | str = 0.7, top_p: float = 1.0, max_tokens: int = 1024,
              concurrency: int = 4, resamples: int = 200, report_files: bool = True,
-             backend_options: dict[str, Any] | None = None,
+             backend_options: dict[str, Any] | None = None, top_logprobs: int = 5,
+             ray: str | bool | None = None, ray_workers: int | None = None,
              progress: ProgressFn | None = None) -> EvalRun:
     """Evaluate strategies on a dataset into the run directory ``out``: generate what is
     missing (every sample stored as it arrives, so a stopped run resumes and a larger n
@@ -80,6 +91,11 @@ def evaluate(dataset: str, out: str | Path, *, strategies: str | Sequence[str] =
     position (``0-39``) or id, ``temperature`` a number or ``"auto"`` (chosen without labels
     by TURN before the run). ``report_files`` writes results.jsonl, curves.png and
     report.html. ``backend_options`` go to the backend (e.g. ``delay`` of ``fake``).
+    ``top_logprobs`` alternatives are kept per token (0: the sampled token's only).
+    ``ray`` runs the questions on a Ray cluster (``True``: a local one; an address such as
+    ``ray://head:10001`` or ``auto``: that cluster), ``ray_workers`` actors each owning a
+    backend (default: one per CPU); the run store stays here (:mod:`ttscale.evaluation.
+    distributed`).
 
     Example:
         >>> import tempfile
@@ -102,7 +118,7 @@ def evaluate(dataset: str, out: str | Path, *, strategies: str | Sequence[str] =
     cfg = EvalConfig(strategies=tuple(specs), ns=tuple(parse_ns(ns)), seeds=seeds,
                      temperature=0.7 if fixed is None else fixed, top_p=top_p,
                      max_tokens=max_tokens, verifier=verifier, concurrency=concurrency,
-                     resamples=resamples)
+                     resamples=resamples, top_logprobs=top_logprobs)
     problems = select_problems(dataset, split, limit, ids, question_field, answer_field,
                                dataset_options)
     name, sha = model_identity(backend, model, base_url)
@@ -123,6 +139,14 @@ def evaluate(dataset: str, out: str | Path, *, strategies: str | Sequence[str] =
         cfg, be = _run_temperature(out, cfg, problems, load, settings_of, progress)
     with Store.open(out, settings_of(cfg)) as store:
         check_same_questions(store, problems)
+        if ray:
+            if be is not None:
+                be.close()  # the workers build their own
+            outcome = _generate_on_ray(ray, cfg, store, problems, backend, sha, progress,
+                                       _backend_options(cfg, backend, model, base_url,
+                                                        threads or 1, backend_options or {},
+                                                        per_worker=True), ray_workers)
+            return _summary(out, cfg, outcome, [p.id for p in problems], report_files)
         be = be or load()
         cached = CachedBackend(be, store, sha)
         try:
@@ -132,8 +156,25 @@ def evaluate(dataset: str, out: str | Path, *, strategies: str | Sequence[str] =
     return _summary(out, cfg, outcome, [p.id for p in problems], report_files)
 
 
+def _generate_on_ray(address: str | bool, cfg: EvalConfig, store: Any,
+                     problems: Sequence[Problem], backend: str, sha: str,
+                     progress: ProgressFn | None, options: dict[str, Any],
+                     workers: int | None) -> EvalOutcome:
+    from ttscale.evaluation.distributed import run_on_ray
+
+    report(progress, "loading", "starting the Ray workers (each loads its own backend)...")
+
+    def tick(t: Tick) -> None:
+        report(progress, "eval", done=t.done, total=t.total, new_tokens=t.new_tokens,
+               unit="questions")
+
+    return run_on_ray(address, cfg, store, problems, backend=backend, options=options,
+                      sha=sha, workers=workers, on_tick=tick)
+
+
 def _backend_options(cfg: EvalConfig, backend: str, model: str | None, base_url: str | None,
-                     threads: int | None, extra: dict[str, Any]) -> dict[str, Any]:
+                     threads: int | None, extra: dict[str, Any], *,
+                     per_worker: bool = False) -> dict[str, Any]:
     if backend == "llamacpp":
         # one slot per sample in flight; every slot holds a prompt, a trace and a verdict,
         # or the longest request of a strategy that shows earlier traces (RSA, revision)
@@ -142,11 +183,17 @@ def _backend_options(cfg: EvalConfig, backend: str, model: str | None, base_url:
 
         ctx = max([cfg.max_tokens + 1024] + [
             context_tokens(make_strategy(s, cfg.n_max), cfg.max_tokens) for s in cfg.solved])
+        # a Ray worker evaluates one question at a time
+        in_flight = 1 if per_worker else cfg.concurrency
         opts: dict[str, Any] = {"model": model, "threads": threads,
-                                "parallel": min(32, cfg.concurrency * cfg.n_max),
+                                "parallel": min(32, in_flight * cfg.n_max),
                                 "ctx_per_slot": ctx}
     elif backend == "openai":
-        opts = {"model": model, "base_url": base_url}
+        # every question's requests in flight at once (a server batches them; the
+        # backend's default of 16 would keep a fleet idle)
+        per_question = -(-cfg.n_max // SAMPLES_PER_REQUEST) * cfg.seeds
+        opts = {"model": model, "base_url": base_url,
+                "concurrency": min(MAX_REQUESTS, max(16, cfg.concurrency * per_question))}
     else:
         opts = {}
     opts.update(extra)

@@ -77,6 +77,9 @@ smallest to largest, e.g. 1,2,4,8
     concurrency: int = 2
     resamples: int = 200
     replay_seed: int = 0
+    # alternatives kept per token; 0 keeps the sampled token's log-probability only (a
+    # fifth of the bytes to parse and store, for runs at thousands of samples a second)
+    top_logprobs: int = 5
 
     def __post_init__(self) -> None:
         if not self.ns or any(k <= 0 for k in self.ns):
@@ -113,9 +116,11 @@ smallest to largest, e.g. 1,2,4,8
     @property
     def sampling(self) -> SamplingParams:
         """The parameters of every sample (``n`` and ``seed`` set per call). The top-5
-        log-probabilities of every token are kept for confidence-based methods."""
+        log-probabilities of every token are kept for confidence-based methods (unless
+        ``top_logprobs`` says otherwise)."""
         return SamplingParams(n=1, temperature=self.temperature, top_p=self.top_p,
-                              max_tokens=self.max_tokens, logprobs=True, top_logprobs=5)
+                              max_tokens=self.max_tokens, logprobs=True,
+                              top_logprobs=self.top_logprobs)
 
     @property
     def replayed(self) -> tuple[str, ...]:
@@ -193,7 +198,8 @@ class Harness:
     """
 
     def __init__(self, cfg: EvalConfig, backend: CachedBackend, store: Store,
-                 on_tick: Callable[[Tick], None] | None = None) -> None:
+                 on_tick: Callable[[Tick], None] | None = None, *,
+                 verifier: Verifier | None = None) -> None:
         self.cfg = cfg
         self.backend = backend
         self.store = store
@@ -205,13 +211,18 @@ class Harness:
         self._lock = threading.Lock()
         if cfg.verifier is not None:
             # The verifier calls the backend itself: its scores are stored, not its samples.
-            self.verifier = build_verifier(cfg.verifier, backend.backend)
+            # A Ray worker passes the one it built once for all its questions.
+            self.verifier = verifier or build_verifier(cfg.verifier, backend.backend)
             bind_verifier(store, cfg, self.verifier)
             self.guide = CachedVerifier(self.verifier, store,
                                         verifier_identity(self.verifier, cfg.verifier))
 
     def run(self, problems: Sequence[Problem]) -> EvalOutcome:
         """Generate, score and record every question; resumable at any point."""
+        from ttscale.evaluation.controller import run_async, usable
+
+        if usable(self):  # many requests in flight from one event loop, one store writer
+            return run_async(self, problems)
         self.store.put_questions([QuestionRow(p.id, p.question, p.gold, dict(p.meta))
                                   for p in problems])
         start = time.perf_counter()

@@ -13,6 +13,7 @@ run generated on a GPU machine thus joins the one being analysed on a laptop.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -186,3 +187,61 @@ def _has_tree(conn: Any, line: dict[str, Any]) -> bool:
     return conn.execute("SELECT 1 FROM trees WHERE question_id=? AND strategy=? AND tree=?",
                         (line["question_id"], line["strategy"], line["tree"])).fetchone() \
         is not None
+
+
+def rows_of(store: Store) -> list[dict[str, Any]]:
+    """Every row of ``store`` as the export writes it (settings excepted): what a Ray worker
+    sends back to the driver, which alone writes the run store.
+
+    Example:
+        >>> import tempfile
+        >>> with Store.open(tempfile.mkdtemp(), {"kind": "eval"}) as s:
+        ...     _ = s.bind("verifier:x", "head a")
+        ...     [r["table"] for r in rows_of(s)]
+        ['bindings']
+    """
+    return [line for line in _lines(store, True) if "table" in line]
+
+
+def merge_rows(store: Store, rows: list[dict[str, Any]]) -> Counter[str]:
+    """Merge rows from :func:`rows_of` into ``store`` in one transaction, by their unique
+    keys (a row already there is kept); the rows that were new, per table."""
+    return +_write(store, [(r["table"], r) for r in rows], Path("the rows merged"))
+
+
+def question_rows(store: Store, question_id: str, question: str) -> list[dict[str, Any]]:
+    """What ``store`` holds of one question: the question, the bindings, the generations
+    whose prompt holds its text (its samples, a search's partial answers) with their
+    scores, its result rows and trees. Seeds a worker's private store, so a resumed question
+    continues where it stopped.
+
+    Example:
+        >>> import tempfile
+        >>> from ttscale.evaluation.runs.store import QuestionRow
+        >>> with Store.open(tempfile.mkdtemp(), {"kind": "eval"}) as s:
+        ...     _ = s.put_questions([QuestionRow("q0", "1+1?", "2"), QuestionRow("q1", "3?", "3")])
+        ...     [r["id"] for r in question_rows(s, "q1", "3?")]
+        ['q1']
+    """
+    # the text as it appears inside the stored prompt's JSON
+    inside = json.dumps(question.strip(), ensure_ascii=False)[1:-1]
+    gen = ", ".join(f"g.{c}" for c in _COLUMNS["generations"])
+    score = ", ".join(f"g.{c}" for c in _KEY) + ", " + ", ".join(
+        f"s.{c}" for c in _COLUMNS["scores"])
+    queries = (
+        ("questions", f"SELECT {', '.join(_COLUMNS['questions'])} FROM questions WHERE id=?",
+         (question_id,), _COLUMNS["questions"]),
+        ("bindings", f"SELECT {', '.join(_COLUMNS['bindings'])} FROM bindings", (),
+         _COLUMNS["bindings"]),
+        ("generations", f"SELECT {gen} FROM generations g WHERE instr(g.prompt, ?) > 0 "
+         "ORDER BY g.id", (inside,), _COLUMNS["generations"]),
+        ("scores", f"SELECT {score} FROM scores s JOIN generations g ON g.id = "
+         "s.generation_id WHERE instr(g.prompt, ?) > 0 ORDER BY g.id", (inside,),
+         _KEY + _COLUMNS["scores"]),
+        ("results", f"SELECT {', '.join(_COLUMNS['results'])} FROM results WHERE "
+         "question_id=? ORDER BY id", (question_id,), _COLUMNS["results"]),
+        ("trees", f"SELECT {', '.join(_COLUMNS['trees'])} FROM trees WHERE question_id=? "
+         "ORDER BY id", (question_id,), _COLUMNS["trees"]),
+    )
+    return [{"table": table, **dict(zip(names, row, strict=True))}
+            for table, sql, args, names in queries for row in store.query(sql, args)]

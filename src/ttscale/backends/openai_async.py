@@ -1,0 +1,69 @@
+"""Requests to an OpenAI-compatible server without a thread waiting on each.
+
+``OpenAIBackend.generate`` blocks its caller until the answer is back, which is right for a
+strategy and wrong for a controller with a thousand requests in flight: a thousand threads
+each waiting on one. :func:`submit` starts the same batched call on the backend's own event
+loop and returns a future at once; the evaluation controller awaits many of them from one
+event loop of its own (``asyncio.wrap_future``). Requests, retries, ``n`` handling, seeds and
+accounting are the backend's, unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ttscale.backends.openai import OpenAIBackend
+from ttscale.backends.openai_wire import RequestStats
+from ttscale.errors import BackendError
+from ttscale.params import SamplingParams
+from ttscale.types import GenerateOutput, Generation, Prompt, Usage
+
+
+def can_submit(backend: Any) -> bool:
+    """Whether :func:`submit` can drive ``backend``.
+
+    Example:
+        >>> from ttscale.backends.fake import FakeBackend
+        >>> can_submit(FakeBackend())
+        False
+    """
+    return isinstance(backend, OpenAIBackend)
+
+
+def submit(backend: OpenAIBackend, prompts: Sequence[Prompt],
+           params: SamplingParams) -> concurrent.futures.Future[GenerateOutput]:
+    """``backend.generate(prompts, params)`` started now, its output in the future returned;
+    cancelling the future cancels the requests (the server sees the client go).
+
+    Example:
+        >>> fut = submit(be, [Chat.user("2+2?")], SamplingParams(n=4))  # doctest: +SKIP
+        >>> len(fut.result().generations[0])  # doctest: +SKIP
+        4
+    """
+    if backend._closed:
+        raise BackendError("this OpenAIBackend is closed: create a new one to keep sampling")
+    start = time.perf_counter()
+
+    async def call() -> GenerateOutput:
+        stats = RequestStats()
+        results = await backend._generate(prompts, params, stats)
+        return _output(backend, results, stats, time.perf_counter() - start)
+
+    return asyncio.run_coroutine_threadsafe(call(), backend._loop)
+
+
+def _output(backend: OpenAIBackend, results: list[list[Generation]], stats: RequestStats,
+            seconds: float) -> GenerateOutput:
+    # the same accounting as OpenAIBackend.generate
+    prompt = completion = 0
+    for gens in results:
+        for g in gens:
+            prompt += g.prompt_tokens
+            completion += g.completion_tokens
+    usage = Usage(calls=stats.requests, seconds=seconds) + Usage.of(
+        prompt, completion, backend.params_count, 0.0, calls=0)
+    return GenerateOutput(tuple(tuple(g) for g in results), usage)
