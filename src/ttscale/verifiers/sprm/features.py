@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import os
 import sys
 import time
@@ -326,11 +327,16 @@ class TorchFeatures:
             shared = 0
         else:
             cache, kept = self.prefixes.start_from(entry, shared)
-        out = self.model(input_ids=torch.tensor([ids[shared:]]), past_key_values=cache,
-                         use_cache=True, output_hidden_states=len(layers) > 1)
+        # transformers 5 renamed past_key_values to cache (the old name warns on every
+        # call); 4.x knows only the old one
+        name = ("cache" if "cache" in inspect.signature(self.model.forward).parameters
+                else "past_key_values")
+        out = self.model(input_ids=torch.tensor([ids[shared:]]), use_cache=True,
+                         output_hidden_states=len(layers) > 1, **{name: cache})
         new = {w: (out.last_hidden_state if w == layers[-1]
                    else self.model.norm(out.hidden_states[w]))[0] for w in layers}
         states = {w: new[w] if kept[w] is None else torch.cat([kept[w], new[w]])
                   for w in layers}
-        self.prefixes.add(Prefix(ids, out.past_key_values, states), layers)
+        self.prefixes.add(Prefix(ids, out[name] if name in out else out.past_key_values,
+                                 states), layers)
         return states, len(ids) - shared
