@@ -147,3 +147,15 @@ def test_writer_commits_what_is_queued_when_closed(tmp_path: Path) -> None:
         writer.close()
         assert all(f.done() for f in futures) and len(store.results()) == 50
         assert writer.stats.commits < 50  # batched
+
+
+def test_evaluate_from_inside_a_running_event_loop(standin: str, tmp_path: Path) -> None:
+    """A notebook or an async app calls evaluate with its own loop running."""
+    import asyncio
+
+    async def inside() -> int:
+        run = evaluate("gsm8k", tmp_path, limit=5, ns=[1, 2], backend="openai",
+                       base_url=standin, report_files=False)
+        return run.outcome.new_samples
+
+    assert asyncio.run(inside()) == 10

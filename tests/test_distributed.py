@@ -117,3 +117,31 @@ def test_ray_run_equals_plain_run_and_survives_a_killed_worker(tmp_path: Path) -
                                        "FROM results ORDER BY question_id, n")
     assert results == stored(tmp_path / "plain", "SELECT question_id, strategy, n, seed, "
                                                  "answer FROM results ORDER BY question_id, n")
+
+
+def _one_line_error(*args: str) -> str:
+    import shutil
+    import subprocess
+
+    exe = Path(sys.executable).parent / "ttscale"
+    cmd = [str(exe) if exe.exists() else str(shutil.which("ttscale")), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[-1].startswith("error: "), proc.stderr
+    return lines[-1]
+
+
+def test_the_cli_names_an_unreachable_ray_address_and_a_missing_vllm(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    line = _one_line_error("eval", "--dataset", "gsm8k", "--limit", "1", "--n", "1",
+                           "--backend", "fake", "--ray-address", "127.0.0.1:9",
+                           "--out", str(tmp_path / "a"))
+    assert "no Ray cluster answers at 127.0.0.1:9" in line and "--ray-address" in line
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        line = _one_line_error("eval", "--dataset", "gsm8k", "--limit", "1", "--n", "1",
+                               "--backend", "vllm", "--model", "Qwen/Qwen2.5-1.5B-Instruct",
+                               "--out", str(tmp_path / "b"))
+        assert "pip install 'ttscale[vllm]'" in line

@@ -29,10 +29,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ttscale.answers import extract_answer, solve_prompt
+from ttscale.backends.base import wait_for
 from ttscale.backends.openai_async import can_submit, submit
 from ttscale.evaluation.datasets import Problem
 from ttscale.evaluation.runs.cache import missing_runs
@@ -89,7 +91,14 @@ def run_async(harness: Harness, problems: Sequence[Problem]) -> EvalOutcome:
     start = time.perf_counter()
     counts = _Counts()
     with StoreWriter(harness.store) as writer:
-        asyncio.run(_Run(harness, writer, counts, len(problems)).all(problems))
+        work = _Run(harness, writer, counts, len(problems)).all(problems)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # the usual case: no loop in this thread
+            asyncio.run(work)
+        else:  # called from a notebook or an async app: a loop of its own, in a thread
+            with ThreadPoolExecutor(1, thread_name_prefix="ttscale-controller") as pool:
+                wait_for(pool.submit(asyncio.run, work))
     return EvalOutcome(len(problems), counts.new_samples, counts.replayed, counts.new_usage,
                        time.perf_counter() - start)
 
