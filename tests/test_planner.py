@@ -194,3 +194,31 @@ def test_auto_on_the_real_small_model() -> None:
     assert r.notes[0].startswith("no plan ships for smollm2-135m")
     assert r.usage.total_tokens == sum(t.completion_tokens for t in r.traces) + \
         r.usage.prompt_tokens
+
+
+def test_effort_levels_are_chosen_per_fold_and_rise_with_effort() -> None:
+    qs = _questions(count=20)
+    low, medium, high = cross_fit(qs, Costs(), ["low", "medium", "high"], unit="tokens",
+                                  folds=4, orders=8)
+    assert low.mean("tokens") <= medium.mean("tokens") <= high.mean("tokens")
+    assert low.budget <= medium.budget <= high.budget  # the budgets the folds resolved to
+    with pytest.raises(ConfigError, match="unknown effort 'max'"):
+        cross_fit(qs, Costs(), ["max"], unit="tokens", folds=4, orders=8)
+
+
+def test_a_fitted_plan_keeps_agreement_rules_and_held_out_figures(tmp_path: Path) -> None:
+    plan = fit_plan(_questions(count=16), Costs(), model="m", model_sha256=None,
+                    verifier=None, unit="tokens", folds=4, orders=8)
+    path = plan.save(tmp_path / "m.plan.json")
+    back = load_plan(path)
+    assert back.points == plan.points  # the rule and the cost's error survive the file
+    costs = [p.upper("tokens") for p in back.points]
+    accs = [p.accuracy for p in back.points]
+    assert costs == sorted(costs) and accs == sorted(accs)  # a frontier: none dominated
+    assert all(p.cost_rse >= 0 for p in back.points)
+    # every effort level's budget selects a point that costs what it says, one error up
+    for effort in ("low", "medium", "high"):
+        assert back.select(back.effort_budget(effort), "tokens").upper("tokens") <= \
+            back.effort_budget(effort) + 1e-9
+    text = path.read_text()
+    assert '["majority"' in text or '["sample"' in text  # a table row on one line

@@ -25,10 +25,12 @@ from ttscale.planner.calibration import (
     default_stages,
     trajectories,
 )
-from ttscale.planner.fit import choose, fit_predictors, play, sample_worth, sweep
+from ttscale.planner.candidates import Candidate, candidates, choose, effort_choice
+from ttscale.planner.fit import fit_predictors, play, sample_worth
 from ttscale.planner.plan import CURRENCIES, Plan, Point
 from ttscale.planner.signals import auroc_table
 
+EFFORTS = ("low", "medium", "high")
 BUDGET_MULTIPLES = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0,
                     80.0, 128.0)
 
@@ -67,11 +69,15 @@ def check_currency(unit: str) -> None:
         raise ConfigError(f"unknown currency {unit!r}: choose one of {', '.join(CURRENCIES)}")
 
 
-def cross_fit(questions: Sequence[CalQuestion], costs: Costs, budgets: Sequence[float], *,
+def cross_fit(questions: Sequence[CalQuestion], costs: Costs,
+              budgets: Sequence[float | str], *,
               unit: str = "flops", stages: Sequence[int] | None = None, folds: int = 10,
               orders: int = 32, seed: int = 0, bins: int = 5,
               tr: Trajectories | None = None) -> list[HeldOut]:
-    """``auto`` replayed at each budget (in ``unit``, mean per question), cross-fitted.
+    """``auto`` replayed at each budget (in ``unit``, mean per question; or an effort level,
+    ``low`` / ``medium`` / ``high``, chosen per fold from its training questions only),
+    cross-fitted: each fold's operating point is the one with the best held-out accuracy on
+    the training questions (:mod:`ttscale.planner.candidates`) within the budget.
 
     Example:
         >>> qs = [CalQuestion(str(i), (0, 0, 1, 0), (i % 2 == 0, i % 2 == 1), (10,) * 4,
@@ -81,6 +87,9 @@ def cross_fit(questions: Sequence[CalQuestion], costs: Costs, budgets: Sequence[
         ([10, 20], 6)
     """
     check_currency(unit)
+    wrong = [b for b in budgets if isinstance(b, str) and b not in EFFORTS]
+    if wrong:
+        raise ConfigError(f"unknown effort {wrong[0]!r}: choose one of {', '.join(EFFORTS)}")
     stages = tuple(stages or default_stages(max(q.n for q in questions)))
     tr = tr or trajectories(questions, stages, orders=orders, seed=seed)
     fold = _folds(len(questions), folds, seed)
@@ -90,13 +99,19 @@ def cross_fit(questions: Sequence[CalQuestion], costs: Costs, budgets: Sequence[
     nb = bins
     bin_tok = np.zeros((len(budgets), nb))
     bin_n = np.zeros((len(budgets), nb))
+    spend = np.zeros(len(budgets))  # the budget each fold resolved to, weighted by its size
     for f in np.unique(fold):
         train = fold != f
         test = np.flatnonzero(fold == f)
         fitted = fit_predictors(tr, train, bins)
-        points = sweep(tr, fitted, train, costs, unit)
+        found = candidates(tr, fitted, train, costs, unit, bins=bins, seed=seed)
+        levels = effort_choice(found, unit) if any(isinstance(b, str) for b in budgets) \
+            else {}
         for bi, budget in enumerate(budgets):
-            out = play(tr, fitted, choose(points, budget, unit), test, costs)
+            pick: Candidate = levels[budget] if isinstance(budget, str) else \
+                choose(found, budget, unit)
+            spend[bi] += len(test) * (pick.cost(unit) if isinstance(budget, str) else budget)
+            out = play(tr, fitted, pick.policy, test, costs)
             acc[bi, test] = out.correct.mean(axis=1)
             for u in cost:
                 cost[u][bi, test] = out.costs[u].mean(axis=1)
@@ -105,7 +120,7 @@ def cross_fit(questions: Sequence[CalQuestion], costs: Costs, budgets: Sequence[
                 bin_tok[bi, b] += out.costs["tokens"][inside].sum()
                 bin_n[bi, b] += inside.sum()
     total = bin_n.sum(axis=1, keepdims=True)
-    return [HeldOut(float(budget), unit, tuple(map(float, acc[bi])),
+    return [HeldOut(float(spend[bi] / qn), unit, tuple(map(float, acc[bi])),
                     {u: tuple(map(float, v[bi])) for u, v in cost.items()},
                     tuple(float(bin_tok[bi, b] / bin_n[bi, b]) if bin_n[bi, b] else None
                           for b in range(nb)),
@@ -167,7 +182,7 @@ def fit_plan(questions: Sequence[CalQuestion], costs: Costs, *, model: str,
     tr = trajectories(questions, stages, orders=orders, seed=seed)
     every = np.ones(len(questions), dtype=bool)
     fitted = fit_predictors(tr, every, bins)
-    points = sweep(tr, fitted, every, costs, unit)
+    found = candidates(tr, fitted, every, costs, unit, bins=bins, seed=seed)
     worth = {u: (sample_worth(tr, every, costs, u) if costs.per_token(u)[0] > 0 else 0.0)
              for u in CURRENCY_UNITS}
     vworth = {u: float((tr.vtok[:, :, 0].mean() / stages[0]) * costs.per_token(u)[1])
@@ -175,19 +190,20 @@ def fit_plan(questions: Sequence[CalQuestion], costs: Costs, *, model: str,
     budgets = [m * worth[unit] for m in BUDGET_MULTIPLES if m <= n_max]
     held = cross_fit(questions, costs, budgets, unit=unit, stages=stages, folds=folds,
                      orders=orders, seed=seed, bins=bins, tr=tr)
-    low, mid, high = effort_samples or (2.0, min(8.0, n_max), float(n_max))
+    if effort_samples is not None:
+        efforts = {k: m * worth[unit] for k, m in zip(EFFORTS, effort_samples, strict=True)}
+    else:
+        efforts = {k: c.upper(unit) for k, c in effort_choice(found, unit).items()}
     kept: list[Point] = []
-    for pol, out in sorted(points, key=lambda p: p[1].mean(unit)):
-        point = pol.point(out)
-        if kept and point.accuracy <= kept[-1].accuracy + 1e-12:
-            continue  # dominated: costs more for no more accuracy
-        kept.append(point)
+    for cand in sorted(found, key=lambda c: (c.upper(unit), -c.accuracy)):
+        if kept and cand.accuracy <= kept[-1].accuracy + 1e-12:
+            continue  # dominated: costs more for no more (held-out) accuracy
+        kept.append(cand.point())
     return Plan(
         model=model, model_sha256=model_sha256, verifier=verifier, currency=unit,
         stages=stages, confidence=tr.confidence, predictors=tuple(fitted.predictors),
         points=tuple(kept),
-        efforts={"low": low * worth[unit], "medium": mid * worth[unit],
-                 "high": high * worth[unit]},
+        efforts=efforts,
         costs={**{f"sample_{u}": worth[u] for u in CURRENCY_UNITS},
                **{f"verify_{u}": vworth[u] for u in CURRENCY_UNITS},
                "policy_flops_per_token": costs.policy_flops,

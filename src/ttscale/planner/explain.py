@@ -84,8 +84,9 @@ def explain(plan: Plan, source: str = "the plan") -> str:
     lines.append("Effort levels:")
     for effort, budget in plan.efforts.items():
         point = plan.select(budget, plan.currency)
-        lines.append(f"  {effort}: a mean budget of {budget:.4g} {plan.currency}: expects "
-                     f"{point.accuracy:.1%} at {point.tokens:,.0f} tokens (in-sample). After "
-                     "the probe:")
+        how = f"the agreement rule {point.rule}" if point.rule else "the fitted policy"
+        lines.append(f"  {effort}: a mean budget of {budget:.4g} {plan.currency}: {how}, "
+                     f"expects {point.accuracy:.1%} at {point.tokens:,.0f} tokens (held out). "
+                     "After the probe:")
         lines += [f"    {a}" for a in _probe_actions(plan, point)]
     return "\n".join(lines)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ PLANS_DIR = Path(__file__).resolve().parents[1] / "plans"
 # enough: a question whose samples agree on a wrong answer and one whose samples scatter
 # both predict "probably wrong", but only the second gains from more samples.
 AGREEMENT_EDGES = (3.0, 6.0, 12.0, 24.0)
+_FLAT = re.compile(r"\[\s*\n([^\[\]{}]*?)\n\s*\]")
 
 
 def agreement_bin(bayes: float, edges: Sequence[float] = AGREEMENT_EDGES) -> int:
@@ -79,7 +81,8 @@ class Predictor:
 @dataclass(frozen=True)
 class Point:
     """One operating point: the policy at price ``lam`` (accuracy per sample's worth of
-    compute) and what it is expected to cost and win per question on the calibration data."""
+    compute), or the agreement ``rule`` it writes as a table, and what it is expected to cost
+    and win per question, measured on calibration questions it was not fitted on."""
 
     lam: float
     accuracy: float
@@ -91,9 +94,16 @@ class Point:
     answer_u: tuple[tuple[str, ...], ...]
     v: tuple[tuple[str, ...], ...] = ()
     answer_v: tuple[tuple[str, ...], ...] = ()
+    rule: str = ""  # an agreement rule (adaptive majority as a table); "" for a fitted policy
+    # the standard error of the mean cost over calibration questions, relative to it: a
+    # budget is checked against the cost one standard error up
+    cost_rse: float = 0.0
 
     def cost(self, unit: str) -> float:
         return float(getattr(self, unit))
+
+    def upper(self, unit: str) -> float:
+        return self.cost(unit) * (1.0 + self.cost_rse)
 
 
 @dataclass(frozen=True)
@@ -134,8 +144,8 @@ class Plan:
         return {u: k * self.costs[f"sample_{u}"] for u in CURRENCIES}
 
     def select(self, budget: float, unit: str) -> Point:
-        """The most accurate operating point whose expected mean cost in ``unit`` is within
-        ``budget``; a budget below the probe's cost is refused.
+        """The most accurate operating point whose expected mean cost in ``unit`` (one
+        standard error up) is within ``budget``; a budget below the probe's cost is refused.
 
         Example:
             >>> plan = example_plan()
@@ -156,7 +166,7 @@ class Plan:
                 f"a budget of {budget:.4g} {unit} is below the probe's cost (about {probe:.4g} "
                 f"{unit} for {self.stages[0]} sample{'s' if self.stages[0] > 1 else ''}): ask "
                 f"for at least {probe:.4g}")
-        fits = [p for p in self.points if p.cost(unit) <= budget]
+        fits = [p for p in self.points if p.upper(unit) <= budget]
         if not fits:  # cheaper than every point: the cheapest answers after the probe
             return min(self.points, key=lambda p: p.cost(unit))
         return max(fits, key=lambda p: (p.accuracy, -p.cost(unit)))
@@ -170,7 +180,11 @@ class Plan:
     def to_json(self) -> str:
         out = asdict(self)
         out = {"format": PLAN_FORMAT, **out}
-        return json.dumps(out, indent=1, sort_keys=False) + "\n"
+        text = json.dumps(out, indent=1, sort_keys=False)
+        # a flat array (a policy table's row, a predictor's coefficients) on one line: the
+        # file stays readable and a tenth of the size
+        return _FLAT.sub(lambda m: "[" + " ".join(x.strip() for x in m[1].splitlines()) + "]",
+                         text) + "\n"
 
     def save(self, path: str | Path) -> Path:
         """Write the plan as JSON (through a temporary file, so a kill leaves the old one)."""
@@ -214,7 +228,9 @@ ttscale reads (1): upgrade ttscale or refit the plan
         points = tuple(Point(float(p["lam"]), float(p["accuracy"]), float(p["tokens"]),
                              float(p["flops"]), float(p["seconds"]), float(p["samples"]),
                              _tuples(p["u"]), _tuples(p["answer_u"]), _tuples(p.get("v", ())),
-                             _tuples(p.get("answer_v", ()))) for p in data["points"])
+                             _tuples(p.get("answer_v", ())), str(p.get("rule", "")),
+                             float(p.get("cost_rse", 0.0)))
+                       for p in data["points"])
         plan = Plan(str(data["model"]), data.get("model_sha256"), data.get("verifier"),
                     str(data["currency"]), tuple(int(s) for s in data["stages"]),
                     bool(data.get("confidence", False)), preds, points,
