@@ -161,7 +161,11 @@ def run_on_ray(address: str | bool, cfg: EvalConfig, store: Store,
     tick(Tick(done, len(problems), 0, ""))
     count = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     count = min(count, max(1, len(todo)))
-    actor = ray.remote(num_cpus=1, max_restarts=0)(QuestionWorker)
+    # an in-process vLLM worker takes a GPU of its own where the cluster has them
+    gpus = 1 if backend == "vllm" and ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    if gpus:
+        count = min(count, int(ray.cluster_resources()["GPU"]))
+    actor = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=0)(QuestionWorker)
     settings = dict(store.settings)
 
     def spawn() -> Any:
