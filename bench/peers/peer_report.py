@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -162,7 +163,8 @@ def plot(rs: list[Row], questions: int, title: str, out: Path) -> None:
 
 
 def report(results: Path, order: list[tuple[str, str, bool]], title: str) -> dict[str, Any]:
-    """Write RESULTS' summary (.json) and plot (.png) beside it; return the summary."""
+    """Write RESULTS' summary (.json) and plot (.png) beside it, the plot also into docs/ for
+    docs/peers.md; return the summary."""
     rs, questions = rows(load(results), order)
     summary = {"questions": questions, "rows": [asdict(r) for r in rs],
                "verdict": verdict(rs, questions), "table": table(rs)}
@@ -170,4 +172,6 @@ def report(results: Path, order: list[tuple[str, str, bool]], title: str) -> dic
     Path(f"{base}.summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     if rs:
         plot(rs, questions, title, Path(f"{base}.png"))
+        docs = Path(__file__).resolve().parents[2] / "docs"
+        shutil.copyfile(f"{base}.png", docs / f"peers-{results.stem.removeprefix('peers-')}.png")
     return summary
