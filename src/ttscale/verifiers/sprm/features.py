@@ -337,6 +337,8 @@ class TorchFeatures:
                    else self.model.norm(out.hidden_states[w]))[0] for w in layers}
         states = {w: new[w] if kept[w] is None else torch.cat([kept[w], new[w]])
                   for w in layers}
-        self.prefixes.add(Prefix(ids, out[name] if name in out else out.past_key_values,
-                                 states), layers)
+        kept_cache = out.get(name)  # the old attribute only where the new name is unknown
+        if kept_cache is None:
+            kept_cache = out.past_key_values
+        self.prefixes.add(Prefix(ids, kept_cache, states), layers)
         return states, len(ids) - shared
