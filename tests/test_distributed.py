@@ -106,6 +106,11 @@ def test_ray_run_equals_plain_run_and_survives_a_killed_worker(tmp_path: Path) -
             outcome = run_on_ray(True, cfg, store, problems, backend="llamacpp",
                                  options=options, sha=sha, workers=2, on_tick=tick,
                                  on_start=started, on_lost=lost.append)
+            # run again: every question is complete, so none is sent and no actor starts
+            again = run_on_ray(True, cfg, store, problems, backend="llamacpp",
+                               options=options, sha=sha, workers=2,
+                               on_start=lambda _a: pytest.fail("an actor started"))
+            assert again.new_samples == 0
     finally:
         ray.shutdown()
     assert killed.is_set() and lost, "the worker was not killed while it held a question"

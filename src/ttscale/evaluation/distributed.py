@@ -93,12 +93,13 @@ class QuestionWorker:
         self.backend.close()
 
 
-def _complete(store: Store, cfg: EvalConfig, problem: Problem) -> bool:
-    """Whether every result row the run asks of ``problem`` is stored."""
-    have = {(r.strategy, r.n, r.seed) for r in store.results(RUN_LABEL)
-            if r.question_id == problem.id}
-    return all((s, n, seed) in have for s in cfg.strategies for n in cfg.ns
-               for seed in range(cfg.seeds))
+def _complete(store: Store, cfg: EvalConfig) -> set[str]:
+    """The questions whose every result row the run asks for is stored."""
+    have: dict[str, set[tuple[str, int, int]]] = {}
+    for r in store.results(RUN_LABEL):
+        have.setdefault(r.question_id, set()).add((r.strategy, r.n, r.seed))
+    want = {(s, n, seed) for s in cfg.strategies for n in cfg.ns for seed in range(cfg.seeds)}
+    return {q for q, rows in have.items() if want <= rows}
 
 
 def connect(address: str | bool, workers: int | None) -> Any:
@@ -156,7 +157,8 @@ def run_on_ray(address: str | bool, cfg: EvalConfig, store: Store,
                          for p in problems])
     start = time.perf_counter()
     before = store.count("generations")
-    todo = deque(p for p in problems if not _complete(store, cfg, p))
+    complete = _complete(store, cfg)
+    todo = deque(p for p in problems if p.id not in complete)
     done = len(problems) - len(todo)
     tick(Tick(done, len(problems), 0, ""))
     count = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
