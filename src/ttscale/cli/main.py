@@ -378,7 +378,7 @@ def report_command(
 
     Example: ttscale report runs/gsm8k
     """
-    from ttscale.cli.evaluate import rebuild_report
+    from ttscale.evaluation.api import rebuild_report
 
     with reported():
         if not run_dir.is_dir():
