@@ -27,11 +27,13 @@ seeds and the result rows are those of the threaded path.
 from __future__ import annotations
 
 import asyncio
+import signal
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ttscale.answers import extract_answer, solve_prompt
 from ttscale.backends.base import wait_for
@@ -95,12 +97,30 @@ def run_async(harness: Harness, problems: Sequence[Problem]) -> EvalOutcome:
         try:
             asyncio.get_running_loop()
         except RuntimeError:  # the usual case: no loop in this thread
-            asyncio.run(work)
+            _run_interruptible(work)
         else:  # called from a notebook or an async app: a loop of its own, in a thread
             with ThreadPoolExecutor(1, thread_name_prefix="ttscale-controller") as pool:
                 wait_for(pool.submit(asyncio.run, work))
     return EvalOutcome(len(problems), counts.new_samples, counts.replayed, counts.new_usage,
                        time.perf_counter() - start)
+
+
+def _run_interruptible(work: Any) -> None:
+    """``asyncio.run(work)`` where Ctrl-C always ends in ``KeyboardInterrupt``: asyncio's
+    own handler only cancels the main task, and a signal that lands as that task finishes
+    was lost, so the run went on to exit 0 as if never interrupted."""
+    if threading.current_thread() is not threading.main_thread():
+        asyncio.run(work)
+        return
+
+    def stop(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        asyncio.run(work)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class _Run:
