@@ -16,6 +16,12 @@ Tokens are counted twice: all of them (prompt and completion, the verifier's inc
 search round re-sends each branch's partial answer, and that is charged), and the generated
 (completion) tokens alone, where the compute goes when the backend reuses cached prefixes.
 
+``--by-agreement`` repeats the comparison within two halves of the questions split by how
+much majority's samples agree (the leader's share of all of a question's stored samples,
+label-free): does search pay where the votes scatter, the questions a planner would
+escalate? The split reads every stored sample, more than a planner's probe sees, so it
+favours search.
+
 Writes bench/results/search_vs_sampling.json.
 """
 
@@ -86,6 +92,27 @@ def compare(per: dict[str, tuple[float, float, float, float]], samples: dict[str
             "ci_low": low, "ci_high": high, "note": note}
 
 
+def leader_share(record: QuestionRecord) -> float:
+    """The share of the question's samples that give its most common answer (no label)."""
+    p = prepare([(t.answer, t.tokens, None) for t in record.traces], record.gold)
+    counts = [sum(1 for c in p.classes if c == k) for k in set(p.classes) if k >= 0]
+    return max(counts, default=0) / max(len(p.classes), 1)
+
+
+def halves(samples: dict[str, QuestionRecord], ids: Sequence[str]
+           ) -> dict[str, set[str]]:
+    """The questions split at the median leader share: ``scattered`` below it (ties go to
+    the half that keeps the two closest in size), ``agreeing`` the rest."""
+    share = {q: leader_share(samples[q]) for q in ids if samples[q].traces}
+    order = sorted(share, key=lambda q: share[q])
+    cut = share[order[len(order) // 2]]
+    low = {q for q in order if share[q] < cut}
+    low_eq = low | {q for q in order if share[q] == cut}
+    pick = low if abs(2 * len(low) - len(order)) <= abs(2 * len(low_eq) - len(order)) \
+        else low_eq
+    return {"scattered": pick, "agreeing": set(order) - pick}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("run_dir", type=Path)
@@ -96,6 +123,9 @@ def main() -> int:
                     help="comma list of solved strategies (default: every one in the run)")
     ap.add_argument("--resamples", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--by-agreement", action="store_true",
+                    help="also compare within the questions whose samples scatter and those "
+                         "whose samples agree (split at the median leader share)")
     ap.add_argument("--json", type=Path, default=HERE / "results" / "search_vs_sampling.json")
     args = ap.parse_args()
     settings, records = load_records(args.run_dir)
@@ -142,7 +172,23 @@ def main() -> int:
                   f"{row['majority_k']:5.1f} {row['difference']:+.3f} "
                   f"({row['ci_low']:+.3f}, {row['ci_high']:+.3f}) "
                   f"{row['seconds_per_question']:6.0f} {row['note']}")
-    total = sum(r["seconds"] for r in rows if r["tokens_counted"] == "all")
+    if args.by_agreement:
+        ids = sorted({q for per in groups.values() for q in per})
+        for subset, members in halves(samples, [q for q in ids if q in samples]).items():
+            print(f"\n{subset} half ({len(members)} questions), all tokens counted")
+            for (name, n), per in sorted(groups.items()):
+                sub = {q: v for q, v in per.items() if q in members}
+                if not sub:
+                    continue
+                row = {"strategy": name, "n": n, "tokens_counted": "all", "subset": subset,
+                       **compare(sub, samples, args.resamples, args.seed, False)}
+                rows.append(row)
+                print(f"{name:28} {n:3} {row['questions']:3} {row['accuracy']:8.3f} "
+                      f"{row['tokens']:8,.0f} {row['majority_accuracy']:8.3f} "
+                      f"{row['majority_k']:5.1f} {row['difference']:+.3f} "
+                      f"({row['ci_low']:+.3f}, {row['ci_high']:+.3f}) {row['note']}")
+    total = sum(r["seconds"] for r in rows if r["tokens_counted"] == "all"
+                and "subset" not in r)
     print(f"\ncompute: {total / 3600:.2f} h of wall time stored for these results (questions "
           "in flight together each count their own wall time)")
     args.json.parent.mkdir(parents=True, exist_ok=True)
