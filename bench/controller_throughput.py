@@ -34,7 +34,8 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-BEFORE = "165394a"  # the controller with a thread per sample and a commit per request
+# the controller before log-probabilities were decoded by msgspec and packed for the store
+BEFORE = "a55b99f"
 
 # Run in the child: time every store transaction, then run the CLI; write what was seen.
 CHILD = r"""
@@ -234,14 +235,17 @@ def main() -> None:
     ap.add_argument("--serve-n", type=int, default=4, help="samples per serve request")
     ap.add_argument("--no-serve", action="store_true", help="skip ttscale serve")
     ap.add_argument("--lean", action="store_true",
-                    help="also this checkout with --top-logprobs 0")
+                    help="also --top-logprobs 0, before and after")
     args = ap.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     sources: list[tuple[str, Path, tuple[str, ...]]] = [("after", ROOT / "src", ())]
     if args.before != "none":
         sources.insert(0, (f"before ({args.before})", worktree(args.before), ()))
     if args.lean:
-        sources.append(("after, top-logprobs 0", ROOT / "src", ("--top-logprobs", "0")))
+        lean = ("--top-logprobs", "0")
+        if args.before != "none":
+            sources.append(("before, top-logprobs 0", sources[0][1], lean))
+        sources.append(("after, top-logprobs 0", ROOT / "src", lean))
     standin, url = start_standin(args.tokens)
     print(f"stand-in {url}; {args.questions} questions x n={args.n.split(',')[-1]}, "
           f"{args.tokens} tokens per sample with top-5 log-probabilities; "

@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import itertools
 import os
 import random
-import re
 import threading
 import time
 from collections.abc import Coroutine, Sequence
@@ -25,7 +25,17 @@ from typing import Any, TypeVar
 
 import httpx
 
-from ttscale.backends.base import WAKE_SECONDS, chat_to_openai, strip_prefill, wait_for
+from ttscale.backends.base import WAKE_SECONDS, strip_prefill, wait_for
+from ttscale.backends.openai_decode import ShapeError, decode_answer
+from ttscale.backends.openai_stream import (
+    completion_counts,
+    completion_path,
+    n_rejected,
+    read_events,
+    request_body,
+    server_message,
+)
+from ttscale.backends.openai_tokens import TokenCounter
 from ttscale.backends.openai_wire import (
     NRejected,
     RequestStats,
@@ -39,11 +49,16 @@ from ttscale.backends.openai_wire import (
     retry_after_seconds,
     split_tokens,
 )
+from ttscale.backends.packed import PackedGeneration
 from ttscale.backends.streaming import StreamedSample, Watch, stream_body, usage_of
 from ttscale.cancel import current
 from ttscale.errors import BackendError, Cancelled, ConfigError
 from ttscale.params import SamplingParams
-from ttscale.types import Chat, GenerateOutput, Generation, Prompt, TokenLogprob, Usage
+from ttscale.types import Chat, GenerateOutput, Generation, Prompt, Usage
+
+# The wire helpers stay importable from here, where they were first defined.
+__all__ = ["DEFAULT_BASE_URL", "OpenAIBackend", "estimate_tokens", "normalize_base_url",
+           "parse_choice_logprobs", "prompt_text", "split_tokens"]
 
 T = TypeVar("T")
 
@@ -51,21 +66,9 @@ DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 # A Retry-After longer than this is a server asking us to go away: fail sooner instead.
 MAX_RETRY_AFTER = 120.0
 CLOSE_SECONDS = 5.0  # the longest close() waits for the loop to wind down, twice
-# llama.cpp rejects n above its slot count with this message; the bound is learned from it.
-_N_LIMIT = re.compile(r"'n'.*?<=\s*value\s*<=\s*(\d+)", re.IGNORECASE | re.DOTALL)
-# Other servers that refuse n > 1 say so naming the field.
-_N_FIELD = re.compile(r"(['\"`]n['\"`]|\bn\b\s*(must|should|is|has|>|<|=))", re.IGNORECASE)
-
-
-def _hit_stop(choice: dict[str, Any]) -> bool | None:
-    """Whether a stop string ended a choice, where the server says: vLLM's ``stop_reason``
-    and SGLang's ``matched_stop`` hold the stop string (a token id or None otherwise)."""
-    if choice.get("finish_reason") == "length":
-        return False
-    for key in ("stop_reason", "matched_stop"):
-        if key in choice:
-            return isinstance(choice[key], str)
-    return None
+# Connections per httpx pool: httpcore scans every connection of its pool for each request
+# and each response, so many requests in flight go through several small pools.
+POOL_CONNECTIONS = 8
 
 
 class OpenAIBackend:
@@ -130,9 +133,7 @@ class OpenAIBackend:
         self._use_n = use_n
         self._auto_n = use_n is None
         self._max_n: int | None = None  # the largest n the server accepts, once learned
-        self._tokenize_style: str | None = None  # "llamacpp" or "vllm" once one worked
-        self._tokenize_ok: bool | None = None
-        self._template_ok: bool | None = None
+        self._counter = TokenCounter(self._post_root, lambda: self.model_id)
         # Read once and kept private: the key must never reach a log or an error message.
         self._api_key = os.environ.get(api_key_env) or None
         self._closed = False
@@ -140,7 +141,8 @@ class OpenAIBackend:
         self._thread = threading.Thread(target=self._loop.run_forever,
                                         name="ttscale-openai", daemon=True)
         self._thread.start()
-        self._client: httpx.AsyncClient = self._run(self._open())
+        self._clients: list[httpx.AsyncClient] = self._run(self._open())
+        self._turn = itertools.cycle(self._clients)
         self.model_id = model or ""
         if model is None:
             try:
@@ -195,16 +197,26 @@ class OpenAIBackend:
             future.cancel()  # e.g. KeyboardInterrupt: stop the requests too
             raise
 
-    async def _open(self) -> httpx.AsyncClient:
+    async def _open(self) -> list[httpx.AsyncClient]:
         # Made on the loop that uses them: asyncio objects belong to one loop.
         self._sem = asyncio.Semaphore(self.concurrency)
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-        return httpx.AsyncClient(
-            headers=headers,
+        pools = -(-self.concurrency // POOL_CONNECTIONS)
+        # One TLS context for every pool: each one loads the CA bundle, tens of ms apiece.
+        verify = httpx.create_ssl_context()
+        # Requests take the pools in turn, so each holds about concurrency / pools
+        # connections; its limit is the whole concurrency, as a turn may run unevenly.
+        return [httpx.AsyncClient(
+            headers=headers, verify=verify,
             timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
             limits=httpx.Limits(max_connections=self.concurrency + 4,
                                 max_keepalive_connections=self.concurrency + 4),
-        )
+        ) for _ in range(pools)]
+
+    @property
+    def _client(self) -> httpx.AsyncClient:
+        """The next pool in turn."""
+        return next(self._turn)
 
     async def _shutdown(self) -> None:
         current = asyncio.current_task()
@@ -212,7 +224,8 @@ class OpenAIBackend:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        await self._client.aclose()
+        for client in self._clients:
+            await client.aclose()
 
     def close(self) -> None:
         """Close the connections and stop the loop thread; calling it again does nothing.
@@ -297,21 +310,6 @@ class OpenAIBackend:
         raise self._error(f"the connection to the server at {self.base_url} failed after "
                           f"{tries} {plural} ({failure}): check that it is running")
 
-    @staticmethod
-    def _server_message(response: httpx.Response) -> str | None:
-        """The error text of a JSON error answer; None when the answer is not JSON."""
-        try:
-            data = response.json()
-        except ValueError:
-            return None
-        if isinstance(data, dict):
-            err = data.get("error", data.get("detail", data.get("message")))
-            if isinstance(err, dict):
-                err = err.get("message", err)
-            if err is not None:
-                return str(err)
-        return str(data)
-
     def _rejected(self, response: httpx.Response, message: str | None) -> BackendError:
         if message is None:  # an HTML 404 page and the like: not an OpenAI server
             return self._shape_error(
@@ -341,7 +339,7 @@ class OpenAIBackend:
     async def _detect_model(self) -> str:
         response = await self._send("GET", self.base_url + "/models")
         if response.status_code >= 400:
-            raise self._rejected(response, self._server_message(response))
+            raise self._rejected(response, server_message(response))
         data = self._json(response).get("data")
         if not isinstance(data, list):
             raise self._shape_error("GET /models has no data list")
@@ -370,18 +368,7 @@ class OpenAIBackend:
         return self._run(self._count_tokens(prompt))
 
     async def _count_tokens(self, prompt: Prompt) -> int:
-        if self._tokenize_ok is False:
-            return estimate_tokens(prompt_text(prompt))
-        try:
-            if isinstance(prompt, Chat):
-                count = await self._count_chat(prompt)
-            else:
-                count = await self._tokenize(prompt)
-        except TokenizeUnavailable:
-            self._tokenize_ok = False
-            return estimate_tokens(prompt_text(prompt))
-        self._tokenize_ok = True
-        return count
+        return await self._counter.count(prompt)
 
     async def _post_root(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST to a non-OpenAI endpoint of the server; TokenizeUnavailable if it has none."""
@@ -395,56 +382,6 @@ class OpenAIBackend:
         if not isinstance(data, dict):
             raise TokenizeUnavailable(path)
         return data
-
-    @staticmethod
-    def _token_count(data: dict[str, Any]) -> int:
-        if isinstance(data.get("count"), int):
-            return int(data["count"])
-        tokens = data.get("tokens")
-        if not isinstance(tokens, list):
-            raise TokenizeUnavailable("tokens")
-        return len(tokens)
-
-    async def _tokenize(self, text: str) -> int:
-        # llama.cpp's body first: vLLM rejects it, whereas llama.cpp answers vLLM's body
-        # with an empty token list instead of an error.
-        if self._tokenize_style in (None, "llamacpp"):
-            try:
-                count = self._token_count(await self._post_root(
-                    "/tokenize", {"content": text, "add_special": True, "parse_special": True}))
-                if count or not text:
-                    self._tokenize_style = "llamacpp"
-                    return count
-            except TokenizeUnavailable:
-                if self._tokenize_style == "llamacpp":
-                    raise
-        count = self._token_count(await self._post_root(
-            "/tokenize", {"model": self.model_id, "prompt": text, "add_special_tokens": True}))
-        if text and not count:
-            raise TokenizeUnavailable("tokenize")
-        self._tokenize_style = "vllm"
-        return count
-
-    async def _count_chat(self, prompt: Chat) -> int:
-        messages = chat_to_openai(prompt)
-        if self._template_ok is not False:
-            try:
-                data = await self._post_root("/apply-template", {"messages": messages})
-                text = data.get("prompt")
-                if not isinstance(text, str):
-                    raise TokenizeUnavailable("apply-template")
-            except TokenizeUnavailable:
-                self._template_ok = False
-            else:
-                self._template_ok = True
-                return await self._tokenize(text)
-        body: dict[str, Any] = {"model": self.model_id, "messages": messages,
-                                "add_generation_prompt": not prompt.prefill,
-                                "continue_final_message": bool(prompt.prefill)}
-        count = self._token_count(await self._post_root("/tokenize", body))
-        if not count:  # llama.cpp answers a body it does not understand with no tokens
-            raise TokenizeUnavailable("tokenize")
-        return count
 
     # -- sampling -----------------------------------------------------------------------
 
@@ -468,26 +405,28 @@ class OpenAIBackend:
         return GenerateOutput(tuple(tuple(g) for g in results), usage)
 
     async def _generate(self, prompts: Sequence[Prompt], params: SamplingParams,
-                        stats: RequestStats) -> list[list[Generation]]:
+                        stats: RequestStats, packed: bool = False) -> list[list[Generation]]:
         # The per-prompt coroutines are made here, on the loop, so that a call refused
         # before it starts leaves none of them behind un-awaited.
-        return await gather([self._chunk(p, params, 0, params.n, stats) for p in prompts])
+        return await gather([self._chunk(p, params, 0, params.n, stats, packed)
+                             for p in prompts])
 
     async def _chunk(self, prompt: Prompt, params: SamplingParams, offset: int, size: int,
-                     stats: RequestStats) -> list[Generation]:
+                     stats: RequestStats, packed: bool = False) -> list[Generation]:
         """Samples ``offset`` to ``offset + size - 1``, in one request when the server can."""
         if size == 1 or self._use_n is False:
             singles = await gather([self._request(prompt, params, 1, params.seed + offset + i,
-                                                   stats) for i in range(size)])
+                                                   stats, packed) for i in range(size)])
             return [gens[0] for gens in singles]
         if self._max_n is not None and size > self._max_n:
             step = self._max_n
             parts = await gather([
-                self._chunk(prompt, params, o, min(step, offset + size - o), stats)
+                self._chunk(prompt, params, o, min(step, offset + size - o), stats, packed)
                 for o in range(offset, offset + size, step)])
             return [g for part in parts for g in part]
         try:
-            gens = await self._request(prompt, params, size, params.seed + offset, stats)
+            gens = await self._request(prompt, params, size, params.seed + offset, stats,
+                                       packed)
         except NRejected as exc:
             if exc.limit is not None and 1 <= exc.limit < size:
                 # llama.cpp caps n at its slot count: split, keeping seed + i per sample.
@@ -497,12 +436,12 @@ class OpenAIBackend:
             else:
                 raise self._error(f"the server at {self.base_url} refused n={size} "
                                   f"({one_line(exc.message, 160)}): pass use_n=False") from None
-            return await self._chunk(prompt, params, offset, size, stats)
+            return await self._chunk(prompt, params, offset, size, stats, packed)
         if len(gens) < size:
             if self._auto_n and len(gens) == 1:
                 self._use_n = False  # the server ignores n: one request per sample from now
             rest = await gather([self._request(prompt, params, 1, params.seed + offset + i,
-                                                stats) for i in range(len(gens), size)])
+                                                stats, packed) for i in range(len(gens), size)])
             gens = gens + [r[0] for r in rest]
         elif self._auto_n:
             self._use_n = True
@@ -530,127 +469,51 @@ class OpenAIBackend:
 
     async def _stream(self, prompt: Prompt, params: SamplingParams,
                       sample: StreamedSample) -> None:
-        import json
-
-        path = "/chat/completions" if isinstance(prompt, Chat) else "/completions"
-        body = stream_body(self._body(prompt, params, 1, sample.seed), params)
-        async with self._sem, self._client.stream("POST", self.base_url + path,
+        body = stream_body(request_body(self.model_id, prompt, params, 1, sample.seed), params)
+        async with self._sem, self._client.stream("POST", self.base_url + completion_path(prompt),
                                                   json=body) as response:
             if response.status_code >= 400:
                 await response.aread()
-                raise self._rejected(response, self._server_message(response))
-            async for line in response.aiter_lines():
-                data = line[len("data:"):].strip() if line.startswith("data:") else ""
-                if not data or data == "[DONE]":
-                    continue
-                try:
-                    chunk = json.loads(data)
-                except ValueError:
-                    raise self._shape_error(f"a streamed chunk is not JSON: {data[:60]!r}"
-                                            ) from None
-                if sample.feed(chunk):
-                    break  # leaving the block closes the stream: the server stops decoding
-
-    def _body(self, prompt: Prompt, params: SamplingParams, n: int, seed: int) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": self.model_id,
-            "max_tokens": params.max_tokens,
-            "temperature": params.temperature,
-            "top_p": params.top_p,
-            "seed": seed,
-        }
-        if n > 1:
-            body["n"] = n
-        if params.stop:
-            body["stop"] = list(params.stop)
-        # Usage counts a whole request (llama.cpp: its first sample only), so a request of
-        # several samples asks for logprobs too: their lengths are the exact token counts.
-        logprobs = params.logprobs or n > 1
-        if isinstance(prompt, Chat):
-            body["messages"] = chat_to_openai(prompt)
-            if prompt.prefill:
-                # vLLM and SGLang continue a trailing assistant message only when told;
-                # llama.cpp continues it anyway and accepts these fields.
-                body["add_generation_prompt"] = False
-                body["continue_final_message"] = True
-            if logprobs:
-                body["logprobs"] = True
-                if params.logprobs and params.top_logprobs:
-                    body["top_logprobs"] = params.top_logprobs
-        else:
-            body["prompt"] = prompt
-            if logprobs:
-                # 0 returns nothing on some servers; 1 always returns the sampled tokens.
-                body["logprobs"] = max(1, params.top_logprobs if params.logprobs else 1)
-        return body
+                raise self._rejected(response, server_message(response))
+            # leaving the block closes the stream: an aborted sample stops the server
+            await read_events(response.aiter_lines(), sample, self._shape_error)
 
     async def _request(self, prompt: Prompt, params: SamplingParams, n: int, seed: int,
-                       stats: RequestStats) -> list[Generation]:
-        """One completion request; its choices in index order, sample seeds ``seed + i``."""
-        path = "/chat/completions" if isinstance(prompt, Chat) else "/completions"
-        response = await self._send("POST", self.base_url + path,
-                                    self._body(prompt, params, n, seed))
+                       stats: RequestStats, packed: bool = False) -> list[Generation]:
+        """One completion request; its choices in index order, sample seeds ``seed + i``;
+        ``packed``: log-probabilities packed for the store (:class:`PackedGeneration`)."""
+        response = await self._send("POST", self.base_url + completion_path(prompt),
+                                    request_body(self.model_id, prompt, params, n, seed))
         if response.status_code >= 400:
-            message = self._server_message(response)
+            message = server_message(response)
             if n > 1 and response.status_code in (400, 422) and message is not None:
-                limit = _N_LIMIT.search(message)
-                if limit or _N_FIELD.search(message):
-                    raise NRejected(int(limit.group(1)) if limit else None, message)
+                refused = n_rejected(message)
+                if refused is not None:
+                    raise refused
             raise self._rejected(response, message)
-        data = self._json(response)
-        stats.requests += 1
+        top_k = params.top_logprobs if params.logprobs else 0
         try:
-            return await self._parse(prompt, params, data, n, seed)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise self._shape_error(f"unexpected answer: {type(exc).__name__} {exc}") from None
-
-    async def _parse(self, prompt: Prompt, params: SamplingParams, data: dict[str, Any],
-                     n: int, seed: int) -> list[Generation]:
-        choices = data.get("choices")
-        if not isinstance(choices, list) or not choices:
-            raise self._shape_error("no choices in the answer")
-        if not all(isinstance(c, dict) for c in choices):
-            raise self._shape_error("choices are not objects")
+            choices, usage = decode_answer(response.content, chat=isinstance(prompt, Chat),
+                                           top_k=top_k, packed=packed and params.logprobs)
+        except ShapeError as exc:
+            raise self._shape_error(str(exc)) from None
+        stats.requests += 1
         # Stable: choices without an index keep the order they came in.
-        choices = sorted(choices, key=lambda c: int(c.get("index") or 0))[:n]
-        reported = data.get("usage")
-        usage: dict[str, Any] = reported if isinstance(reported, dict) else {}
+        choices = sorted(choices, key=lambda c: c.index)[:n]
         prompt_tokens = usage.get("prompt_tokens")
         if not isinstance(prompt_tokens, int):
             prompt_tokens = await self._count_tokens(prompt)
-        texts: list[str] = []
-        logprobs: list[tuple[TokenLogprob, ...] | None] = []
-        for choice in choices:
-            if isinstance(prompt, Chat):
-                message = choice["message"]
-                texts.append(strip_prefill(message.get("content") or "", prompt.prefill))
-            else:
-                texts.append(str(choice.get("text") or ""))
-            top_k = params.top_logprobs if params.logprobs else 0
-            logprobs.append(parse_choice_logprobs(choice.get("logprobs"), top_k))
-        counts = self._completion_counts(texts, logprobs, usage.get("completion_tokens"))
+        prefill = prompt.prefill if isinstance(prompt, Chat) else ""
+        texts = [strip_prefill(c.text, prefill) for c in choices]
+        counts = completion_counts(texts, [c.tokens for c in choices],
+                                   usage.get("completion_tokens"))
         return [
-            Generation(
-                text=text,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=count,
-                finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
-                logprobs=lps if params.logprobs else None,
-                seed=seed + i,
-                hit_stop=_hit_stop(choice),
-            )
-            for i, (choice, text, lps, count) in enumerate(
-                zip(choices, texts, logprobs, counts, strict=True))
+            PackedGeneration(text, prompt_tokens, count,
+                             "length" if c.finish_reason == "length" else "stop", None,
+                             seed + i, c.hit_stop, c.packed)
+            if c.packed is not None else
+            Generation(text, prompt_tokens, count,
+                       "length" if c.finish_reason == "length" else "stop",
+                       c.logprobs if params.logprobs else None, seed + i, c.hit_stop)
+            for i, (c, text, count) in enumerate(zip(choices, texts, counts, strict=True))
         ]
-
-    @staticmethod
-    def _completion_counts(texts: list[str], logprobs: list[tuple[TokenLogprob, ...] | None],
-                           reported: Any) -> list[int]:
-        """Completion tokens per choice: exact from logprobs, else from the usage report."""
-        if all(lps is not None for lps in logprobs):
-            return [len(lps or ()) for lps in logprobs]
-        if isinstance(reported, int):
-            if len(texts) == 1:
-                return [reported]
-            return split_tokens(reported, texts)  # a server without logprobs: an estimate
-        return [estimate_tokens(t) - 32 if t else 0 for t in texts]

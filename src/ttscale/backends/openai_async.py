@@ -34,10 +34,14 @@ def can_submit(backend: Any) -> bool:
     return isinstance(backend, OpenAIBackend)
 
 
-def submit(backend: OpenAIBackend, prompts: Sequence[Prompt],
-           params: SamplingParams) -> concurrent.futures.Future[GenerateOutput]:
+def submit(backend: OpenAIBackend, prompts: Sequence[Prompt], params: SamplingParams, *,
+           packed: bool = False) -> concurrent.futures.Future[GenerateOutput]:
     """``backend.generate(prompts, params)`` started now, its output in the future returned;
     cancelling the future cancels the requests (the server sees the client go).
+
+    ``packed``: each generation with log-probabilities is a ``PackedGeneration`` holding
+    them as the run store keeps them (``logprobs`` None), which spares a controller a
+    Python object per token.
 
     Example:
         >>> fut = submit(be, [Chat.user("2+2?")], SamplingParams(n=4))  # doctest: +SKIP
@@ -50,7 +54,7 @@ def submit(backend: OpenAIBackend, prompts: Sequence[Prompt],
 
     async def call() -> GenerateOutput:
         stats = RequestStats()
-        results = await backend._generate(prompts, params, stats)
+        results = await backend._generate(prompts, params, stats, packed)
         return _output(backend, results, stats, time.perf_counter() - start)
 
     return asyncio.run_coroutine_threadsafe(call(), backend._loop)

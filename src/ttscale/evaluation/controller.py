@@ -195,8 +195,9 @@ class _Run:
                   for start, length in missing_runs(set(have), first, stop)
                   for k in range(0, length, SAMPLES_PER_REQUEST)]
         outs = await asyncio.gather(*(
+            # packed: the log-probabilities go to the store as the decoder packed them
             asyncio.wrap_future(submit(cached.backend, [prompt],  # type: ignore[arg-type]
-                                       params.with_(n=size, seed=at)))
+                                       params.with_(n=size, seed=at), packed=True))
             for at, size in chunks))
         fresh: dict[int, NewGeneration] = {}
         for (at, _size), out in zip(chunks, outs, strict=True):

@@ -13,21 +13,42 @@ stored parameters.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ttscale.backends.packed import unpack
 from ttscale.errors import ConfigError
+from ttscale.evaluation.runs.rows import (
+    PUT_GENERATION,
+    PUT_RESULT,
+    NewGeneration,
+    QuestionRow,
+    ResultRow,
+    SampleBrief,
+    ScoreRow,
+    StoredGeneration,
+    TreeRow,
+    canonical_json,
+    generation_values,
+    params_json,
+    prompt_from_json,
+    prompt_json,
+    result_values,
+    sha,
+)
 from ttscale.params import SamplingParams
-from ttscale.types import Chat, FinishReason, Generation, Message, Prompt, TokenLogprob, Usage
+from ttscale.types import FinishReason, Generation, Prompt, Usage
+
+# The rows live in runs.rows; these names stay importable from here.
+__all__ = ["FILE_NAME", "SCHEMA_VERSION", "TABLES", "NewGeneration", "QuestionRow", "ResultRow",
+           "SampleBrief", "ScoreRow", "Store", "StoredGeneration", "TreeRow", "canonical_json",
+           "generation_values", "params_json", "prompt_from_json", "prompt_json"]
 
 FILE_NAME = "run.sqlite"
 SCHEMA_VERSION = 1
@@ -72,148 +93,6 @@ _LATER = (
 # replayed logprob request (a self-judge verdict) equals the original.
 TABLES = ("run", "generations", "scores", "results", "trees", "questions", "bindings",
           "verdicts")
-
-
-def _default(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.asdict(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
-def canonical_json(value: Any) -> str:
-    """Sorted, compact JSON (dataclasses as dicts): equal values give equal text.
-
-    Example:
-        >>> canonical_json({"b": (1, 2), "a": None})
-        '{"a":null,"b":[1,2]}'
-    """
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_default,
-                      ensure_ascii=False)
-
-
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def prompt_json(prompt: Prompt) -> str:
-    """A prompt as canonical JSON; its SHA-256 is the prompt's key.
-
-    Example:
-        >>> prompt_json(Chat.user("2+2?"))
-        '{"messages":[["user","2+2?"]],"prefill":""}'
-        >>> prompt_from_json(prompt_json(Chat.user("2+2?"))) == Chat.user("2+2?")
-        True
-    """
-    if isinstance(prompt, str):
-        return canonical_json({"text": prompt})
-    return canonical_json({"messages": [[m.role, m.content] for m in prompt.messages],
-                           "prefill": prompt.prefill})
-
-
-def prompt_from_json(text: str) -> Prompt:
-    """The prompt ``prompt_json`` wrote."""
-    data = json.loads(text)
-    if "text" in data:
-        return str(data["text"])
-    return Chat(tuple(Message(r, c) for r, c in data["messages"]), data["prefill"])
-
-
-def params_json(params: SamplingParams) -> str:
-    """Sampling parameters without ``n`` and ``seed``: the sample index stands for both.
-
-    Example:
-        >>> params_json(SamplingParams(n=8, seed=3)) == params_json(SamplingParams())
-        True
-    """
-    fields = dataclasses.asdict(params)
-    del fields["n"], fields["seed"]
-    return canonical_json(fields)
-
-
-def _summary(lps: tuple[TokenLogprob, ...] | None) -> str | None:
-    if lps is None:
-        return None
-    values = [t.logprob for t in lps]
-    return canonical_json({"tokens": len(values), "sum": sum(values),
-                           "mean": sum(values) / len(values) if values else None,
-                           "min": min(values) if values else None})
-
-
-@dataclass(frozen=True)
-class NewGeneration:
-    """A generation to store, with what produced it."""
-
-    model_sha256: str
-    prompt: Prompt
-    params: SamplingParams
-    sample_index: int
-    generation: Generation
-    answer: str | None = None
-
-
-@dataclass(frozen=True)
-class StoredGeneration:
-    """A stored generation, rebuilt as the backend returned it (its seed is its index)."""
-
-    id: int
-    sample_index: int
-    generation: Generation
-    answer: str | None
-
-
-@dataclass(frozen=True)
-class SampleBrief:
-    """A stored sample without its text and log-probabilities: enough for a vote."""
-
-    id: int
-    sample_index: int
-    answer: str | None
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str
-
-
-@dataclass(frozen=True)
-class ScoreRow:
-    """A verifier's scores of one stored generation and the compute the scoring cost."""
-
-    generation_id: int
-    verifier: str
-    step_scores: tuple[float, ...]
-    score: float | None = None
-    usage: Usage = dataclasses.field(default_factory=Usage)
-
-
-@dataclass(frozen=True)
-class QuestionRow:
-    """A question of an evaluation run, kept so a report needs no dataset at hand."""
-
-    id: str
-    question: str
-    gold: str
-    meta: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
-
-
-@dataclass(frozen=True)
-class ResultRow:
-    """The outcome of one (question, strategy, n, seed) in a run; ``usage`` is its full cost."""
-
-    run: str
-    question_id: str
-    strategy: str
-    n: int
-    seed: int
-    answer: str | None
-    correct: bool | None
-    usage: Usage
-
-
-@dataclass(frozen=True)
-class TreeRow:
-    id: int
-    question_id: str
-    strategy: str
-    tree: Any
 
 
 class Store:
@@ -327,7 +206,7 @@ class Store:
     def put_generations(self, rows: Sequence[NewGeneration]) -> int:
         """Store a batch in one transaction; rows whose key is already stored are skipped.
         Returns how many were new."""
-        return self._insert(_PUT_GENERATION, generation_values(rows))
+        return self._insert(PUT_GENERATION, generation_values(rows))
 
     def write_batch(self, generations: Sequence[NewGeneration] = (),
                     results: Sequence[ResultRow] = (),
@@ -345,10 +224,10 @@ class Store:
         """
         now = time.time()
         with self._transaction() as conn:
-            new = max(conn.executemany(_PUT_GENERATION, generation_values(generations, now)
+            new = max(conn.executemany(PUT_GENERATION, generation_values(generations, now)
                                        ).rowcount, 0) if generations else 0
             if results:
-                conn.executemany(_PUT_RESULT, _result_values(results, now))
+                conn.executemany(PUT_RESULT, result_values(results, now))
             for question_id, label, tree in trees:
                 conn.execute("INSERT INTO trees (question_id, strategy, tree, created) "
                              "VALUES (?,?,?,?)", (question_id, label, canonical_json(tree), now))
@@ -362,7 +241,7 @@ class Store:
             "SELECT id, sample_index, answer, prompt_tokens, completion_tokens, finish_reason "
             "FROM generations WHERE model_sha256=? AND prompt_hash=? AND params_hash=? AND "
             "sample_index>=? AND sample_index<?",
-            (model_sha256, _sha(prompt_json(prompt)), _sha(params_json(params)), first, stop))
+            (model_sha256, sha(prompt_json(prompt)), sha(params_json(params)), first, stop))
         return {i: SampleBrief(gid, i, a, p, c, f) for gid, i, a, p, c, f in rows}
 
     def get_generations(self, model_sha256: str, prompt: Prompt, params: SamplingParams,
@@ -373,12 +252,10 @@ class Store:
             "token_logprobs, answer, hit_stop FROM generations WHERE model_sha256=? AND "
             "prompt_hash=? "
             "AND params_hash=? AND sample_index>=? AND sample_index<?",
-            (model_sha256, _sha(prompt_json(prompt)), _sha(params_json(params)), first, stop))
+            (model_sha256, sha(prompt_json(prompt)), sha(params_json(params)), first, stop))
         out = {}
         for gid, index, text, p_tok, c_tok, finish, tokens, answer, hit in rows:
-            lps = None if tokens is None else tuple(
-                TokenLogprob(t, lp, tuple((a, b) for a, b in top))
-                for t, lp, top in json.loads(tokens))
+            lps = None if tokens is None else unpack(tokens)
             reason: FinishReason = finish
             gen = Generation(text, p_tok, c_tok, reason, lps, index,
                              None if hit is None else bool(hit))
@@ -450,7 +327,7 @@ class Store:
             "SELECT id, question, gold, meta FROM questions ORDER BY position")]
 
     def put_results(self, rows: Sequence[ResultRow]) -> int:
-        return self._insert(_PUT_RESULT, _result_values(rows, time.time()))
+        return self._insert(PUT_RESULT, result_values(rows, time.time()))
 
     def results(self, run: str | None = None) -> list[ResultRow]:
         """Result rows in the order they were written, of one ``run`` label or all."""
@@ -496,51 +373,6 @@ class Store:
                + (" WHERE question_id=?" if question_id is not None else "") + " ORDER BY id")
         rows = self._query(sql, () if question_id is None else (question_id,))
         return [TreeRow(i, q, s, json.loads(t)) for i, q, s, t in rows]
-
-
-_PUT_GENERATION = (
-    "INSERT OR IGNORE INTO generations (model_sha256, prompt_hash, params_hash, "
-    "sample_index, prompt, params, text, prompt_tokens, completion_tokens, "
-    "finish_reason, logprobs, token_logprobs, answer, created, hit_stop) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
-_PUT_RESULT = ("INSERT OR IGNORE INTO results (run, question_id, strategy, n, seed, answer, "
-               "correct, usage, created) VALUES (?,?,?,?,?,?,?,?,?)")
-# Token log-probabilities as [[token, logprob, [[alt, logprob], ...]], ...]: tuples are
-# written as lists, which is what canonical_json wrote (no dict inside, so no key order), at
-# a fraction of its cost: a 300-token sample with 5 alternatives a token is 1,800 values.
-_TOKENS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-
-
-def generation_values(rows: Sequence[NewGeneration],
-                      now: float | None = None) -> list[tuple[Any, ...]]:
-    """The generations table's values of ``rows``; prompts and parameters shared by many
-    rows (a question's samples) are serialised once."""
-    now = time.time() if now is None else now
-    keys: dict[int, tuple[str, str]] = {}  # id of a prompt or params object -> json, hash
-    values = []
-    for r in rows:
-        p_json, p_hash = keys.get(id(r.prompt)) or keys.setdefault(
-            id(r.prompt), _keyed(prompt_json(r.prompt)))
-        s_json, s_hash = keys.get(id(r.params)) or keys.setdefault(
-            id(r.params), _keyed(params_json(r.params)))
-        g = r.generation
-        tokens = None if g.logprobs is None else _TOKENS.encode(
-            [(t.token, t.logprob, t.top) for t in g.logprobs])
-        values.append((r.model_sha256, p_hash, s_hash, r.sample_index, p_json, s_json, g.text,
-                       g.prompt_tokens, g.completion_tokens, g.finish_reason,
-                       _summary(g.logprobs), tokens, r.answer, now,
-                       None if g.hit_stop is None else int(g.hit_stop)))
-    return values
-
-
-def _keyed(text: str) -> tuple[str, str]:
-    return text, _sha(text)
-
-
-def _result_values(rows: Sequence[ResultRow], now: float) -> list[tuple[Any, ...]]:
-    return [(r.run, r.question_id, r.strategy, r.n, r.seed, r.answer,
-             None if r.correct is None else int(r.correct), canonical_json(r.usage), now)
-            for r in rows]
 
 
 def _show(value: Any) -> str:
