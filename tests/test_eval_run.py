@@ -481,3 +481,31 @@ def test_a_rows_cost_counts_only_its_own_replays_beside_other_questions(
     assert both["q0"].total_tokens == beam["q0"].total_tokens
     assert both["q1"].total_tokens == alone["q1"].total_tokens
     assert both["q1"].completion_tokens == alone["q1"].completion_tokens
+
+
+def test_the_end_of_run_report_reads_no_log_probabilities(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The points, results.jsonl and report.html of a run come out the same without reading
+    a single trace's log-probabilities back (most of a large run's bytes)."""
+    from dataclasses import replace
+
+    from ttscale.evaluation import api
+    from ttscale.evaluation.runs import store as store_module
+
+    run = ttscale.evaluate("svamp", tmp_path, ids="0-3", ns=[1, 2, 4], backend="fake",
+                           strategies="majority,greedy")
+    files = {name: (tmp_path / name).read_bytes() for name in ("results.jsonl", "report.html")}
+    _settings, full = load_records(tmp_path)
+    assert all(t.logprobs for r in full for t in r.traces)  # they are stored
+    _settings, lean = load_records(tmp_path, logprobs=False)
+    assert lean == [replace(r, traces=tuple(replace(t, logprobs=None) for t in r.traces))
+                    for r in full]
+
+    def refuse(_text: object) -> None:
+        raise AssertionError("log-probabilities read back")
+
+    monkeypatch.setattr(store_module, "unpack", refuse)
+    cfg = EvalConfig(strategies=("majority", "greedy"), ns=(1, 2, 4))
+    again = api._summary(tmp_path, cfg, run.outcome, [r.id for r in full], True)
+    assert again.points == run.points
+    assert {n: (tmp_path / n).read_bytes() for n in files} == files

@@ -33,7 +33,9 @@ def run_points(run_dir: str | Path, cfg: EvalConfig, only: Sequence[str] | None 
     """``cfg``'s points over the questions in ``only`` (default: all), the points of every
     other (strategy, n) the run stored, and the number of questions in the first.
     """
-    _settings, every = load_records(run_dir)
+    # the replayed strategies vote on answers and the rest read result rows: no point
+    # needs the traces' log-probabilities (DeepConf's replays read them in replay())
+    _settings, every = load_records(run_dir, logprobs=False)
     wanted = set(only) if only is not None else None
     records = every if wanted is None else [r for r in every if r.id in wanted]
     points: list[CurvePoint] = []

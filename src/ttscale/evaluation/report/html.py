@@ -174,7 +174,7 @@ def write_report(run_dir: Path | str, points: Sequence[CurvePoint]) -> Path:
         ttscale.errors.ConfigError: /nonexistent holds no run store (run.sqlite): ...
     """
     run_dir = Path(run_dir)
-    settings, records = load_records(run_dir)
+    settings, records = load_records(run_dir, logprobs=False)  # the page shows none
     png = allocation = None
     if points:
         from ttscale.evaluation.report.plots import allocation_png_bytes, plot_png_bytes

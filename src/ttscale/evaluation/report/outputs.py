@@ -56,7 +56,8 @@ def rebuild_report(run_dir: Path) -> Path:
     the run stored (without either, no curves)."""
     from ttscale.evaluation.report import html
 
-    settings, records = load_records(run_dir)  # fails with one sentence when not a run
+    # fails with one sentence when not a run; earlier points need no log-probabilities
+    settings, records = load_records(run_dir, logprobs=False)
     path = Path(run_dir) / RESULTS
     points: list[CurvePoint] = []
     resamples, seed = 200, 0

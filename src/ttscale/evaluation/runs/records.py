@@ -78,10 +78,12 @@ def sampling_of(settings: dict[str, Any]) -> SamplingParams:
     return SamplingParams(**fields)
 
 
-def load_records(run_dir: str | Path, verifier_name: str | None = None,
-                 ) -> tuple[dict[str, Any], list[QuestionRecord]]:
+def load_records(run_dir: str | Path, verifier_name: str | None = None, *,
+                 logprobs: bool = True) -> tuple[dict[str, Any], list[QuestionRecord]]:
     """The run's settings and its questions with everything stored about them; scores are
-    those of ``verifier_name`` (default: the run's only, or first, verifier).
+    those of ``verifier_name`` (default: the run's only, or first, verifier). ``logprobs``
+    False leaves every trace's ``logprobs`` None: a vote, the result rows and the report
+    need none, and reading them back was most of the time a report took.
 
     Example:
         >>> load_records("/nonexistent")  # doctest: +ELLIPSIS
@@ -109,7 +111,7 @@ def load_records(run_dir: str | Path, verifier_name: str | None = None,
         trees = store.trees()
         for q in store.questions():
             prompt = solve_prompt(q.question, settings["system_prompt"])
-            stored = store.get_generations(sha, prompt, params, 0, 2**62)
+            stored = store.get_generations(sha, prompt, params, 0, 2**62, logprobs=logprobs)
             scores = store.get_scores(verifier, [g.id for g in stored.values()])
             traces = []
             for index in sorted(stored):

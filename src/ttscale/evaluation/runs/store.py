@@ -245,11 +245,15 @@ class Store:
         return {i: SampleBrief(gid, i, a, p, c, f) for gid, i, a, p, c, f in rows}
 
     def get_generations(self, model_sha256: str, prompt: Prompt, params: SamplingParams,
-                        first: int, stop: int) -> dict[int, StoredGeneration]:
-        """Stored samples with index in ``[first, stop)``, by sample index."""
+                        first: int, stop: int, *,
+                        logprobs: bool = True) -> dict[int, StoredGeneration]:
+        """Stored samples with index in ``[first, stop)``, by sample index; ``logprobs``
+        False leaves their token log-probabilities unread (``logprobs`` None), which is most
+        of a sample's bytes and of the time to read it back."""
+        column = "token_logprobs" if logprobs else "NULL"
         rows = self._query(
             "SELECT id, sample_index, text, prompt_tokens, completion_tokens, finish_reason, "
-            "token_logprobs, answer, hit_stop FROM generations WHERE model_sha256=? AND "
+            f"{column}, answer, hit_stop FROM generations WHERE model_sha256=? AND "
             "prompt_hash=? "
             "AND params_hash=? AND sample_index>=? AND sample_index<?",
             (model_sha256, sha(prompt_json(prompt)), sha(params_json(params)), first, stop))
