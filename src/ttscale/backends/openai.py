@@ -1,8 +1,9 @@
 """Any OpenAI-compatible HTTP server: llama.cpp's ``llama-server``, vLLM, SGLang, OpenAI.
 
-Requests go out concurrently from one ``httpx.AsyncClient`` that lives on a private event
-loop in a background thread, so ``generate`` is a plain blocking function that works from
-any thread, also from code that already runs an event loop (a notebook, a web app).
+Requests go out concurrently from one aiohttp session (``openai_http``) that lives on a
+private event loop in a background thread, so ``generate`` is a plain blocking function
+that works from any thread, also from code that already runs an event loop (a notebook, a
+web app).
 
 Samples keep the seed semantics of every ttscale backend: sample ``i`` uses seed
 ``seed + i``. One request with ``n`` does that on llama.cpp; a server that ignores ``n`` is
@@ -14,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import itertools
 import os
 import random
 import threading
@@ -23,10 +23,9 @@ from collections.abc import Coroutine, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
-import httpx
-
 from ttscale.backends.base import WAKE_SECONDS, strip_prefill, wait_for
 from ttscale.backends.openai_decode import ShapeError, decode_answer
+from ttscale.backends.openai_http import Failure, Http, Reply, lines, read_all
 from ttscale.backends.openai_stream import (
     completion_counts,
     completion_path,
@@ -66,9 +65,6 @@ DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 # A Retry-After longer than this is a server asking us to go away: fail sooner instead.
 MAX_RETRY_AFTER = 120.0
 CLOSE_SECONDS = 5.0  # the longest close() waits for the loop to wind down, twice
-# Connections per httpx pool: httpcore scans every connection of its pool for each request
-# and each response, so many requests in flight go through several small pools.
-POOL_CONNECTIONS = 8
 
 
 class OpenAIBackend:
@@ -141,8 +137,7 @@ class OpenAIBackend:
         self._thread = threading.Thread(target=self._loop.run_forever,
                                         name="ttscale-openai", daemon=True)
         self._thread.start()
-        self._clients: list[httpx.AsyncClient] = self._run(self._open())
-        self._turn = itertools.cycle(self._clients)
+        self._http = self._run(self._open())
         self.model_id = model or ""
         if model is None:
             try:
@@ -197,26 +192,11 @@ class OpenAIBackend:
             future.cancel()  # e.g. KeyboardInterrupt: stop the requests too
             raise
 
-    async def _open(self) -> list[httpx.AsyncClient]:
+    async def _open(self) -> Http:
         # Made on the loop that uses them: asyncio objects belong to one loop.
         self._sem = asyncio.Semaphore(self.concurrency)
-        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-        pools = -(-self.concurrency // POOL_CONNECTIONS)
-        # One TLS context for every pool: each one loads the CA bundle, tens of ms apiece.
-        verify = httpx.create_ssl_context()
-        # Requests take the pools in turn, so each holds about concurrency / pools
-        # connections; its limit is the whole concurrency, as a turn may run unevenly.
-        return [httpx.AsyncClient(
-            headers=headers, verify=verify,
-            timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
-            limits=httpx.Limits(max_connections=self.concurrency + 4,
-                                max_keepalive_connections=self.concurrency + 4),
-        ) for _ in range(pools)]
-
-    @property
-    def _client(self) -> httpx.AsyncClient:
-        """The next pool in turn."""
-        return next(self._turn)
+        return Http(connections=self.concurrency + 4, timeout=self.timeout,
+                    api_key=self._api_key, tls=self.base_url.startswith("https://"))
 
     async def _shutdown(self) -> None:
         current = asyncio.current_task()
@@ -224,8 +204,7 @@ class OpenAIBackend:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        for client in self._clients:
-            await client.aclose()
+        await self._http.close()
 
     def close(self) -> None:
         """Close the connections and stop the loop thread; calling it again does nothing.
@@ -269,22 +248,18 @@ class OpenAIBackend:
         return step / 2 + random.uniform(0, step / 2)
 
     async def _send(self, method: str, url: str, body: dict[str, Any] | None = None, *,
-                    raise_on_status: bool = True) -> httpx.Response:
+                    raise_on_status: bool = True) -> Reply:
         """One request, retried on 429, 5xx (but 501), timeouts and connection errors."""
         tries = self.max_retries + 1
         failure = ""
-        response: httpx.Response | None = None
+        response: Reply | None = None
         for attempt in range(tries):
             hint: float | None = None
             try:
                 async with self._sem:
-                    response = await self._client.request(method, url, json=body)
-            except (httpx.ConnectError, httpx.ConnectTimeout):
-                failure = "connect"
-            except httpx.TimeoutException:
-                failure = "timeout"
-            except httpx.TransportError as exc:
-                failure = type(exc).__name__
+                    response = await self._http.request(method, url, body)
+            except Failure as exc:
+                failure = exc.kind
             else:
                 code = response.status_code
                 if code != 429 and (code < 500 or code == 501):
@@ -310,7 +285,7 @@ class OpenAIBackend:
         raise self._error(f"the connection to the server at {self.base_url} failed after "
                           f"{tries} {plural} ({failure}): check that it is running")
 
-    def _rejected(self, response: httpx.Response, message: str | None) -> BackendError:
+    def _rejected(self, response: Reply, message: str | None) -> BackendError:
         if message is None:  # an HTML 404 page and the like: not an OpenAI server
             return self._shape_error(
                 f"HTTP {response.status_code} {response.headers.get('content-type', 'text')}")
@@ -324,7 +299,7 @@ class OpenAIBackend:
         return self._error(f"the server at {self.base_url} rejected the request "
                            f"({code}: {one_line(message, 160)}): {fix}")
 
-    def _json(self, response: httpx.Response) -> dict[str, Any]:
+    def _json(self, response: Reply) -> dict[str, Any]:
         try:
             data = response.json()
         except ValueError:
@@ -470,13 +445,17 @@ class OpenAIBackend:
     async def _stream(self, prompt: Prompt, params: SamplingParams,
                       sample: StreamedSample) -> None:
         body = stream_body(request_body(self.model_id, prompt, params, 1, sample.seed), params)
-        async with self._sem, self._client.stream("POST", self.base_url + completion_path(prompt),
-                                                  json=body) as response:
-            if response.status_code >= 400:
-                await response.aread()
-                raise self._rejected(response, server_message(response))
-            # leaving the block closes the stream: an aborted sample stops the server
-            await read_events(response.aiter_lines(), sample, self._shape_error)
+        url = self.base_url + completion_path(prompt)
+        try:
+            async with self._sem, self._http.stream("POST", url, body) as response:
+                if response.status >= 400:
+                    reply = await read_all(response)
+                    raise self._rejected(reply, server_message(reply))
+                # leaving the block closes the stream: an aborted sample stops the server
+                await read_events(lines(response), sample, self._shape_error)
+        except Failure as exc:
+            raise self._error(f"the connection to the server at {self.base_url} failed during "
+                              f"a streamed sample ({exc.kind}): check that it is running") from None
 
     async def _request(self, prompt: Prompt, params: SamplingParams, n: int, seed: int,
                        stats: RequestStats, packed: bool = False) -> list[Generation]:

@@ -49,9 +49,8 @@ if TYPE_CHECKING:
     from ttscale.evaluation.replay.verifiers import Comparison
 
 DEFAULT_RULES = ("budgeted",)
-# Requests in flight to one server, at most: httpx's connection pool looks at every
-# connection for every request, so past a few hundred the client spends its time there
-# (measured in bench/controller_throughput.py); a server batches 256 sequences anyway.
+# Requests in flight to one server, at most: a server batches about 256 sequences, and
+# requests past that only wait in its queue, each holding a connection and its buffers.
 MAX_REQUESTS = 256
 DEFAULT_CONFIDENCE = ("eta=0.1", "eta=0.9")  # DeepConf-low and -high, as in the paper
 
