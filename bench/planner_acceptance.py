@@ -37,7 +37,7 @@ from ttscale.planner.calibration import Costs, default_stages, trajectories
 from ttscale.planner.crossfit import HeldOut, cross_fit
 from ttscale.planner.plan import load_plan, shipped_plan
 
-MULTIPLES = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0, 16.0)
+MULTIPLES = (1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 8.0, 12.0, 16.0)
 
 
 def fixed(qs: list[QuestionSamples], ns: list[int], aggregate: str, pf: float, vf: float,
@@ -158,6 +158,12 @@ def gsm8k(run: str, orders: int, seed: int) -> dict[str, object]:
               f"{h.mean('tokens'):>7.0f} {shown:>18} {diff:>22} "
               f"{'-' if ada_acc is None else f'{ada_acc:.1%}':>14} {dada:>26}")
         rows.append(row)
+    inside = [r for r in rows if 2.0 <= float(r["samples_worth"]) <= 6.0  # type: ignore[arg-type]
+              and "diff" in r]
+    if inside:
+        low = min(inside, key=lambda r: r["diff"][0])  # type: ignore[index]
+        print(f"between 2 and 6 samples' worth spent ({len(inside)} budgets): auto - envelope "
+              f">= {low['diff'][0]:+.1%} (at {low['samples_worth']:.2f} samples' worth)")  # type: ignore[index]
     tok_rows = [{"budget_samples": m, "accuracy": float(np.mean(h.accuracy)),
                  "tokens": h.mean("tokens"), "flops": h.mean("flops")}
                 for m, h in zip(MULTIPLES, held_tok, strict=True)]
@@ -261,6 +267,39 @@ def aime(pattern: str, orders: int, seed: int) -> list[dict[str, object]]:
     return out
 
 
+def aime_hindsight(pattern: str, orders: int, seed: int, share: float = 0.10
+                   ) -> dict[str, object]:
+    """The ceiling auto is measured against: the one adaptive-majority rule (Bayes-factor
+    threshold, n_max) that does best over all the models at a mean of ``share`` of
+    majority@80's tokens, picked in hindsight on these very questions."""
+    table: dict[tuple[float, int], list[tuple[float, float]]] = {}
+    for d in sorted(glob.glob(pattern)):
+        _, recs = load_records(d)
+        ps = [prepare(q.samples, q.gold) for q in question_samples(recs)]
+        maj = float(np.mean([replay(p, len(p.classes), 1, random.Random(0))[0] for p in ps]))
+        full = float(np.mean([sum(p.tokens) for p in ps]))
+        rng = random.Random(seed)
+        drawn = [orders_for(len(p.classes), orders, rng) for p in ps]
+        for th in (3.0, 5.0, 8.0, 12.0, 20.0, 35.0):
+            for nmax in (16, 24, 32, 48, 80):
+                rule = BayesFactorRule(threshold=th, n_max=nmax)
+                outs = [[replay_order(p, rule, o) for o in os] for p, os in zip(ps, drawn,
+                                                                                 strict=True)]
+                acc = float(np.mean([np.mean([o.correct for o in q]) for q in outs]))
+                tok = float(np.mean([np.mean([o.tokens for o in q]) for q in outs]))
+                table.setdefault((th, nmax), []).append((acc / maj if maj else 1.0,
+                                                         tok / full))
+    means = {k: (float(np.mean([r for r, _t in v])), float(np.mean([t for _r, t in v])))
+             for k, v in table.items()}
+    fits = {k: v for k, v in means.items() if v[1] <= share}
+    if not fits:
+        return {}
+    (th, nmax), (rel, tok) = max(fits.items(), key=lambda kv: kv[1][0])
+    print(f"  in hindsight, the best single rule (bayes factor > {th:g}, at most {nmax}) keeps "
+          f"{rel:.2%} at {tok:.1%} of the tokens")
+    return {"threshold": th, "n_max": nmax, "relative": rel, "tokens_share": tok}
+
+
 def plot(g: dict[str, object], path: Path) -> None:
     import matplotlib
 
@@ -306,11 +345,13 @@ def main() -> None:
     g = gsm8k(args.run, args.orders, args.seed)
     e = efforts(args.run, args.orders, args.seed, g)
     a = aime(args.aime, args.orders, args.seed)
+    ceiling = aime_hindsight(args.aime, 16, args.seed)
     plot(g, Path("docs/planner-gsm8k.png"))
     g.pop("held")
     Path("bench/results").mkdir(parents=True, exist_ok=True)
     Path("bench/results/planner.json").write_text(json.dumps(
-        {"gsm8k": g, "efforts": e, "aime": a}, indent=1, default=float) + "\n")
+        {"gsm8k": g, "efforts": e, "aime": a, "aime_hindsight_rule": ceiling}, indent=1,
+        default=float) + "\n")
     print("\nwrote bench/results/planner.json and docs/planner-gsm8k.png")
 
 

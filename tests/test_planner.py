@@ -113,7 +113,7 @@ def test_fit_plan_writes_a_plan_that_loads(tmp_path: Path) -> None:
     plan = fit_plan(_questions(), Costs(), model="m", model_sha256="c" * 64, verifier="v",
                     unit="tokens", folds=3, orders=4)
     back = load_plan(plan.save(tmp_path / "m.plan.json"))
-    assert back.verifier == "v" and back.stages == (1, 2, 3, 4, 6, 8)
+    assert back.verifier == "v" and back.stages == (1, 2, 3, 4, 5, 6, 7, 8)
     assert back.calibration["frontier"] and back.signals["U@2"]["leader_share"] > 0.5
     assert all(a in ("majority", "weighted", "verify", "sample")
                for p in back.points for row in p.v for a in row)

@@ -106,13 +106,18 @@ class Trajectories:
 
 
 def default_stages(n_max: int) -> tuple[int, ...]:
-    """The sample counts a plan decides at: dense at first, then about x1.5 apart.
+    """The sample counts a plan decides at: every count up to 8, then four a doubling.
+
+    A coarser ladder (1, 2, 3, 4, 6, 8, 12, 16, 24 ...) cost GSM8K about a point at 4 to 5
+    samples' worth and AIME's allocation a point at 10% of the tokens: a question that
+    needs 5 samples was charged 6, one that needs 9 was charged 12.
 
     Example:
-        >>> default_stages(16), default_stages(80)[-4:], default_stages(5)
-        ((1, 2, 3, 4, 6, 8, 12, 16), (32, 48, 64, 80), (1, 2, 3, 4, 5))
+        >>> default_stages(16), default_stages(80)[-5:], default_stages(5)
+        ((1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16), (40, 48, 56, 64, 80), (1, 2, 3, 4, 5))
     """
-    ladder = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256]
+    ladder = [1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80,
+              96, 112, 128, 160, 192, 224, 256]
     out = [k for k in ladder if k < n_max] + [n_max]
     return tuple(sorted(set(out)))
 
