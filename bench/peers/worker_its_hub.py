@@ -98,8 +98,18 @@ def strip_prefill_lm(its_hub: Any) -> Any:
     return LM
 
 
+def lift_client_timeout() -> None:
+    """its_hub's LM posts through aiohttp with its default 5-minute total timeout and
+    retries on a timeout. On a CPU server a request of a busy batch can take longer; each
+    retry re-generates (the meter counts it) and adds to the load that caused it. Every
+    system here waits as long as the server takes, so its_hub does too."""
+    client: Any = importlib.import_module("aiohttp.client")
+    client.DEFAULT_TIMEOUT = client.ClientTimeout(total=None, sock_connect=60)
+
+
 def main() -> None:
     endpoint, model = sys.argv[1], sys.argv[2]
+    lift_client_timeout()
     its_hub: Any = importlib.import_module("its_hub")
     sc_mod: Any = importlib.import_module("its_hub.core.algorithms.self_consistency")
     pg_mod: Any = importlib.import_module("its_hub.core.algorithms.particle_gibbs")
