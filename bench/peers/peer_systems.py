@@ -51,9 +51,9 @@ class Approach:
     optional: bool = False  # expensive: run after the rest (--approaches), reported apart
 
 
-# ttscale through --backend openai. The planner's `auto` joins with one line (left out of the
-# stored run, which began before the shipped plan existed, so its questions stay comparable):
-#   Approach("ttscale", "auto:effort=medium", "auto:effort=medium", 32, "sprm"),
+# ttscale through --backend openai; `auto` at the shipped plan's medium effort (found by the
+# GGUF's SHA-256, with the SPRM it was fitted for; its samples and verifications are metered
+# like the rest)
 TTSCALE = [
     Approach("ttscale", "greedy", "greedy", 1),
     Approach("ttscale", "majority@4", "majority", 4),
@@ -61,6 +61,7 @@ TTSCALE = [
     Approach("ttscale", "wbon_sprm@4", "weighted_best_of_n", 4, "sprm"),
     Approach("ttscale", "wbon_sprm@8", "weighted_best_of_n", 8, "sprm"),
     Approach("ttscale", "adaptive_majority@8", "adaptive_majority", 8),
+    Approach("ttscale", "auto:effort=medium", "auto:effort=medium", 32, "sprm"),
 ]
 # optillm's defaults throughout (self_consistency: 5 samples; bon: 3; mcts: 2 simulations)
 OPTILLM = [Approach("optillm", m, m) for m in
