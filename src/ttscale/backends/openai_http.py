@@ -75,11 +75,14 @@ class Http:
 
             # httpx's context: certifi's CA bundle and SSL_CERT_FILE, as before
             ssl = httpx.create_ssl_context()
+        # trust_env off: with it on, aiohttp looks up ~/.netrc and the proxy variables in a
+        # worker thread for every request; the proxy is looked up once per host instead
         self.session = aiohttp.ClientSession(
-            headers=headers, trust_env=True,  # proxies from the environment, as httpx did
+            headers=headers, trust_env=False,
             connector=aiohttp.TCPConnector(limit=connections, ssl=ssl),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=min(timeout, 10.0),
                                           sock_read=timeout))
+        self._proxies: dict[str, dict[str, Any]] = {}
 
     async def request(self, method: str, url: str,
                       body: dict[str, Any] | None = None) -> Reply:
@@ -110,11 +113,29 @@ class Http:
             body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
         headers = None if body is None else {"content-type": "application/json"}
         try:
-            response = await self.session.request(method, url, data=data, headers=headers)
+            response = await self.session.request(method, url, data=data, headers=headers,
+                                                  **self._proxy(url))
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _failure(exc) from None
         async with response:
             yield response
+
+    def _proxy(self, url: str) -> dict[str, Any]:
+        """The proxy the environment names for ``url``'s host (HTTP_PROXY, NO_PROXY and the
+        like, as httpx honoured them), looked up once."""
+        origin = url.split("/", 3)[2] if "://" in url else url
+        found = self._proxies.get(origin)
+        if found is None:
+            from aiohttp.helpers import get_env_proxy_for_url
+            from yarl import URL
+
+            try:
+                proxy, auth = get_env_proxy_for_url(URL(url))
+                found = {"proxy": proxy, "proxy_auth": auth}
+            except LookupError:
+                found = {}
+            self._proxies[origin] = found
+        return found
 
     async def close(self) -> None:
         """Close every connection."""
