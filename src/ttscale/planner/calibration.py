@@ -109,8 +109,8 @@ def default_stages(n_max: int) -> tuple[int, ...]:
     """The sample counts a plan decides at: every count up to 8, then four a doubling.
 
     A coarser ladder (1, 2, 3, 4, 6, 8, 12, 16, 24 ...) cost GSM8K about a point at 4 to 5
-    samples' worth and AIME's allocation a point at 10% of the tokens: a question that
-    needs 5 samples was charged 6, one that needs 9 was charged 12.
+    samples' worth: a question that needs 5 samples was charged 6, one that needs 9 was
+    charged 12.
 
     Example:
         >>> default_stages(16), default_stages(80)[-5:], default_stages(5)
