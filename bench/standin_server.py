@@ -11,6 +11,7 @@ thousands of samples a second.
 It speaks plain HTTP/1.1 with keep-alive on an asyncio protocol (no framework: a framework
 would cost more CPU than the client it is measuring). ``--fail-after K`` stops answering
 (closes every connection) after K completions, to test a fleet member that goes away.
+``GET /stats`` says how many requests and samples it answered.
 
     python bench/standin_server.py --port 0      # prints {"url": ...} then serves
 """
@@ -117,6 +118,7 @@ class StandIn:
         self.shapes = Shapes(tokens, answers)
         self.fail_after = fail_after
         self.completions = 0
+        self.requests = 0
         self.connections: set[Handler] = set()
 
     def answer(self, method: str, path: str, raw: bytes) -> tuple[int, bytes]:
@@ -126,6 +128,9 @@ class StandIn:
                 {"id": MODEL, "object": "model", "owned_by": "standin"}]}).encode()
         if method == "GET" and path == "/health":
             return 200, b"{}"
+        if method == "GET" and path == "/stats":  # what it answered: tests of a spread
+            return 200, json.dumps({"completions": self.completions,
+                                    "requests": self.requests}).encode()
         chat = path.endswith("/chat/completions")
         if method != "POST" or not (chat or path.endswith("/completions")):
             return 404, b'{"error":{"message":"not found"}}'
@@ -140,6 +145,7 @@ class StandIn:
         top_k = int(body.get("top_logprobs") or 0) if chat else int(lp or 0)
         top_k = top_k if lp else -1
         self.completions += n
+        self.requests += 1
         choices = []
         for i in range(n):
             one = self.shapes.choice((seed + i) % self.shapes.answers, top_k, chat)

@@ -161,3 +161,50 @@ def test_evaluate_from_inside_a_running_event_loop(standin: str, tmp_path: Path)
         return run.outcome.new_samples
 
     assert asyncio.run(inside()) == 10
+
+
+def test_several_base_urls_share_the_requests_and_store_every_sample_once(
+        tmp_path: Path) -> None:
+    """Two stand-in servers behind repeated --base-url: both answer, and every sample is
+    stored exactly once; a comma-separated list is the same fleet."""
+    import httpx
+
+    servers = [start_standin(), start_standin()]
+    urls = [url for _proc, url in servers]
+    try:
+        cmd = [sys.executable, "-m", "ttscale", "eval", "--dataset", "gsm8k", "--split",
+               "train", "--limit", "120", "--n", "1,4", "--backend", "openai",
+               "--base-url", urls[0], "--base-url", urls[1], "--concurrency", "64",
+               "--resamples", "1", "--out", str(tmp_path), "--json"]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-500:]
+        assert query(tmp_path, KEYS) == [(480, 480)]
+        answered = [httpx.get(url[: -len("/v1")] + "/stats").json() for url in urls]
+        assert all(a["requests"] > 30 for a in answered), answered  # both, about evenly
+        assert sum(a["completions"] for a in answered) == 480  # none asked twice
+
+        # the same fleet, comma-separated: the same cache key, so nothing is generated again
+        again = evaluate("gsm8k", tmp_path, split="train", limit=120, ns=[1, 4],
+                         backend="openai", base_url=",".join(urls), resamples=1,
+                         concurrency=64, report_files=False)
+        assert again.outcome.new_samples == 0 and again.outcome.cached_samples == 480
+    finally:
+        for proc, _url in servers:
+            proc.terminate()
+            proc.wait(10)
+
+
+def test_a_fleet_member_that_stops_answering_is_named(tmp_path: Path) -> None:
+    good, bad = start_standin(), start_standin("--fail-after", "40")
+    try:
+        with pytest.raises(BackendError) as failure:
+            evaluate("gsm8k", tmp_path, split="train", limit=100, ns=[1, 4],
+                     backend="openai", base_url=[good[1], bad[1]], resamples=1,
+                     concurrency=32, report_files=False,
+                     backend_options={"max_retries": 1, "backoff": 0.05})
+        assert f"at {bad[1]}" in str(failure.value) and good[1] not in str(failure.value)
+    finally:
+        for proc, _url in (good, bad):
+            proc.terminate()
+            proc.wait(10)
+    assert 0 < query(tmp_path, KEYS)[0][0] < 400  # what was answered is kept

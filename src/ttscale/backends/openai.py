@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import itertools
 import os
-import random
 import threading
 import time
 from collections.abc import Coroutine, Sequence
@@ -39,19 +39,23 @@ from ttscale.backends.openai_wire import (
     NRejected,
     RequestStats,
     TokenizeUnavailable,
+    base_urls,
+    check_options,
     estimate_tokens,
     gather,
+    gave_up,
     normalize_base_url,
     one_line,
     parse_choice_logprobs,
     prompt_text,
     retry_after_seconds,
+    retry_delay,
     split_tokens,
 )
 from ttscale.backends.packed import PackedGeneration
 from ttscale.backends.streaming import StreamedSample, Watch, stream_body, usage_of
 from ttscale.cancel import current
-from ttscale.errors import BackendError, Cancelled, ConfigError
+from ttscale.errors import BackendError, Cancelled
 from ttscale.params import SamplingParams
 from ttscale.types import Chat, GenerateOutput, Generation, Prompt, Usage
 
@@ -62,8 +66,6 @@ __all__ = ["DEFAULT_BASE_URL", "OpenAIBackend", "estimate_tokens", "normalize_ba
 T = TypeVar("T")
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
-# A Retry-After longer than this is a server asking us to go away: fail sooner instead.
-MAX_RETRY_AFTER = 120.0
 CLOSE_SECONDS = 5.0  # the longest close() waits for the loop to wind down, twice
 
 
@@ -72,7 +74,9 @@ class OpenAIBackend:
 
     Args:
         model: the server's model name; None asks the server (``GET /models``, first one).
-        base_url: the API root, with or without the trailing ``/v1``.
+        base_url: the API root, with or without the trailing ``/v1``; several (a list, or
+            comma-separated) take the completion requests in turn, a simple spread over
+            identical servers: balancing a fleet's load is a router's job.
         api_key_env: the environment variable holding the API key (sent as a bearer token,
             never logged); unset means no key, which local servers accept.
         timeout: seconds to wait for one answer (long completions take minutes).
@@ -97,7 +101,7 @@ class OpenAIBackend:
         self,
         model: str | None = None,
         *,
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str | Sequence[str] = DEFAULT_BASE_URL,
         api_key_env: str = "OPENAI_API_KEY",
         timeout: float = 600,
         max_retries: int = 4,
@@ -107,17 +111,11 @@ class OpenAIBackend:
         backoff: float = 0.5,
         max_backoff: float = 30.0,
     ) -> None:
-        if timeout <= 0:
-            raise ConfigError(f"timeout must be a positive number of seconds, got {timeout:g}")
-        if max_retries < 0:
-            raise ConfigError(f"max_retries must be >= 0, got {max_retries}")
-        if concurrency <= 0:
-            raise ConfigError(f"concurrency must be a positive number, got {concurrency}")
-        if params_count < 0:
-            raise ConfigError(f"params_count must be >= 0 (0: unknown), got {params_count}")
-        if backoff < 0 or max_backoff < 0:
-            raise ConfigError(f"backoff must be >= 0 seconds, got {min(backoff, max_backoff):g}")
-        self.base_url = normalize_base_url(base_url)
+        check_options(timeout=timeout, max_retries=max_retries, concurrency=concurrency,
+                      params_count=params_count, backoff=min(backoff, max_backoff))
+        self.base_urls = base_urls(base_url)
+        self.base_url = self.base_urls[0]  # model discovery and token counting ask this one
+        self._turn = itertools.cycle(self.base_urls)
         self.root_url = self.base_url[: -len("/v1")]
         self.api_key_env = api_key_env
         self.timeout = float(timeout)
@@ -147,7 +145,8 @@ class OpenAIBackend:
                 raise
 
     def __repr__(self) -> str:
-        return f"OpenAIBackend(model={self.model_id!r}, base_url={self.base_url!r})"
+        where = self.base_url if len(self.base_urls) == 1 else list(self.base_urls)
+        return f"OpenAIBackend(model={self.model_id!r}, base_url={where!r})"
 
     def __enter__(self) -> OpenAIBackend:
         return self
@@ -196,7 +195,8 @@ class OpenAIBackend:
         # Made on the loop that uses them: asyncio objects belong to one loop.
         self._sem = asyncio.Semaphore(self.concurrency)
         return Http(connections=self.concurrency + 4, timeout=self.timeout,
-                    api_key=self._api_key, tls=self.base_url.startswith("https://"))
+                    api_key=self._api_key,
+                    tls=any(u.startswith("https://") for u in self.base_urls))
 
     async def _shutdown(self) -> None:
         current = asyncio.current_task()
@@ -235,17 +235,15 @@ class OpenAIBackend:
     def _error(self, message: str) -> BackendError:
         return BackendError(self._clean(message))
 
-    def _shape_error(self, detail: str) -> BackendError:
-        return self._error(
-            f"the server at {self.base_url} did not answer like an OpenAI-compatible API "
-            f"({one_line(detail, 120)}): check that --base-url points at its /v1 API")
+    def _where(self, url: str) -> str:
+        """The base URL that ``url`` was sent to (the first if none is its prefix)."""
+        return next((b for b in self.base_urls if url.startswith(b[: -len("/v1")])),
+                    self.base_url)
 
-    def _delay(self, attempt: int, hint: float | None) -> float:
-        if hint is not None:
-            return min(hint, MAX_RETRY_AFTER)
-        step = min(self.max_backoff, self.backoff * 2.0**attempt)
-        # Jitter spreads the retries of many concurrent requests apart.
-        return step / 2 + random.uniform(0, step / 2)
+    def _shape_error(self, detail: str, where: str = "") -> BackendError:
+        return self._error(
+            f"the server at {where or self.base_url} did not answer like an OpenAI-compatible API "
+            f"({one_line(detail, 120)}): check that --base-url points at its /v1 API")
 
     async def _send(self, method: str, url: str, body: dict[str, Any] | None = None, *,
                     raise_on_status: bool = True) -> Reply:
@@ -267,28 +265,18 @@ class OpenAIBackend:
                 failure = "status"
                 hint = retry_after_seconds(response.headers.get("retry-after"))
             if attempt + 1 < tries:
-                await asyncio.sleep(self._delay(attempt, hint))
-        plural = "try" if tries == 1 else "tries"
-        if failure == "status" and response is not None:
-            if not raise_on_status:
-                return response
-            raise self._error(
-                f"the server at {self.base_url} answered {response.status_code} after {tries} "
-                f"{plural}: check that it is running and not overloaded")
-        if failure == "connect":
-            raise self._error(f"could not reach an OpenAI-compatible server at "
-                              f"{self.base_url}: start it or fix --base-url")
-        if failure == "timeout":
-            raise self._error(
-                f"the server at {self.base_url} did not answer within {self.timeout:g} s "
-                f"after {tries} {plural}: raise the timeout or lower the concurrency")
-        raise self._error(f"the connection to the server at {self.base_url} failed after "
-                          f"{tries} {plural} ({failure}): check that it is running")
+                await asyncio.sleep(retry_delay(attempt, hint, self.backoff, self.max_backoff))
+        if failure == "status" and response is not None and not raise_on_status:
+            return response
+        status = None if response is None else response.status_code
+        raise self._error(gave_up(failure, self._where(url), tries, status, self.timeout))
 
     def _rejected(self, response: Reply, message: str | None) -> BackendError:
+        where = self._where(response.url)
         if message is None:  # an HTML 404 page and the like: not an OpenAI server
             return self._shape_error(
-                f"HTTP {response.status_code} {response.headers.get('content-type', 'text')}")
+                f"HTTP {response.status_code} {response.headers.get('content-type', 'text')}",
+                where)
         code = response.status_code
         if code in (401, 403):
             fix = f"set {self.api_key_env} to a valid API key"
@@ -296,7 +284,7 @@ class OpenAIBackend:
             fix = "check --base-url and the model name"
         else:
             fix = "check the model name and sampling options"
-        return self._error(f"the server at {self.base_url} rejected the request "
+        return self._error(f"the server at {where} rejected the request "
                            f"({code}: {one_line(message, 160)}): {fix}")
 
     def _json(self, response: Reply) -> dict[str, Any]:
@@ -445,7 +433,8 @@ class OpenAIBackend:
     async def _stream(self, prompt: Prompt, params: SamplingParams,
                       sample: StreamedSample) -> None:
         body = stream_body(request_body(self.model_id, prompt, params, 1, sample.seed), params)
-        url = self.base_url + completion_path(prompt)
+        base = next(self._turn)
+        url = base + completion_path(prompt)
         try:
             async with self._sem, self._http.stream("POST", url, body) as response:
                 if response.status >= 400:
@@ -454,14 +443,15 @@ class OpenAIBackend:
                 # leaving the block closes the stream: an aborted sample stops the server
                 await read_events(lines(response), sample, self._shape_error)
         except Failure as exc:
-            raise self._error(f"the connection to the server at {self.base_url} failed during "
+            raise self._error(f"the connection to the server at {base} failed during "
                               f"a streamed sample ({exc.kind}): check that it is running") from None
 
     async def _request(self, prompt: Prompt, params: SamplingParams, n: int, seed: int,
                        stats: RequestStats, packed: bool = False) -> list[Generation]:
         """One completion request; its choices in index order, sample seeds ``seed + i``;
         ``packed``: log-probabilities packed for the store (:class:`PackedGeneration`)."""
-        response = await self._send("POST", self.base_url + completion_path(prompt),
+        base = next(self._turn)  # several servers: each takes the next request in turn
+        response = await self._send("POST", base + completion_path(prompt),
                                     request_body(self.model_id, prompt, params, n, seed))
         if response.status_code >= 400:
             message = server_message(response)
@@ -475,7 +465,7 @@ class OpenAIBackend:
             choices, usage = decode_answer(response.content, chat=isinstance(prompt, Chat),
                                            top_k=top_k, packed=packed and params.logprobs)
         except ShapeError as exc:
-            raise self._shape_error(str(exc)) from None
+            raise self._shape_error(str(exc), base) from None
         stats.requests += 1
         # Stable: choices without an index keep the order they came in.
         choices = sorted(choices, key=lambda c: c.index)[:n]

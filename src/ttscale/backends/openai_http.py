@@ -22,7 +22,7 @@ import aiohttp
 
 @dataclass(frozen=True)
 class Reply:
-    """An HTTP answer read to its end: status, headers (any case) and body.
+    """An HTTP answer read to its end: status, headers (any case), body, and the URL asked.
 
     Example:
         >>> r = Reply(400, {"content-type": "application/json"}, b'{"error": "bad n"}')
@@ -33,6 +33,7 @@ class Reply:
     status_code: int
     headers: Mapping[str, str]
     content: bytes
+    url: str = ""
 
     def json(self) -> Any:
         """The body as JSON; ``ValueError`` when it is not."""
@@ -92,7 +93,7 @@ class Http:
                 content = await response.read()
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 raise _failure(exc) from None
-            return Reply(response.status, response.headers, content)
+            return Reply(response.status, response.headers, content, url)
 
     @asynccontextmanager
     async def stream(self, method: str, url: str,
@@ -148,7 +149,7 @@ async def read_all(response: aiohttp.ClientResponse) -> Reply:
     Example:
         >>> reply = await read_all(response)  # doctest: +SKIP
     """
-    return Reply(response.status, response.headers, await response.read())
+    return Reply(response.status, response.headers, await response.read(), str(response.url))
 
 
 async def lines(response: aiohttp.ClientResponse) -> AsyncIterator[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import random
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
@@ -14,6 +15,9 @@ from ttscale.errors import ConfigError, TtscaleError
 from ttscale.types import Prompt, TokenLogprob
 
 T = TypeVar("T")
+
+# A Retry-After longer than this is a server asking us to go away: fail sooner instead.
+MAX_RETRY_AFTER = 120.0
 
 
 def estimate_tokens(text: str) -> int:
@@ -42,6 +46,41 @@ def normalize_base_url(base_url: str) -> str:
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"base_url must start with http:// or https://, got {base_url!r}")
     return url if url.endswith("/v1") else url + "/v1"
+
+
+def base_urls(value: str | Sequence[str]) -> tuple[str, ...]:
+    """Every API root in ``value`` (one URL, comma-separated URLs, or a list of either),
+    normalised, each once, in the order given.
+
+    Example:
+        >>> base_urls(["http://a:8000", "http://b:8000/v1,http://a:8000/v1"])
+        ('http://a:8000/v1', 'http://b:8000/v1')
+    """
+    given = [value] if isinstance(value, str) else list(value)
+    urls = [normalize_base_url(u) for v in given for u in v.split(",") if u.strip()]
+    if not urls:
+        raise ConfigError("base_url names no server: pass http://HOST:PORT/v1")
+    return tuple(dict.fromkeys(urls))
+
+
+def gave_up(failure: str, where: str, tries: int, status: int | None, timeout: float) -> str:
+    """Why a request failed after every retry, and what to do about it.
+
+    Example:
+        >>> gave_up("connect", "http://a:8000/v1", 5, None, 600).split(": ")[0]
+        'could not reach an OpenAI-compatible server at http://a:8000/v1'
+    """
+    plural = "try" if tries == 1 else "tries"
+    if failure == "status":
+        return (f"the server at {where} answered {status} after {tries} {plural}: check that "
+                "it is running and not overloaded")
+    if failure == "connect":
+        return f"could not reach an OpenAI-compatible server at {where}: start it or fix --base-url"
+    if failure == "timeout":
+        return (f"the server at {where} did not answer within {timeout:g} s after {tries} "
+                f"{plural}: raise the timeout or lower the concurrency")
+    return (f"the connection to the server at {where} failed after {tries} {plural} "
+            f"({failure}): check that it is running")
 
 
 def parse_choice_logprobs(block: Any, top_k: int) -> tuple[TokenLogprob, ...] | None:
@@ -118,6 +157,43 @@ def retry_after_seconds(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def retry_delay(attempt: int, hint: float | None, backoff: float, most: float) -> float:
+    """Seconds before retry ``attempt + 1``: the server's Retry-After ``hint`` (at most
+    ``MAX_RETRY_AFTER``), else ``backoff`` doubled per attempt up to ``most``, jittered.
+
+    Example:
+        >>> retry_delay(0, 3.0, 0.5, 30.0), 0.5 <= retry_delay(1, None, 0.5, 30.0) <= 1.0
+        (3.0, True)
+    """
+    if hint is not None:
+        return min(hint, MAX_RETRY_AFTER)
+    step = min(most, backoff * 2.0**attempt)
+    # Jitter spreads the retries of many concurrent requests apart.
+    return step / 2 + random.uniform(0, step / 2)
+
+
+def check_options(*, timeout: float, max_retries: int, concurrency: int, params_count: int,
+                  backoff: float) -> None:
+    """A ConfigError naming the first option of the OpenAI backend out of range.
+
+    Example:
+        >>> check_options(timeout=0, max_retries=1, concurrency=1, params_count=0, backoff=0)
+        Traceback (most recent call last):
+        ...
+        ttscale.errors.ConfigError: timeout must be a positive number of seconds, got 0
+    """
+    if timeout <= 0:
+        raise ConfigError(f"timeout must be a positive number of seconds, got {timeout:g}")
+    if max_retries < 0:
+        raise ConfigError(f"max_retries must be >= 0, got {max_retries}")
+    if concurrency <= 0:
+        raise ConfigError(f"concurrency must be a positive number, got {concurrency}")
+    if params_count < 0:
+        raise ConfigError(f"params_count must be >= 0 (0: unknown), got {params_count}")
+    if backoff < 0:
+        raise ConfigError(f"backoff must be >= 0 seconds, got {backoff:g}")
 
 
 class NRejected(Exception):

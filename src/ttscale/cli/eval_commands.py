@@ -71,8 +71,9 @@ def eval_command(
              "difficulty settings, e.g. --option seed=1 --option max_terms=4.",
         show_default=False)] = None,
     backend: Annotated[str, typer.Option(help="llamacpp, openai or fake.")] = "llamacpp",
-    base_url: Annotated[str | None, typer.Option(
-        help="An OpenAI-compatible server, with --backend openai.", show_default=False)] = None,
+    base_url: Annotated[list[str] | None, typer.Option(
+        help="An OpenAI-compatible server, with --backend openai; several (repeated, or "
+             "comma-separated) take the requests in turn.", show_default=False)] = None,
     threads: Annotated[int | None, typer.Option(
         help="CPU threads for llamacpp (default: all cores).", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option(

@@ -76,7 +76,7 @@ def evaluate(dataset: str, out: str | Path, *, strategies: str | Sequence[str] =
              limit: int | None = None, ids: str | None = None,
              question_field: str | None = None, answer_field: str | None = None,
              dataset_options: dict[str, Any] | None = None, model: str | None = None,
-             backend: str = "llamacpp", base_url: str | None = None,
+             backend: str = "llamacpp", base_url: str | Sequence[str] | None = None,
              threads: int | None = None, verifier: str | None = None,
              temperature: float | str = 0.7, top_p: float = 1.0, max_tokens: int = 1024,
              concurrency: int = 4, resamples: int = 200, report_files: bool = True,
@@ -94,7 +94,8 @@ def evaluate(dataset: str, out: str | Path, *, strategies: str | Sequence[str] =
     ``ray`` runs the questions on a Ray cluster (``True``: a local one; an address such as
     ``ray://head:10001`` or ``auto``: that cluster), ``ray_workers`` actors each owning a
     backend (default: one per CPU); the run store stays here (:mod:`ttscale.evaluation.
-    distributed`).
+    distributed`). Several ``base_url`` (a list, or comma-separated) take the requests in
+    turn, up to ``MAX_REQUESTS`` in flight to each.
 
     Example:
         >>> import tempfile
@@ -120,6 +121,8 @@ def evaluate(dataset: str, out: str | Path, *, strategies: str | Sequence[str] =
                      resamples=resamples, top_logprobs=top_logprobs)
     problems = select_problems(dataset, split, limit, ids, question_field, answer_field,
                                dataset_options)
+    if base_url is not None and not isinstance(base_url, str):
+        base_url = ",".join(base_url)  # one string: the cache key and every worker's backend
     name, sha = model_identity(backend, model, base_url)
 
     def load() -> Any:
@@ -191,8 +194,10 @@ def _backend_options(cfg: EvalConfig, backend: str, model: str | None, base_url:
         # every question's requests in flight at once (a server batches them; the
         # backend's default of 16 would keep a fleet idle)
         per_question = -(-cfg.n_max // SAMPLES_PER_REQUEST) * cfg.seeds
+        servers = len([u for u in (base_url or "").split(",") if u.strip()]) or 1
         opts = {"model": model, "base_url": base_url,
-                "concurrency": min(MAX_REQUESTS, max(16, cfg.concurrency * per_question))}
+                "concurrency": min(MAX_REQUESTS * servers,
+                                   max(16, cfg.concurrency * per_question))}
     elif backend == "vllm":
         opts = {"model": model}
     else:
