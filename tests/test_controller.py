@@ -208,3 +208,17 @@ def test_a_fleet_member_that_stops_answering_is_named(tmp_path: Path) -> None:
             proc.terminate()
             proc.wait(10)
     assert 0 < query(tmp_path, KEYS)[0][0] < 400  # what was answered is kept
+
+
+def test_a_backend_never_closed_exits_without_a_word(standin: str) -> None:
+    code = ("from ttscale.backends.openai import OpenAIBackend\n"
+            "from ttscale.params import SamplingParams\n"
+            "def use():\n"
+            f"    be = OpenAIBackend(base_url={standin!r})\n"
+            "    return be.generate(['x'], SamplingParams(n=2, max_tokens=8))\n"
+            "print(len(use().generations[0]))\n"
+            "import gc; gc.collect()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "2"
+    assert done.stderr == ""  # no "Unclosed client session" from aiohttp

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from ttscale.backends.base import WAKE_SECONDS, strip_prefill, wait_for
 from ttscale.backends.openai_decode import ShapeError, decode_answer
-from ttscale.backends.openai_http import Failure, Http, Reply, lines, read_all
+from ttscale.backends.openai_http import Failure, Http, Reply, lines, quiet_unclosed, read_all
 from ttscale.backends.openai_stream import (
     completion_counts,
     completion_path,
@@ -132,6 +132,7 @@ class OpenAIBackend:
         self._api_key = os.environ.get(api_key_env) or None
         self._closed = False
         self._loop = asyncio.new_event_loop()
+        self._loop.set_exception_handler(quiet_unclosed)
         self._thread = threading.Thread(target=self._loop.run_forever,
                                         name="ttscale-openai", daemon=True)
         self._thread.start()
