@@ -195,6 +195,18 @@ def test_base_url_is_normalised_and_bad_options_fail() -> None:
         OpenAIBackend("m", timeout=0)
 
 
+def test_several_base_urls_are_normalised_once_each_and_name_their_own_failures() -> None:
+    with OpenAIBackend("m", base_url=["http://127.0.0.1:1", "http://127.0.0.1:10/v1,"
+                                      "http://127.0.0.1:1/v1/"]) as be:
+        assert be.base_urls == ("http://127.0.0.1:1/v1", "http://127.0.0.1:10/v1")
+        assert be.base_url == be.root_url + "/v1" == "http://127.0.0.1:1/v1"
+        assert be._where("http://127.0.0.1:10/v1/completions") == "http://127.0.0.1:10/v1"
+        assert be._where("http://127.0.0.1:1/tokenize") == "http://127.0.0.1:1/v1"
+        assert "['http://127.0.0.1:1/v1', 'http://127.0.0.1:10/v1']" in repr(be)
+    with pytest.raises(ConfigError, match="names no server"):
+        OpenAIBackend("m", base_url=" , ")
+
+
 def test_registered_as_openai(serve: Callable[[App], FakeServer]) -> None:
     srv = serve(openai_app())
     be = load_backend("openai", base_url=srv.url)

@@ -238,7 +238,7 @@ class OpenAIBackend:
 
     def _where(self, url: str) -> str:
         """The base URL that ``url`` was sent to (the first if none is its prefix)."""
-        return next((b for b in self.base_urls if url.startswith(b[: -len("/v1")])),
+        return next((b for b in self.base_urls if url.startswith(b[: -len("v1")])),
                     self.base_url)
 
     def _shape_error(self, detail: str, where: str = "") -> BackendError:
