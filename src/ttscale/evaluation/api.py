@@ -223,10 +223,12 @@ def _summary(out: Path, cfg: EvalConfig, outcome: EvalOutcome, only: Sequence[st
              report_files: bool) -> EvalRun:
     from ttscale.evaluation.replay.summary import run_points
     from ttscale.evaluation.report.outputs import write_outputs
+    from ttscale.evaluation.runs.records import load_records
 
-    points, earlier, questions = run_points(out, cfg, only)
+    loaded = load_records(out, logprobs=False)  # read once for the points and the page
+    points, earlier, questions = run_points(out, cfg, only, loaded=loaded)
     write_outputs(out, points, resamples=cfg.resamples, seed=cfg.replay_seed, extra=earlier,
-                  report=report_files)
+                  report=report_files, loaded=loaded)
     return EvalRun(out, tuple(points), tuple(earlier), outcome, cfg.temperature, questions,
                    cfg.resamples, cfg.replay_seed)
 

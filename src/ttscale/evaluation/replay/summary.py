@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ttscale.evaluation.harness import REPLAYED, VERIFIED, EvalConfig
 from ttscale.evaluation.replay.metrics import CurvePoint, curve
@@ -28,14 +29,16 @@ from ttscale.evaluation.runs.records import (
 )
 
 
-def run_points(run_dir: str | Path, cfg: EvalConfig, only: Sequence[str] | None = None,
+def run_points(run_dir: str | Path, cfg: EvalConfig, only: Sequence[str] | None = None, *,
+               loaded: tuple[dict[str, Any], list[QuestionRecord]] | None = None,
                ) -> tuple[list[CurvePoint], list[CurvePoint], int]:
     """``cfg``'s points over the questions in ``only`` (default: all), the points of every
-    other (strategy, n) the run stored, and the number of questions in the first.
+    other (strategy, n) the run stored, and the number of questions in the first;
+    ``loaded``: what ``load_records(run_dir, logprobs=False)`` returned, if already read.
     """
     # the replayed strategies vote on answers and the rest read result rows: no point
     # needs the traces' log-probabilities (DeepConf's replays read them in replay())
-    _settings, every = load_records(run_dir, logprobs=False)
+    _settings, every = loaded or load_records(run_dir, logprobs=False)
     wanted = set(only) if only is not None else None
     records = every if wanted is None else [r for r in every if r.id in wanted]
     points: list[CurvePoint] = []

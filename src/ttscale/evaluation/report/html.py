@@ -163,9 +163,11 @@ def build_html(settings: dict[str, Any], records: Sequence[QuestionRecord],
     return re.sub(r"\{(title|settings|curves|points|data)\}", lambda m: parts[m[1]], _PAGE)
 
 
-def write_report(run_dir: Path | str, points: Sequence[CurvePoint]) -> Path:
+def write_report(run_dir: Path | str, points: Sequence[CurvePoint], *,
+                 loaded: tuple[dict[str, Any], list[QuestionRecord]] | None = None) -> Path:
     """Write ``curves.png`` (when there are points), ``allocation.png`` (when ``auto`` is
     among them) and ``report.html`` into the run directory; returns the path of the page.
+    ``loaded``: the run's records without log-probabilities, if already read.
 
     Example:
         >>> write_report("/nonexistent", [])  # doctest: +ELLIPSIS
@@ -174,7 +176,8 @@ def write_report(run_dir: Path | str, points: Sequence[CurvePoint]) -> Path:
         ttscale.errors.ConfigError: /nonexistent holds no run store (run.sqlite): ...
     """
     run_dir = Path(run_dir)
-    settings, records = load_records(run_dir, logprobs=False)  # the page shows none
+    # the page shows no log-probabilities
+    settings, records = loaded or load_records(run_dir, logprobs=False)
     png = allocation = None
     if points:
         from ttscale.evaluation.report.plots import allocation_png_bytes, plot_png_bytes

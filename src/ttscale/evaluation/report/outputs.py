@@ -18,10 +18,11 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from ttscale.evaluation.replay.metrics import CurvePoint
 from ttscale.evaluation.replay.summary import earlier_points
-from ttscale.evaluation.runs.records import load_records
+from ttscale.evaluation.runs.records import QuestionRecord, load_records
 
 RESULTS = "results.jsonl"
 
@@ -41,14 +42,16 @@ def write_results(run_dir: Path, points: Sequence[CurvePoint], *, resamples: int
 
 
 def write_outputs(run_dir: Path, points: Sequence[CurvePoint], *, resamples: int, seed: int,
-                  extra: Sequence[CurvePoint] = (), report: bool = True) -> None:
+                  extra: Sequence[CurvePoint] = (), report: bool = True,
+                  loaded: tuple[dict[str, Any], list[QuestionRecord]] | None = None) -> None:
     """results.jsonl of ``points`` and ``extra`` (earlier invocations' points), and with
-    ``report`` their curves.png and report.html (matplotlib draws the plot)."""
+    ``report`` their curves.png and report.html (matplotlib draws the plot); ``loaded``:
+    the run's records without log-probabilities, if already read."""
     from ttscale.evaluation.report import html
 
     write_results(run_dir, [*points, *extra], resamples=resamples, seed=seed)
     if report:
-        html.write_report(run_dir, [*points, *extra])
+        html.write_report(run_dir, [*points, *extra], loaded=loaded)
 
 
 def rebuild_report(run_dir: Path) -> Path:

@@ -107,8 +107,13 @@ def load_records(run_dir: str | Path, verifier_name: str | None = None, *,
         names = store.verifiers()
         # the verifier a run was scored with; the first by name if several scored it
         verifier = verifier_name if verifier_name is not None else (names[0] if names else "")
-        results = store.results()
-        trees = store.trees()
+        # by question, in stored order: a scan of every row per question was quadratic
+        results: dict[str, list[ResultRow]] = {}
+        for r in store.results():
+            results.setdefault(r.question_id, []).append(r)
+        trees: dict[str, list[TreeRow]] = {}
+        for t in store.trees():
+            trees.setdefault(t.question_id, []).append(t)
         for q in store.questions():
             prompt = solve_prompt(q.question, settings["system_prompt"])
             stored = store.get_generations(sha, prompt, params, 0, 2**62, logprobs=logprobs)
@@ -126,8 +131,7 @@ def load_records(run_dir: str | Path, verifier_name: str | None = None, *,
                     0.0 if s is None else s.usage.flops))
             out.append(QuestionRecord(
                 q.id, q.question, q.gold, tuple(traces),
-                tuple(r for r in results if r.question_id == q.id),
-                tuple(t for t in trees if t.question_id == q.id), dict(q.meta)))
+                tuple(results.get(q.id, ())), tuple(trees.get(q.id, ())), dict(q.meta)))
     return settings, out
 
 
