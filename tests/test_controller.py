@@ -222,3 +222,28 @@ def test_a_backend_never_closed_exits_without_a_word(standin: str) -> None:
                           timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "2"
     assert done.stderr == ""  # no "Unclosed client session" from aiohttp
+
+
+def test_a_failed_run_leaves_no_unread_task_errors(tmp_path: Path) -> None:
+    """The run stops on the first failure; the requests failing beside it are not logged
+    at exit as "Task exception was never retrieved"."""
+    proc, url = start_standin("--fail-after", "100")
+    code = ("import gc\n"
+            "from ttscale.errors import BackendError\n"
+            "from ttscale.evaluation.api import evaluate\n"
+            "try:\n"
+            f"    evaluate('gsm8k', {str(tmp_path)!r}, split='train', limit=200, ns=[1, 4],\n"
+            f"             backend='openai', base_url={url!r}, resamples=1, concurrency=64,\n"
+            "             report_files=False,\n"
+            "             backend_options={'max_retries': 1, 'backoff': 0.05})\n"
+            "except BackendError as exc:\n"
+            "    print('failed:', exc)\n"
+            "gc.collect()\n")
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=120)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert done.returncode == 0 and done.stdout.startswith("failed: ")
+    assert "never retrieved" not in done.stderr, done.stderr[-800:]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -57,7 +58,43 @@ def submit(backend: OpenAIBackend, prompts: Sequence[Prompt], params: SamplingPa
         results = await backend._generate(prompts, params, stats, packed)
         return _output(backend, results, stats, time.perf_counter() - start)
 
-    return asyncio.run_coroutine_threadsafe(call(), backend._loop)
+    # asyncio.run_coroutine_threadsafe, but the task's outcome is always read: a caller
+    # that cancels as the task fails (a controller stopping on the first failure) left
+    # asyncio to log "Task exception was never retrieved" for every other failed request
+    out: concurrent.futures.Future[GenerateOutput] = concurrent.futures.Future()
+    loop = backend._loop
+
+    def settle(task: asyncio.Task[GenerateOutput]) -> None:
+        if task.cancelled():
+            out.cancel()
+            return
+        failure = task.exception()
+        if not out.set_running_or_notify_cancel():
+            return  # cancelled by the caller: nobody waits for the outcome
+        if failure is not None:
+            out.set_exception(failure)
+        else:
+            out.set_result(task.result())
+
+    def begin() -> None:
+        if out.cancelled():
+            return
+        task = loop.create_task(call())
+        task.add_done_callback(settle)
+
+        def stop(f: concurrent.futures.Future[GenerateOutput]) -> None:
+            if f.cancelled():
+                _cancel(loop, task)
+
+        out.add_done_callback(stop)
+
+    loop.call_soon_threadsafe(begin)
+    return out
+
+
+def _cancel(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nothing left to stop
+        loop.call_soon_threadsafe(task.cancel)
 
 
 def _output(backend: OpenAIBackend, results: list[list[Generation]], stats: RequestStats,
