@@ -75,3 +75,20 @@ def test_report_of_a_missing_directory_says_so(tmp_path: Path) -> None:
     assert "import-samples" not in line.split(":")[1]  # no advice to import anything
     (tmp_path / "file").write_text("x", encoding="utf-8")
     assert "is not a directory" in one_sentence("report", str(tmp_path / "file"))
+
+
+@pytest.mark.parametrize(("flags", "said"), [
+    (["--ray-verifiers", "1", "--verifier", "self_judge"],
+     "error: --ray-verifiers runs the verifier on Ray actors: add --ray"),
+    (["--ray", "--ray-verifiers", "1"],
+     "error: --ray-verifiers needs a verifier to run: add --verifier (e.g. self_judge) or a "
+     "strategy that scores its samples"),
+    (["--ray", "--ray-verifier-gpus", "0.5", "--verifier", "self_judge"],
+     "error: --ray-verifier-gpus is for the verifier actors: add --ray-verifiers N"),
+])
+def test_a_verifier_pool_the_run_cannot_have_is_one_sentence(
+        tmp_path: Path, flags: list[str], said: str) -> None:
+    """Refused before a Ray cluster starts or a model loads."""
+    line = one_sentence("eval", "--dataset", "gsm8k", "--limit", "1", "--n", "1",
+                        "--backend", "fake", *flags, "--out", str(tmp_path / "run"))
+    assert line == said

@@ -90,6 +90,13 @@ def eval_command(
     ray_workers: Annotated[int | None, typer.Option(
         help="Ray actors, each with its own backend (default: one per CPU of the cluster).",
         show_default=False)] = None,
+    ray_verifiers: Annotated[int, typer.Option(
+        help="Ray actors that run the verifier for all the question actors, which then hold "
+             "no copy of it (default: each question actor builds its own).",
+        show_default=False)] = 0,
+    ray_verifier_gpus: Annotated[float, typer.Option(
+        help="GPUs for each --ray-verifiers actor (a fraction shares one).",
+        show_default=False)] = 0,
     # for the tests: seconds each call of the scripted fake backend takes
     fake_delay: Annotated[float, typer.Option(hidden=True)] = 0.0,
 ) -> None:
@@ -123,7 +130,8 @@ def eval_command(
                                resamples=resamples, progress=progress,
                                backend_options={"delay": fake_delay} if fake_delay else None,
                                top_logprobs=top_logprobs, ray=ray_address or ray or None,
-                               ray_workers=ray_workers)
+                               ray_workers=ray_workers, ray_verifiers=ray_verifiers,
+                               ray_verifier_gpus=ray_verifier_gpus)
         except KeyboardInterrupt:
             interrupted(out, err)
             raise

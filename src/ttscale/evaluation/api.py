@@ -82,6 +82,7 @@ def evaluate(dataset: str, out: str | Path, *, strategies: str | Sequence[str] =
              concurrency: int = 4, resamples: int = 200, report_files: bool = True,
              backend_options: dict[str, Any] | None = None, top_logprobs: int = 5,
              ray: str | bool | None = None, ray_workers: int | None = None,
+             ray_verifiers: int = 0, ray_verifier_gpus: float = 0,
              progress: ProgressFn | None = None) -> EvalRun:
     """Evaluate strategies on a dataset into the run directory ``out``: generate what is
     missing (every sample stored as it arrives, so a stopped run resumes and a larger n
@@ -94,8 +95,10 @@ def evaluate(dataset: str, out: str | Path, *, strategies: str | Sequence[str] =
     ``ray`` runs the questions on a Ray cluster (``True``: a local one; an address such as
     ``ray://head:10001`` or ``auto``: that cluster), ``ray_workers`` actors each owning a
     backend (default: one per CPU); the run store stays here (:mod:`ttscale.evaluation.
-    distributed`). Several ``base_url`` (a list, or comma-separated) take the requests in
-    turn, up to ``MAX_REQUESTS`` in flight to each.
+    distributed`). ``ray_verifiers`` actors (``ray_verifier_gpus`` GPUs each) run the
+    verifier for all of them instead of one copy per question actor. Several ``base_url``
+    (a list, or comma-separated) take the requests in turn, up to ``MAX_REQUESTS`` in
+    flight to each.
 
     Example:
         >>> import tempfile
@@ -108,6 +111,7 @@ def evaluate(dataset: str, out: str | Path, *, strategies: str | Sequence[str] =
     from ttscale.evaluation.options import parse_temperature
     from ttscale.evaluation.runs.cache import CachedBackend
     from ttscale.evaluation.runs.store import Store
+    from ttscale.evaluation.verifier_pool import check_pool
     from ttscale.registry import backends
     from ttscale.strategies.spec import split_specs
 
@@ -119,6 +123,7 @@ def evaluate(dataset: str, out: str | Path, *, strategies: str | Sequence[str] =
                      temperature=0.7 if fixed is None else fixed, top_p=top_p,
                      max_tokens=max_tokens, verifier=verifier, concurrency=concurrency,
                      resamples=resamples, top_logprobs=top_logprobs)
+    check_pool(cfg.verifier, ray, ray_verifiers, ray_verifier_gpus)
     problems = select_problems(dataset, split, limit, ids, question_field, answer_field,
                                dataset_options)
     if base_url is not None and not isinstance(base_url, str):
@@ -147,7 +152,8 @@ def evaluate(dataset: str, out: str | Path, *, strategies: str | Sequence[str] =
             outcome = _generate_on_ray(ray, cfg, store, problems, backend, sha, progress,
                                        _backend_options(cfg, backend, model, base_url,
                                                         threads or 1, backend_options or {},
-                                                        per_worker=True), ray_workers)
+                                                        per_worker=True), ray_workers,
+                                       ray_verifiers, ray_verifier_gpus)
             return _summary(out, cfg, outcome, [p.id for p in problems], report_files)
         be = be or load()
         cached = CachedBackend(be, store, sha)
@@ -161,7 +167,8 @@ def evaluate(dataset: str, out: str | Path, *, strategies: str | Sequence[str] =
 def _generate_on_ray(address: str | bool, cfg: EvalConfig, store: Any,
                      problems: Sequence[Problem], backend: str, sha: str,
                      progress: ProgressFn | None, options: dict[str, Any],
-                     workers: int | None) -> EvalOutcome:
+                     workers: int | None, verifier_workers: int = 0,
+                     verifier_gpus: float = 0) -> EvalOutcome:
     from ttscale.evaluation.distributed import run_on_ray
 
     report(progress, "loading", "starting the Ray workers (each loads its own backend)...")
@@ -171,7 +178,8 @@ def _generate_on_ray(address: str | bool, cfg: EvalConfig, store: Any,
                unit="questions")
 
     return run_on_ray(address, cfg, store, problems, backend=backend, options=options,
-                      sha=sha, workers=workers, on_tick=tick)
+                      sha=sha, workers=workers, verifier_workers=verifier_workers,
+                      verifier_gpus=verifier_gpus, on_tick=tick)
 
 
 def _backend_options(cfg: EvalConfig, backend: str, model: str | None, base_url: str | None,

@@ -17,6 +17,10 @@ question in flight when the driver stops is sent again on the next run; merging 
 driver starts a new actor in its place and sends the question again, up to
 ``MAX_ATTEMPTS`` times.
 
+With ``verifier_workers`` the verifier is an actor pool of its own instead
+(:mod:`ttscale.evaluation.verifier_pool`): question actors score through its handles, so
+they hold no copy of a PRM or an SPRM head, and the pool gets its own GPUs.
+
 Example (a local cluster; needs ``pip install 'ttscale[ray]'``):
     >>> import ttscale  # doctest: +SKIP
     >>> ttscale.evaluate("gsm8k", "runs/g", limit=20, model="smollm2-135m",
@@ -37,6 +41,7 @@ from ttscale.evaluation.datasets import Problem
 from ttscale.evaluation.harness import RUN_LABEL, EvalConfig, EvalOutcome, Harness, Tick
 from ttscale.evaluation.runs.archive import merge_rows, question_rows, rows_of
 from ttscale.evaluation.runs.store import QuestionRow, Store
+from ttscale.evaluation.verifier_pool import start_pool, wait_started
 from ttscale.types import Usage
 
 MAX_ATTEMPTS = 3  # a question whose worker dies this many times stops the run
@@ -54,6 +59,8 @@ def _ray() -> Any:
 
 class QuestionWorker:
     """A Ray actor's state: one backend and one verifier, built once, for many questions.
+    Given ``verifiers`` (:class:`~ttscale.evaluation.verifier_pool.VerifierWorker` actor
+    handles), it scores through them instead of building a verifier.
 
     Example (without Ray, as the actor runs it):
         >>> w = QuestionWorker({"kind": "eval"}, EvalConfig(ns=(1, 2)), "fake", {}, "sha")
@@ -63,18 +70,27 @@ class QuestionWorker:
     """
 
     def __init__(self, settings: dict[str, Any], cfg: EvalConfig, backend: str,
-                 options: dict[str, Any], sha: str) -> None:
+                 options: dict[str, Any], sha: str, verifiers: Sequence[Any] = ()) -> None:
         from ttscale.backends.base import load_backend
+        from ttscale.evaluation.verifier_pool import VerifierPool
+        from ttscale.verifiers.base import Verifier
         from ttscale.verifiers.spec import build_verifier
 
         self.settings, self.cfg, self.sha = settings, cfg, sha
         self.backend = load_backend(backend, **options)
-        self.verifier = (None if cfg.verifier is None
-                         else build_verifier(cfg.verifier, self.backend))
+        self.verifier: Verifier | None = None
+        if cfg.verifier is not None:
+            self.verifier = (VerifierPool(verifiers) if verifiers
+                             else build_verifier(cfg.verifier, self.backend))
 
     def pid(self) -> int:
         """The worker's process id (where a test or an operator finds it)."""
         return os.getpid()
+
+    def scorer(self) -> str:
+        """What scores this worker's samples: its verifier's class (``VerifierPool`` when an
+        actor pool does), or ``""`` without one."""
+        return "" if self.verifier is None else type(self.verifier).__name__
 
     def question(self, problem: Problem, seed_rows: list[dict[str, Any]]
                  ) -> list[dict[str, Any]]:
@@ -144,14 +160,24 @@ def _probe(address: str) -> None:
 
 def run_on_ray(address: str | bool, cfg: EvalConfig, store: Store,
                problems: Sequence[Problem], *, backend: str, options: dict[str, Any],
-               sha: str, workers: int | None = None,
+               sha: str, workers: int | None = None, verifier_workers: int = 0,
+               verifier_gpus: float = 0,
                on_tick: Callable[[Tick], None] | None = None,
                on_start: Callable[[list[Any]], None] | None = None,
                on_lost: Callable[[str], None] | None = None) -> EvalOutcome:
     """Evaluate ``problems`` on Ray actors into ``store`` (see the module's docstring).
     ``on_start`` gets the actor handles once they exist (their ``pid()`` included),
-    ``on_lost`` the id of each question sent again because its worker died."""
-    ray = connect(address, workers)
+    ``on_lost`` the id of each question sent again because its worker died.
+    ``verifier_workers`` actors (``verifier_gpus`` each) run the verifier for all of them.
+
+    Example (a local cluster; the verifier in two actors of its own):
+        >>> run_on_ray(True, EvalConfig(verifier="self_judge"), store, problems,
+        ...            backend="llamacpp", options=options, sha=sha,
+        ...            verifier_workers=2)  # doctest: +SKIP
+    """
+    pool_size = verifier_workers if cfg.verifier is not None else 0
+    # a local cluster needs a CPU for each verifier actor beside the question actors'
+    ray = connect(address, (workers or 1) + pool_size if pool_size else workers)
     tick = on_tick or (lambda _t: None)
     store.put_questions([QuestionRow(p.id, p.question, p.gold, dict(p.meta))
                          for p in problems])
@@ -161,17 +187,27 @@ def run_on_ray(address: str | bool, cfg: EvalConfig, store: Store,
     todo = deque(p for p in problems if p.id not in complete)
     done = len(problems) - len(todo)
     tick(Tick(done, len(problems), 0, ""))
-    count = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    # by default the question actors take the CPUs the verifier actors leave
+    count = workers or max(1, int(ray.cluster_resources().get("CPU", 1)) - pool_size)
     count = min(count, max(1, len(todo)))
     # an in-process vLLM worker takes a GPU of its own where the cluster has them
-    gpus = 1 if backend == "vllm" and ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    cluster_gpus = ray.cluster_resources().get("GPU", 0)
+    # GPUs the verifier actors hold; one they cannot get would leave them pending forever
+    left = cluster_gpus - pool_size * verifier_gpus
+    if left < 0:
+        raise ConfigError(f"--ray-verifiers {pool_size} x --ray-verifier-gpus {verifier_gpus} "
+                          f"asks for more GPUs than the Ray cluster has ({cluster_gpus:g})")
+    gpus = 1 if backend == "vllm" and left >= 1 else 0
     if gpus:
-        count = min(count, int(ray.cluster_resources()["GPU"]))
+        count = min(count, int(left))
     actor = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=0)(QuestionWorker)
     settings = dict(store.settings)
 
+    pool = (start_pool(ray, pool_size, verifier_gpus, cfg.verifier or "", backend, options)
+            if todo and pool_size else [])
+
     def spawn() -> Any:
-        return actor.remote(settings, cfg, backend, options, sha)
+        return actor.remote(settings, cfg, backend, options, sha, pool)
 
     idle = [spawn() for _ in range(count)] if todo else []
     if on_start is not None and idle:
@@ -179,6 +215,7 @@ def run_on_ray(address: str | bool, cfg: EvalConfig, store: Store,
     running: dict[Any, tuple[Any, Problem]] = {}
     attempts: dict[str, int] = {}
     try:
+        wait_started(ray, pool)
         while todo or running:
             while idle and todo:
                 worker, problem = idle.pop(), todo.popleft()
@@ -217,7 +254,7 @@ def run_on_ray(address: str | bool, cfg: EvalConfig, store: Store,
     finally:
         for ref in running:
             ray.cancel(ref, force=True)
-        for worker in idle + [w for w, _ in running.values()]:
+        for worker in idle + [w for w, _ in running.values()] + pool:
             ray.kill(worker)
     new = store.count("generations") - before
     return EvalOutcome(len(problems), new, 0, Usage(), time.perf_counter() - start)
