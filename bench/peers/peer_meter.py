@@ -188,9 +188,12 @@ def make_handler(meter: Meter) -> type[BaseHTTPRequestHandler]:
                     self.relay_stream(lane, resp)
                     return
                 data = resp.read()
-                self.reply(resp.status, data, ctype or "application/json")
+                # counted before the client has the answer: a runner that reads the meter
+                # as soon as its job returns must find the job's tokens there (an n=8
+                # answer takes 7 /tokenize calls; replying first lost them to that race)
                 if resp.status == 200 and self.command == "POST" and data[:1] == b"{":
                     meter.add(lane, meter.count_json(json.loads(data)))
+                self.reply(resp.status, data, ctype or "application/json")
             except (OSError, http.client.HTTPException) as e:
                 self.reply(502, json.dumps({"error": {"message": f"proxy: {e}"}}).encode())
             finally:
@@ -204,14 +207,20 @@ def make_handler(meter: Meter) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.close_connection = True
             events: list[dict[str, Any]] = []
+            counted = False
             while line := resp.readline():
-                self.wfile.write(line)
-                self.wfile.flush()
                 text = line.decode("utf-8", "replace").strip()
-                if text.startswith("data:") and text[5:].strip() not in ("", "[DONE]"):
+                if text.startswith("data:") and text[5:].strip() == "[DONE]" and not counted:
+                    # the stream's end reaches the client only once its tokens are counted
+                    counted = True
+                    if resp.status == 200:
+                        meter.add(lane, meter.count_stream(events))
+                elif text.startswith("data:") and text[5:].strip():
                     with contextlib.suppress(json.JSONDecodeError):
                         events.append(json.loads(text[5:].strip()))
-            if resp.status == 200:
+                self.wfile.write(line)
+                self.wfile.flush()
+            if resp.status == 200 and not counted:
                 meter.add(lane, meter.count_stream(events))
 
     return Handler
