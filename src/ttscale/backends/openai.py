@@ -436,16 +436,23 @@ class OpenAIBackend:
         body = stream_body(request_body(self.model_id, prompt, params, 1, sample.seed), params)
         base = next(self._turn)
         url = base + completion_path(prompt)
-        try:
-            async with self._sem, self._http.stream("POST", url, body) as response:
-                if response.status >= 400:
-                    reply = await read_all(response)
-                    raise self._rejected(reply, server_message(reply))
-                # leaving the block closes the stream: an aborted sample stops the server
-                await read_events(lines(response), sample, self._shape_error)
-        except Failure as exc:
-            raise self._error(f"the connection to the server at {base} failed during "
-                              f"a streamed sample ({exc.kind}): check that it is running") from None
+        for attempt in range(2):
+            try:
+                async with self._sem, self._http.stream("POST", url, body) as response:
+                    if response.status >= 400:
+                        reply = await read_all(response)
+                        raise self._rejected(reply, server_message(reply))
+                    # leaving the block closes the stream: an aborted sample stops the server
+                    await read_events(lines(response), sample, self._shape_error)
+                return
+            except Failure as exc:
+                # a pooled connection the server had closed fails before any token: sent
+                # again once on a fresh one, nothing was received
+                if attempt == 0 and not sample.parts and not sample.tokens:
+                    continue
+                raise self._error(f"the connection to the server at {base} failed during "
+                                  f"a streamed sample ({exc.kind}): check that it is "
+                                  "running") from None
 
     async def _request(self, prompt: Prompt, params: SamplingParams, n: int, seed: int,
                        stats: RequestStats, packed: bool = False) -> list[Generation]:

@@ -54,6 +54,9 @@ class Failure(Exception):
         self.kind = kind
 
 
+KEEPALIVE_SECONDS = 4.0  # below llama.cpp's server's 5 s keep-alive
+
+
 class Http:
     """Requests over one aiohttp session: ``connections`` at most, bearer ``api_key``.
 
@@ -81,7 +84,11 @@ class Http:
         # worker thread for every request; the proxy is looked up once per host instead
         self.session = aiohttp.ClientSession(
             headers=headers, trust_env=False,
-            connector=aiohttp.TCPConnector(limit=connections, ssl=ssl),
+            # idle connections kept 4 s, as httpx kept them 5: llama.cpp's server closes an
+            # idle one after 5 s, and a request on one it closed fails with
+            # ServerDisconnectedError (aiohttp's default keeps them 15 s)
+            connector=aiohttp.TCPConnector(limit=connections, ssl=ssl,
+                                           keepalive_timeout=KEEPALIVE_SECONDS),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=min(timeout, 10.0),
                                           sock_read=timeout))
         self._proxies: dict[str, dict[str, Any]] = {}
