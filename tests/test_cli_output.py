@@ -8,11 +8,13 @@ import json
 import os
 import pty
 import re
+import select
 import shutil
 import struct
 import subprocess
 import sys
 import termios
+import time
 from pathlib import Path
 
 import pytest
@@ -52,13 +54,18 @@ def on_terminal(args: list[str], env: dict[str, str], columns: int = 80) -> str:
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
     try:
-        proc = subprocess.run([TTSCALE, *args], stdin=slave, stdout=slave, stderr=slave,
-                              env={**env, "TERM": "xterm-256color"}, timeout=120,
-                              check=False)
+        proc = subprocess.Popen([TTSCALE, *args], stdin=slave, stdout=slave, stderr=slave,
+                                env={**env, "TERM": "xterm-256color"})
     finally:
         os.close(slave)
+    # Read while it runs: a pty holds only a few KB, and a writer whose reader waits for
+    # it to exit first blocks forever once its output outgrows that.
     chunks = []
-    while True:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 1.0)
+        if not ready:
+            continue
         try:
             chunk = os.read(master, 65536)
         except OSError:  # the other end closed: everything was read
@@ -67,6 +74,10 @@ def on_terminal(args: list[str], env: dict[str, str], columns: int = 80) -> str:
             break
         chunks.append(chunk)
     os.close(master)
+    try:
+        proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        proc.kill()
     assert proc.returncode == 0
     return b"".join(chunks).decode("utf-8").replace("\r\n", "\n")
 
