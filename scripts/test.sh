@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 .venv/bin/ruff check src tests bench
 .venv/bin/mypy
 .venv/bin/mypy bench
+.venv/bin/mypy tests
 .venv/bin/python -m pytest -q -p no:cacheprovider --doctest-modules src tests

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +90,7 @@ def test_selection_threshold_and_params() -> None:
 
 # -- strategies with the fake backend ---------------------------------------------------------
 
-def lps_by_seed(unsure: Sequence[int]) -> FakeBackend:
+def lps_by_seed(unsure: Collection[int]) -> FakeBackend:
     """Answers cycle 4, 5, 4, 5...; samples whose seed is in ``unsure`` have flat tokens."""
     return FakeBackend(
         script=lambda _p, i: f"so it is \\boxed{{{4 + i % 2}}}",
@@ -167,7 +167,7 @@ def test_online_without_streaming_cuts_afterwards_and_charges_everything() -> No
     inner = FakeBackend(responses=[words, words.replace("{4}", "{5}")],
                         token_logprobs=lambda _p, seed, pos, _s: (
                             [-0.01, -6.0] if seed < 4 or pos < 5 else [-0.7, -0.7]))
-    r = solve(QUESTION, backend=NoStream(inner),  # type: ignore[arg-type]
+    r = solve(QUESTION, backend=NoStream(inner),
               strategy="deepconf_online:window=4", n=6)
     assert [t.finish_reason for t in r.traces] == ["stop"] * 4 + ["aborted"] * 2
     assert r.usage.completion_tokens == 6 * 21  # every generated token was spent

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from ttscale.backends.fake import FakeBackend
 from ttscale.errors import BackendError, ConfigError, MissingExtra
 from ttscale.evaluation.datasets import Problem
 from ttscale.evaluation.distributed import QuestionWorker, connect
@@ -55,6 +56,7 @@ def test_worker_resumes_a_question_from_the_rows_the_driver_sends(tmp_path: Path
         worker = QuestionWorker(settings, cfg, "fake", {}, "sha")
         rows = worker.question(problem, question_rows(run, problem.id, problem.question))
         fake = worker.backend
+        assert isinstance(fake, FakeBackend)
         assert [c[1].seed for c in fake.calls] == [2]  # only samples 2 and 3 generated
         merge_rows(run, rows)
         merge_rows(run, rows)  # a result that arrives twice is stored once

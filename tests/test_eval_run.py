@@ -91,7 +91,7 @@ def test_verifier_scores_are_stored_once_and_counted(tmp_path: Path) -> None:
     store.close()
     _s, records = load_records(tmp_path)
     samples = question_samples(records)
-    assert all(s[2] is not None and s[3] > 0 for s in samples[0].samples)
+    assert all(s[2] is not None and len(s) == 4 and s[3] > 0 for s in samples[0].samples)
     weighted = curve(samples, [4], "weighted_best_of_n")[0]
     majority = curve(samples, [4], "majority")[0]
     assert weighted.mean_tokens > majority.mean_tokens
@@ -364,8 +364,8 @@ def test_a_resumed_run_refuses_another_verifier_behind_its_rows(
 
 def test_eval_cli_says_which_verifier_a_run_was_guided_by(tmp_path: Path) -> None:
     data, out = _questions(tmp_path, 2), tmp_path / "run"
-    args = ["eval", "--dataset", data, "--backend", "fake", "--n", "2", "--out", out,
-            "--concurrency", "1", "--strategies", "beam:width=2"]
+    args: list[str | Path] = ["eval", "--dataset", data, "--backend", "fake", "--n", "2",
+                              "--out", out, "--concurrency", "1", "--strategies", "beam:width=2"]
     first = _ttscale(*args, "--verifier", "self_judge")
     assert first.returncode == 0, first.stderr
     other = _ttscale(*args, "--verifier", "llm_judge")

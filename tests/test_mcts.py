@@ -43,6 +43,7 @@ def search(strategy: Any, backend: Any, judge: Any, budget: Budget | None = None
 def prompt_words(state: SearchState, parent: int | None) -> int:
     p = solve_prompt(Q) if parent is None else refine_prompt(
         Q, state.nodes[parent].text, state.nodes[parent].value)
+    assert isinstance(p, Chat)
     return words(" ".join(m.content for m in p.messages))
 
 

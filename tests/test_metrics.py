@@ -47,7 +47,7 @@ def test_pass_at_k_known_values() -> None:
 
 
 def _plain_majority_correct(samples: list[Sample], gold: str) -> bool:
-    traces = [Trace(f"x {a}", a, t, "stop") for a, t, _ in samples]
+    traces = [Trace(f"x {s[0]}", s[0], s[1], "stop") for s in samples]
     winner = pick(classes_of(traces), "votes")
     from ttscale.answers import equivalent
 
@@ -62,7 +62,7 @@ def test_majority_at_all_samples_equals_plain_majority(seed: int) -> None:
     for gold in ("1", "2", "0.5"):
         acc, tokens = subsample_accuracy(samples, gold, 7, 20, random.Random(0))
         assert acc == float(_plain_majority_correct(samples, gold))
-        assert tokens == sum(t for _, t, _ in samples)
+        assert tokens == sum(s[1] for s in samples)
 
 
 def test_equivalent_answers_merge() -> None:

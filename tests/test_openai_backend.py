@@ -548,7 +548,7 @@ def sse_app(req: Seen) -> Reply:
     if req.path.endswith("/tokenize"):
         return 200, {"tokens": [1, 2, 3]}, {}
     seed = int(req.body["seed"])
-    lines = []
+    lines: list[dict[str, Any]] = []
     for k in range(5):
         token = f" s{seed}t{k}"
         lp = {"content": [{"token": token, "logprob": -0.1,

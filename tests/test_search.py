@@ -19,7 +19,7 @@ from ttscale.strategies.base import Env, State
 from ttscale.strategies.beam import BeamSearch
 from ttscale.strategies.dvts import DVTS
 from ttscale.strategies.stepwise import SearchState, step_prompt
-from ttscale.types import Prompt, Usage
+from ttscale.types import Chat, Prompt, Usage
 from ttscale.verifiers.base import VerifierOutput
 from ttscale.verifiers.reduce import reduce_scores
 
@@ -209,6 +209,7 @@ def test_search_strategies_need_a_verifier() -> None:
 
 def test_step_prompt_continues_the_answer() -> None:
     p = step_prompt(Q, "a\n\n")
+    assert isinstance(p, Chat)
     assert p.prefill == "a\n\n" and p.messages == solve_prompt(Q).messages
 
 

@@ -86,7 +86,7 @@ def forcing_script(p: Prompt, i: int) -> str:
 
 
 def test_capped_thinking_gets_the_answer_cue_and_exact_usage() -> None:
-    fb = Batches(script=lambda p, _i: "7}." if p.prefill.endswith(CUE) else LONG)  # type: ignore[union-attr]
+    fb = Batches(script=lambda p, _i: "7}." if p.prefill.endswith(CUE) else LONG)
     r = solve(Q, backend=fb, strategy="budget_forcing", n=1, max_tokens=16)
     thinking = " ".join(f"w{i}" for i in range(16))
     answer_prompt = prefilled(thinking + "\n\n" + CUE)
@@ -97,7 +97,7 @@ def test_capped_thinking_gets_the_answer_cue_and_exact_usage() -> None:
     assert r.usage.prompt_tokens == prompt_tokens(fb, [P, answer_prompt])
     assert r.usage.completion_tokens == 16 + 1 == r.traces[0].completion_tokens
     assert r.usage.calls == 2
-    [trace] = r.tree["children"]  # type: ignore[index]
+    [trace] = r.tree["children"]
     assert (trace["thinking_tokens"], trace["answer_tokens"], trace["capped"]) == (16, 1, True)
     assert [s["kind"] for s in trace["children"]] == ["think", "cue", "answer"]
     assert "".join(s["text"] for s in trace["children"]) == r.traces[0].text
@@ -116,7 +116,7 @@ def test_early_end_is_dropped_and_extended_with_wait() -> None:
     assert r.usage.prompt_tokens == prompt_tokens(fb, [P, prefilled(p2), prefilled(p3)])
     assert r.usage.completion_tokens == 9 + 14 + 14 == r.traces[0].completion_tokens
     assert r.traces[0].text == p3 + MORE and r.answer == "7"
-    [trace] = r.tree["children"]  # type: ignore[index]
+    [trace] = r.tree["children"]
     assert (trace["thinking_tokens"], trace["extensions"], trace["capped"]) == (37, 2, False)
     assert [s["kind"] for s in trace["children"]] == [
         "think", "end", "wait", "think", "end", "wait", "think"]
@@ -128,16 +128,16 @@ def test_early_end_is_dropped_and_extended_with_wait() -> None:
 def test_no_extension_once_min_thinking_is_reached() -> None:
     fb = Batches(script=forcing_script)
     r = go(BudgetForcing(min_thinking=20, max_extensions=5), fb, max_tokens=64)
-    assert len(fb.calls) == 2 and r.tree["children"][0]["extensions"] == 1  # type: ignore[index]
-    assert r.tree["children"][0]["thinking_tokens"] == 23  # type: ignore[index]
+    assert len(fb.calls) == 2 and r.tree["children"][0]["extensions"] == 1
+    assert r.tree["children"][0]["thinking_tokens"] == 23
 
 
 def test_an_end_without_an_answer_gets_the_cue() -> None:
-    fb = Batches(script=lambda p, _i: "7}." if p.prefill.endswith(CUE)  # type: ignore[union-attr]
+    fb = Batches(script=lambda p, _i: "7}." if p.prefill.endswith(CUE)
                  else "I think it is seven.")
     r = go(BudgetForcing(), fb, max_tokens=64)
     assert sent(fb) == [P, prefilled("I think it is seven.\n\n" + CUE)]
-    assert r.answer == "7" and r.tree["children"][0]["capped"] is False  # type: ignore[index]
+    assert r.answer == "7" and r.tree["children"][0]["capped"] is False
 
 
 def test_traces_are_forced_side_by_side_and_vote() -> None:
@@ -147,7 +147,7 @@ def test_traces_are_forced_side_by_side_and_vote() -> None:
     assert [(k, params.n, params.max_tokens) for k, params in fb.batches] == [
         (1, 2, 16), (1, 1, 16 - 9), (2, 1, 24)]
     assert r.answer == "7" and r.classes[0].votes == 2
-    kids = r.tree["children"]  # type: ignore[index]
+    kids = r.tree["children"]
     assert [(k["thinking_tokens"], k["extensions"], k["capped"]) for k in kids] == [
         (16, 1, True), (16, 0, True)]
     assert r.usage.completion_tokens == 9 + 7 + 16 + 1 + 1
@@ -199,7 +199,7 @@ def test_revision_chains_read_their_own_last_attempts() -> None:
     assert sent(fb) == expected
     assert [(k, params.n) for k, params in fb.batches] == [(1, 2), (2, 1), (2, 1)]
     assert [tr.text for tr in r.traces] == [*t, *fixed, *fixed]
-    chains = r.tree["children"]  # type: ignore[index]
+    chains = r.tree["children"]
     assert [[a["trace"] for a in c["children"]] for c in chains] == [[0, 2, 4], [1, 3, 5]]
     assert [a["reads"] for a in chains[0]["children"]] == [[], [0], [0, 1]]
     assert r.answer == "9" and r.classes[0].traces == (4, 5)
@@ -256,7 +256,7 @@ def test_rsa_members_read_their_drawn_parents_in_one_call_per_round() -> None:
     r = go(RSA(n=4, k=2, rounds=2), fb, seed=3)
     assert [(k, params.n, params.seed) for k, params in fb.batches] == [
         (1, 4, 3), (4, 1, 3 + 4), (4, 1, 3 + 8)]
-    rounds = r.tree["children"]  # type: ignore[index]
+    rounds = r.tree["children"]
     assert [len(rd["children"]) for rd in rounds] == [4, 4, 4]
     expected = [P]
     for t in (1, 2):
@@ -279,7 +279,7 @@ def test_rsa_answer_is_the_last_population_majority() -> None:
     r = go(RSA(n=4, k=2, rounds=1), fb)
     # over all 8 traces it would be a 4-4 tie, won by the first population's 1
     assert r.answer == "2" and [(c.votes, c.traces) for c in r.classes] == [(4, (4, 5, 6, 7))]
-    assert [rd["majority"] for rd in r.tree["children"]] == ["1", "2"]  # type: ignore[index]
+    assert [rd["majority"] for rd in r.tree["children"]] == ["1", "2"]
 
 
 @pytest.mark.parametrize(("n", "k"), [(1, 1), (2, 1), (2, 2), (3, 1), (5, 5), (8, 4)])
@@ -293,7 +293,7 @@ def test_rsa_parents_are_distinct_and_seeded(n: int, k: int) -> None:
 
 def test_rsa_default_k_fits_small_populations() -> None:
     r = solve(Q, backend=FakeBackend(), strategy="rsa", n=1)
-    assert r.tree["k"] == 1 and len(r.traces) == 4  # type: ignore[index]
+    assert r.tree["k"] == 1 and len(r.traces) == 4
 
 
 def test_rsa_stops_when_a_round_does_not_fit() -> None:
@@ -334,7 +334,7 @@ def test_abstraction_spreads_solutions_over_hints() -> None:
     assert [(k, params.n, params.seed, params.max_tokens) for k, params in fb.batches] == [
         (1, 4, 2, 96), (4, 1, 2, 1024), (2, 1, 3, 1024)]
     hints = [f"Idea{i} is useful here" for i in range(2, 6)]
-    nodes = r.tree["children"]  # type: ignore[index]
+    nodes = r.tree["children"]
     assert [h["text"] for h in nodes] == hints
     assert [len(h["children"]) for h in nodes] == [2, 2, 1, 1]
     for h, node in zip(hints, nodes, strict=True):
@@ -351,7 +351,7 @@ def test_abstraction_divisible_n_is_one_solver_call_and_hints_are_capped() -> No
     fb = Batches(script=hint_script)
     r = go(AbstractionFirst(n=8, k=4, hint_tokens=2), fb)
     assert [(k, params.n) for k, params in fb.batches] == [(1, 4), (4, 2)]
-    assert [h["text"] for h in r.tree["children"]] == [  # type: ignore[index]
+    assert [h["text"] for h in r.tree["children"]] == [
         f"Idea{i} is" for i in range(4)]
     assert r.usage.completion_tokens == 4 * 2 + words([t.text for t in r.traces])
 
@@ -424,9 +424,9 @@ def _real(strategy: Any, backend: Any, **sampling: Any) -> Result:
 @pytest.mark.slow
 def test_budget_forcing_on_the_real_model(small_backend: Any) -> None:
     r = _real(BudgetForcing(min_thinking=24, max_extensions=1), small_backend)
-    [trace] = r.tree["children"]  # type: ignore[index]
+    [trace] = r.tree["children"]
     assert 0 < trace["thinking_tokens"] <= 32
-    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == _segments_usage(r.tree)  # type: ignore[arg-type]
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == _segments_usage(r.tree)
     assert r.traces[0].completion_tokens == r.usage.completion_tokens
     # each call re-read the prompt and the transcript so far, as llama.cpp counts them
     text = ""
@@ -442,7 +442,7 @@ def test_budget_forcing_on_the_real_model(small_backend: Any) -> None:
 @pytest.mark.slow
 def test_revision_on_the_real_model(small_backend: Any) -> None:
     r = _real(Revision(n=2, rounds=1), small_backend)
-    nodes = _nodes(r.tree)  # type: ignore[arg-type]
+    nodes = _nodes(r.tree)
     assert len(r.traces) == 4 and [n["reads"] for n in nodes] == [[], [0], [], [0]]
     assert r.usage.prompt_tokens == sum(n["prompt_tokens"] for n in nodes)
     assert r.usage.completion_tokens == sum(n["tokens"] for n in nodes)
@@ -451,10 +451,10 @@ def test_revision_on_the_real_model(small_backend: Any) -> None:
 @pytest.mark.slow
 def test_rsa_on_the_real_model(small_backend: Any) -> None:
     r = _real(RSA(n=2, k=2, rounds=1), small_backend)
-    rounds = r.tree["children"]  # type: ignore[index]
+    rounds = r.tree["children"]
     assert [len(rd["children"]) for rd in rounds] == [2, 2]
     assert [sorted(m["parents"]) for m in rounds[1]["children"]] == [[0, 1], [0, 1]]
-    nodes = _nodes(r.tree)  # type: ignore[arg-type]
+    nodes = _nodes(r.tree)
     assert r.usage.prompt_tokens == sum(n["prompt_tokens"] for n in nodes)
     assert r.usage.completion_tokens == sum(n["tokens"] for n in nodes)
     # an aggregation prompt holds both parents: longer than the question's prompt
@@ -465,10 +465,10 @@ def test_rsa_on_the_real_model(small_backend: Any) -> None:
 @pytest.mark.slow
 def test_abstraction_on_the_real_model(small_backend: Any) -> None:
     r = _real(AbstractionFirst(n=2, k=2, hint_tokens=16), small_backend)
-    hints = r.tree["children"]  # type: ignore[index]
+    hints = r.tree["children"]
     assert len(hints) == 2 and all(0 < h["tokens"] <= 16 for h in hints)
     assert [len(h["children"]) for h in hints] == [1, 1]
-    nodes = _nodes(r.tree)  # type: ignore[arg-type]
+    nodes = _nodes(r.tree)
     assert r.usage.prompt_tokens == (sum(h["prompt_tokens"] for h in hints)
                                      + sum(n["prompt_tokens"] for n in nodes))
     assert r.usage.completion_tokens == (sum(h["tokens"] for h in hints)

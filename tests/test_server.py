@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from ttscale.backends.fake import FakeBackend
 from ttscale.errors import ConfigError
@@ -30,10 +31,11 @@ from ttscale.server.protocol import ChatCompletion, Completion
 from ttscale.server.run import Background, exposure_warning, is_loopback, keys_from
 from ttscale.server.service import ModelNotFound, Settings, plan, split_model
 from ttscale.solve import solve
+from ttscale.types import Prompt
 
 SCRIPT = ["Step one.\n\nSo \\boxed{4}.", "Hmm.\n\n\\boxed{5}", "Thus \\boxed{4.0}."]
 Q = "What is 2+2?"
-USER = [{"role": "user", "content": Q}]
+USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": Q}]
 
 
 def fake(**kw: Any) -> FakeBackend:
@@ -66,7 +68,7 @@ def oa(srv: Background) -> openai.OpenAI:
 
 
 def test_chat_majority_counts_every_token(oa: openai.OpenAI) -> None:
-    r = oa.chat.completions.create(model="majority@3/fake", messages=USER)  # type: ignore[arg-type]
+    r = oa.chat.completions.create(model="majority@3/fake", messages=USER)
     direct = solve(Q, backend=fake(), strategy="majority", n=3)
     # the content is the first trace of the winning class; usage counts all three samples
     assert r.choices[0].message.content == direct.traces[0].text
@@ -110,14 +112,14 @@ def test_models(oa: openai.OpenAI) -> None:
 ])
 def test_strategy_choice_precedence(oa: openai.OpenAI, model: str, extra: dict[str, Any],
                                     strategy: str, n: int) -> None:
-    r = oa.chat.completions.create(model=model, messages=USER, **extra)  # type: ignore[arg-type]
-    info = r.model_extra["ttscale"]  # type: ignore[index]
+    r = oa.chat.completions.create(model=model, messages=USER, **extra)
+    info = r.model_extra["ttscale"]
     assert (info["strategy"], info["n"]) == (strategy, n)
 
 
 def test_full_parameters_in_extra_body(oa: openai.OpenAI) -> None:
     r = oa.chat.completions.create(
-        model="fake", messages=USER, temperature=0.2, seed=7,  # type: ignore[arg-type]
+        model="fake", messages=USER, temperature=0.2, seed=7,
         extra_body={"ttscale": {"strategy": "best_of_n", "n": 3, "verifier": "self_judge",
                                 "traces": True, "budget": 20_000}})
     info = r.model_extra["ttscale"]  # type: ignore[index]
@@ -127,7 +129,7 @@ def test_full_parameters_in_extra_body(oa: openai.OpenAI) -> None:
 
 
 def test_n_returns_the_top_answer_classes(oa: openai.OpenAI) -> None:
-    r = oa.chat.completions.create(model="majority@3", messages=USER, n=4)  # type: ignore[arg-type]
+    r = oa.chat.completions.create(model="majority@3", messages=USER, n=4)
     # two classes exist: the winner first, then the runner-up; no padding
     assert [c.message.content for c in r.choices] == ["Step one. So \\boxed{4}.",
                                                       "Hmm. \\boxed{5}"]
@@ -140,7 +142,7 @@ def test_n_returns_the_top_answer_classes(oa: openai.OpenAI) -> None:
 def test_stream_shows_progress_as_it_happens() -> None:
     with running(fake(delay=0.4, yes_logprob=-0.1)) as s:
         stream = client(s).chat.completions.create(
-            model="best_of_n@2", messages=USER, stream=True)  # type: ignore[arg-type]
+            model="best_of_n@2", messages=USER, stream=True)
         start = time.perf_counter()
         seen: list[tuple[float, Any]] = [(time.perf_counter() - start, c) for c in stream]
     progress = [(t, c.model_extra["ttscale"]) for t, c in seen
@@ -187,7 +189,7 @@ def test_client_leaving_a_stream_stops_the_solve() -> None:
     backend = fake(delay=0.5, yes_logprob=-0.1)
     with running(backend) as s:
         stream = client(s).chat.completions.create(
-            model="best_of_n@2", messages=USER, stream=True)  # type: ignore[arg-type]
+            model="best_of_n@2", messages=USER, stream=True)
         for chunk in stream:
             if (chunk.model_extra or {}).get("ttscale", {}).get("event") == "progress":
                 break  # gone while the samples are drawn
@@ -259,7 +261,7 @@ def test_api_keys(monkeypatch: pytest.MonkeyPatch) -> None:
         r = httpx.post(s.url + "/chat/completions", json={"model": "greedy", "messages": USER})
         assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
         assert client(s, key="k2").chat.completions.create(
-            model="greedy", messages=USER).choices  # type: ignore[arg-type]
+            model="greedy", messages=USER).choices
         assert httpx.get(s.url[:-3] + "/health").json()["status"] == "ok"  # open
         assert httpx.get(s.url[:-3] + "/metrics").status_code == 401
         assert httpx.get(s.url[:-3] + "/metrics",
@@ -291,7 +293,7 @@ def test_full_queue_is_refused_with_429() -> None:
 
         def ask(_: int) -> int:
             try:
-                oa.chat.completions.create(model="greedy", messages=USER)  # type: ignore[arg-type]
+                oa.chat.completions.create(model="greedy", messages=USER)
                 return 200
             except openai.RateLimitError as exc:
                 assert "the server is busy" in exc.message
@@ -312,20 +314,24 @@ def test_timeout_is_504_and_not_retried() -> None:
         t = time.perf_counter()
         with pytest.raises(openai.InternalServerError, match="longer than this server's "
                                                              "limit of 0.3 s") as err:
-            oa.chat.completions.create(model="greedy", messages=USER)  # type: ignore[arg-type]
+            oa.chat.completions.create(model="greedy", messages=USER)
         assert err.value.status_code == 504 and time.perf_counter() - t < 0.9
         time.sleep(1.0)
         assert len(backend.calls) == 1  # no retry reached the backend
         # in a stream the status is already 200: the error arrives as an event
         with pytest.raises(openai.APIError, match="longer than this server's limit"):
-            list(oa.chat.completions.create(model="greedy", messages=USER,  # type: ignore[arg-type]
+            list(oa.chat.completions.create(model="greedy", messages=USER,
                                             stream=True))
 
 
 def test_timeout_while_queued_never_runs() -> None:
     # a backend that cannot be stopped mid-call (the scripted text takes 1 s to write):
     # the running request holds its slot past the queued one's deadline
-    backend = FakeBackend(script=lambda _p, _i: time.sleep(1.0) or SCRIPT[0])
+    def slow(_p: Prompt, _i: int) -> str:
+        time.sleep(1.0)
+        return SCRIPT[0]
+
+    backend = FakeBackend(script=slow)
     with running(backend, timeout=0.4, max_concurrency=1, max_queue=1) as s:
         service = s.server.config.app.state.service
         with ThreadPoolExecutor(2) as pool:
@@ -366,7 +372,7 @@ def test_metrics_count_requests_tokens_and_latency() -> None:
         oa = client(s)
         total = 0
         for _ in range(3):
-            r = oa.chat.completions.create(model="majority@3", messages=USER)  # type: ignore[arg-type]
+            r = oa.chat.completions.create(model="majority@3", messages=USER)
             assert r.usage is not None
             total += r.usage.completion_tokens
         text = httpx.get(s.url[:-3] + "/metrics").text
@@ -381,7 +387,7 @@ def test_graceful_shutdown_finishes_the_request_in_flight() -> None:
     service = s.server.config.app.state.service
     answers: list[str | None] = []
     asker = threading.Thread(target=lambda: answers.append(client(s).chat.completions.create(
-        model="greedy", messages=USER).choices[0].message.content))  # type: ignore[arg-type]
+        model="greedy", messages=USER).choices[0].message.content))
     asker.start()
     while service.running == 0:
         time.sleep(0.01)
@@ -442,7 +448,7 @@ def test_serve_command_starts_and_stops_on_sigterm() -> None:
             except httpx.HTTPError:
                 time.sleep(0.1)
         r = openai.OpenAI(base_url=url + "/v1", api_key="k2").chat.completions.create(
-            model="fake", messages=USER)  # type: ignore[arg-type]
+            model="fake", messages=USER)
         assert r.model_extra["ttscale"]["n"] == 4  # type: ignore[index]
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from ttscale.verifiers.sprm.features import end_tokens, step_ends  # noqa: E402
 from ttscale.verifiers.sprm.head import (  # noqa: E402
     HeadMeta,
     SPRMHead,
+    SPRMVerifier,
     geometric_mean,
     head_paths,
     shipped_head,
@@ -126,8 +128,9 @@ def test_verifier_spec_loads_a_head_and_refuses_a_mismatch(tmp_path: Path) -> No
     assert v.name == "sprm" and v.reduce([0.25, 1.0]) == pytest.approx(0.5)
     with pytest.raises(ConfigError, match="reuse_tokens must be a number of tokens"):
         build_verifier(f"sprm:{weights},reuse_tokens=-1", _fake_with_model(SHA, tmp_path))
-    assert build_verifier(f"sprm:{weights},dtype=float32",
-                          _fake_with_model(SHA, tmp_path)).dtype == "float32"
+    v32 = cast(SPRMVerifier, build_verifier(f"sprm:{weights},dtype=float32",
+                                            _fake_with_model(SHA, tmp_path)))
+    assert v32.dtype == "float32"
     with pytest.raises(ConfigError, match="dtype must be auto, float32 or bfloat16, got 'fp8'"):
         build_verifier(f"sprm:{weights},dtype=fp8", _fake_with_model(SHA, tmp_path))
     with pytest.raises(ConfigError, match="not on the loaded model tiny-model"):
@@ -142,8 +145,8 @@ def test_verifier_picks_a_shipped_head_by_layer(tmp_path: Path,
     deep = SPRMHead.new(_meta(layer=3)).save(tmp_path / "heads" / "deep")
     shallow = SPRMHead.new(_meta(layer=1)).save(tmp_path / "heads" / "shallow")
     fb = _fake_with_model(SHA, tmp_path)
-    assert build_verifier("sprm", fb).head_path == deep
-    assert build_verifier("sprm,layer=1", fb).head_path == shallow
+    assert cast(SPRMVerifier, build_verifier("sprm", fb)).head_path == deep
+    assert cast(SPRMVerifier, build_verifier("sprm,layer=1", fb)).head_path == shallow
     with pytest.raises(ConfigError, match="at layer 2: the shipped heads read layer 1, 3"):
         build_verifier("sprm,layer=2", fb)
     with pytest.raises(ConfigError, match="a head file or a layer of a shipped head, not both"):
@@ -162,7 +165,7 @@ def test_verifier_needs_a_model_file_and_a_head(tmp_path: Path) -> None:
 def test_verifier_usage_counts_reread_tokens_and_scales_flops_by_depth(tmp_path: Path) -> None:
     weights = SPRMHead.new(_meta(layer=1, n_layers=4)).save(tmp_path / "h")
     fb = _fake_with_model(SHA, tmp_path)
-    v = build_verifier(f"sprm:{weights}", fb)
+    v = cast(SPRMVerifier, build_verifier(f"sprm:{weights}", fb))
     total, per = v.usage([100, 50, 30], 3.0)  # prompt + trace tokens of three traces
     assert total.prompt_tokens == 180 and total.completion_tokens == 0
     assert total.calls == 3  # one forward pass per trace
@@ -188,8 +191,8 @@ def test_questions_in_flight_share_one_loaded_extractor(tmp_path: Path,
         return object()
 
     monkeypatch.setattr(sprm_features.TorchFeatures, "load", staticmethod(slow_load))
-    v = build_verifier(f"sprm:{SPRMHead.new(_meta()).save(tmp_path / 'h')}",
-                       _fake_with_model(SHA, tmp_path))
+    v = cast(SPRMVerifier, build_verifier(f"sprm:{SPRMHead.new(_meta()).save(tmp_path / 'h')}",
+                                          _fake_with_model(SHA, tmp_path)))
     got: list[object] = []
     threads = [threading.Thread(target=lambda: got.append(v.features)) for _ in range(4)]
     for t in threads:
@@ -297,7 +300,8 @@ def test_out_of_fold_scores_never_see_their_own_labels() -> None:
             examples.append(Example(f"q{q}", s, x, label, 100, 0.1))
     fit = Schedule(lr=0.02, epochs=30, warmup=10)
     scores = out_of_fold_scores(examples, _meta(), fit, folds=3)
-    assert auroc(scores, [e.label for e in examples]) > 0.8
+    auc = auroc(scores, [e.label for e in examples])
+    assert auc is not None and auc > 0.8
     # flipping q0's labels changes the heads that trained on q0, never the one that scored it
     flipped = [Example(e.question_id, e.sample, e.vectors, 1 - e.label, 100, 0.1)
                if e.question_id == "q0" else e for e in examples]

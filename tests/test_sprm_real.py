@@ -10,7 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -142,11 +142,11 @@ def test_the_verifier_scores_steps_and_counts_what_it_read(feats: TorchFeatures,
                                                             tmp_path: Path) -> None:
     from ttscale.solve import solve
     from ttscale.verifiers.spec import build_verifier
-    from ttscale.verifiers.sprm.head import HeadMeta, SPRMHead, geometric_mean
+    from ttscale.verifiers.sprm.head import HeadMeta, SPRMHead, SPRMVerifier, geometric_mean
 
     sha = models.CATALOG["smollm2-135m"].sha256
     head = SPRMHead.new(HeadMeta(sha, "smollm2-135m", 15, 30, 576, 16), seed=1)
-    v = build_verifier(f"sprm:{head.save(tmp_path / 'h')}", small_backend)
+    v = cast(SPRMVerifier, build_verifier(f"sprm:{head.save(tmp_path / 'h')}", small_backend))
     v._features = feats  # the module's model (30 layers); the head reads layer 15 of it
     out = v.score("What is (3 + 4) * 2?", TRACES)
     assert [len(s) for s in out.step_scores] == [3, 3, 1]

@@ -9,6 +9,7 @@ import pytest
 from ttscale import Budget, solve
 from ttscale.backends.fake import FakeBackend
 from ttscale.errors import BudgetExceeded, ConfigError
+from ttscale.types import Chat
 
 
 def test_majority_merges_equivalent_answers(fake: FakeBackend) -> None:
@@ -152,7 +153,7 @@ def test_unknown_backend_lists_choices() -> None:
         solve("q", backend="vllmx")
 
 
-def _prompt(q: str) -> object:
+def _prompt(q: str) -> Chat:
     from ttscale.answers import solve_prompt
 
     return solve_prompt(q)

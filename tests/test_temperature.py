@@ -95,7 +95,7 @@ def test_search_settings_are_validated() -> None:
                           ({"samples": 0}, "must be positive"), ({"top_k": 50}, "top_k"),
                           ({"aggregation": "vote"}, "unknown aggregation")):
         with pytest.raises(ConfigError, match=words):
-            TemperatureSearch(**kwargs)  # type: ignore[arg-type]
+            TemperatureSearch(**kwargs)
     with pytest.raises(ConfigError, match="at least one question"):
         choose_temperature(FakeBackend(), ["  "])
 
