@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from ttscale.aggregation.stopping import StoppingRule, Tally, rule_label
 from ttscale.errors import ConfigError
 from ttscale.evaluation.replay.metrics import (
-    BINS,
     CurvePoint,
     Prepared,
     QuestionSamples,
     difficulty,
-    mean_ci,
+    point_of,
     prepare,
 )
 
@@ -118,10 +117,5 @@ def adaptive_curve(questions: Sequence[QuestionSamples], rule: StoppingRule, *,
         accs.append(sum(o.correct for o in outs) / orders)
         toks.append(sum(o.tokens for o in outs) / orders)
         bins.append(difficulty(p.pass_rate))
-    m, low, high = mean_ci(accs)
-    per_bin = []
-    for name, _, _ in BINS:
-        inside = [a for a, b in zip(accs, bins, strict=True) if b == name]
-        per_bin.append((name, len(inside), sum(inside) / len(inside) if inside else None))
-    return CurvePoint(label or f"adaptive_majority[{rule_label(rule)}]", rule.n_max, m, low,
-                      high, sum(toks) / len(toks), len(questions), tuple(per_bin))
+    return point_of(label or f"adaptive_majority[{rule_label(rule)}]", rule.n_max, accs, toks,
+                    bins)

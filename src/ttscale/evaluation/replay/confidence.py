@@ -34,7 +34,12 @@ from ttscale.aggregation.confidence import (
 )
 from ttscale.errors import ConfigError
 from ttscale.evaluation.replay.adaptive import Outcome, orders_for
-from ttscale.evaluation.replay.metrics import CurvePoint, by_bin, difficulty, mean_ci, prepare
+from ttscale.evaluation.replay.metrics import (
+    CurvePoint,
+    difficulty,
+    point_of,
+    prepare,
+)
 from ttscale.evaluation.runs.records import QuestionRecord
 
 
@@ -172,11 +177,7 @@ def replay_confidence(questions: Sequence[ConfQuestion], params: ConfidenceParam
         toks.append(tok)
         per.append((acc, tok))
         bins.append(difficulty(q.pass_rate))
-    m, low, high = mean_ci(accs)
-    per_bin, bin_tokens = by_bin(accs, toks, bins)
     name = "deepconf" if mode == "offline" else "deepconf_online"
     label = params.label()
-    point = CurvePoint(f"{name}[{label}]" if label else name, n, m, low, high,
-                       sum(toks) / len(toks), len(questions), per_bin, bin_tokens)
-    return point, per
+    return point_of(f"{name}[{label}]" if label else name, n, accs, toks, bins), per
 

@@ -296,6 +296,22 @@ def by_bin(accs: Sequence[float], toks: Sequence[float], bins: Sequence[str],
     return tuple(per_bin), tuple(tokens)
 
 
+def point_of(strategy: str, n: int, accs: Sequence[float], toks: Sequence[float],
+             bins: Sequence[str]) -> CurvePoint:
+    """The curve point of per-question accuracies, mean tokens and difficulty bins: their
+    mean with its 95% interval, the mean tokens, and both per bin.
+
+    Example:
+        >>> p = point_of("majority", 4, [1.0, 0.0], [10.0, 30.0], ["easy", "hard"])
+        >>> p.accuracy, p.mean_tokens, p.questions, p.bin_tokens
+        (0.5, 20.0, 2, (10.0, None, 30.0))
+    """
+    m, low, high = mean_ci(accs)
+    per_bin, bin_tokens = by_bin(accs, toks, bins)
+    return CurvePoint(strategy, n, m, low, high, sum(toks) / len(toks), len(accs), per_bin,
+                      bin_tokens)
+
+
 def curve(questions: Sequence[QuestionSamples], ks: Sequence[int], strategy: str = "majority",
           resamples: int = 200, seed: int = 0) -> list[CurvePoint]:
     """Accuracy and tokens against the number of samples, one point per ``k``.
@@ -323,10 +339,7 @@ def curve(questions: Sequence[QuestionSamples], ks: Sequence[int], strategy: str
             a, t = replay(p, k, resamples, rng, aggregate)
             accs.append(a)
             toks.append(t)
-        m, low, high = mean_ci(accs)
-        per_bin, bin_tokens = by_bin(accs, toks, bins)
-        points.append(CurvePoint(strategy, k, m, low, high, sum(toks) / len(toks),
-                                 len(prepared), per_bin, bin_tokens))
+        points.append(point_of(strategy, k, accs, toks, bins))
     return points
 
 

@@ -21,7 +21,12 @@ import numpy as np
 from ttscale.aggregation.pruning import PruneParams, cluster, similarity_matrix
 from ttscale.errors import ConfigError
 from ttscale.evaluation.replay.adaptive import Outcome, orders_for
-from ttscale.evaluation.replay.metrics import CurvePoint, by_bin, difficulty, mean_ci, prepare
+from ttscale.evaluation.replay.metrics import (
+    CurvePoint,
+    difficulty,
+    point_of,
+    prepare,
+)
 from ttscale.evaluation.runs.records import QuestionRecord
 
 
@@ -134,9 +139,6 @@ def replay_prune(questions: Sequence[PruneQuestion], params: PruneParams, n: int
         toks.append(tok)
         per.append((acc, tok))
         bins.append(difficulty(q.pass_rate))
-    m, low, high = mean_ci(accs)
-    per_bin, bin_tokens = by_bin(accs, toks, bins)
     label = f"deepprune[{params.similarity},prefix={params.prefix}"
     label += f",threshold={params.threshold:g}]" if params.threshold is not None else "]"
-    return CurvePoint(label, n, m, low, high, sum(toks) / len(toks), len(questions), per_bin,
-                      bin_tokens), per
+    return point_of(label, n, accs, toks, bins), per

@@ -17,9 +17,8 @@ from ttscale.errors import ConfigError
 from ttscale.evaluation.replay.metrics import (
     CurvePoint,
     QuestionSamples,
-    by_bin,
     difficulty,
-    mean_ci,
+    point_of,
 )
 from ttscale.evaluation.runs.imports import KIND as IMPORT_KIND
 from ttscale.evaluation.runs.imports import load_run, stored_settings
@@ -173,10 +172,7 @@ def solved_curve(records: Sequence[QuestionRecord], strategy: str,
             bins.append(difficulty(rate))
         if not accs:
             continue
-        m, low, high = mean_ci(accs)
-        per_bin, bin_tokens = by_bin(accs, toks, bins)
-        points.append(CurvePoint(strategy, n, m, low, high, sum(toks) / len(toks), len(accs),
-                                 per_bin, bin_tokens))
+        points.append(point_of(strategy, n, accs, toks, bins))
     return points
 
 
