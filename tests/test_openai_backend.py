@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -281,3 +283,46 @@ def test_generate_watched_streams_and_aborts_one_sample(
     assert all(b["stream"] and b["stream_options"] == {"include_usage": True}
                and b["logprobs"] and b["top_logprobs"] == 2 and "n" not in b for b in bodies)
     assert [t for i, t in seen if i == 1] == [" s6t0", " s6t1"]
+
+
+# --------------------------------------------------------------------------------------
+# Eval runs over servers
+
+
+def test_an_eval_run_resumes_however_its_servers_are_spelled(
+        serve: Callable[[App], FakeServer], tmp_path: Path) -> None:
+    """The servers are part of a run's cache key: the same list in another order or spelling
+    is the same run, and a run whose key was stored as the URLs were typed keeps it."""
+    import ttscale
+    from ttscale.evaluation.runs.store import Store
+
+    a, b = serve(openai_app()), serve(openai_app())
+
+    def drawn() -> int:
+        posts = a.posts("/v1/chat/completions") + b.posts("/v1/chat/completions")
+        return sum(int(p.body.get("n", 1)) for p in posts)
+
+    def run(out: Path, *urls: str, n: int = 2) -> int:
+        """The samples the servers drew for an eval of two questions at ``n``."""
+        before = drawn()
+        ttscale.evaluate("svamp", out, ids="0-1", ns=[n], backend="openai",
+                         model="scripted-model", base_url=list(urls), temperature=0.7,
+                         report_files=False)
+        return drawn() - before
+
+    assert run(tmp_path / "run", a.url, f"{b.url}/v1/") == 4
+    assert run(tmp_path / "run", f"{b.url}/v1", f"{a.url}/") == 0  # the same run
+    with pytest.raises(ConfigError, match="different model_sha256"):
+        run(tmp_path / "run", a.url)  # another list of servers is another run
+
+    # a run keyed by the URL as typed, as runs were before keys were normalised
+    legacy = tmp_path / "legacy"
+    assert run(legacy, f"{a.url}/") == 4
+    old_key = f"openai:{a.url}/:scripted-model"
+    with sqlite3.connect(legacy / "run.sqlite") as db:
+        settings = json.loads(db.execute("SELECT settings FROM run").fetchone()[0])
+        db.execute("UPDATE run SET settings = ?",
+                   (json.dumps({**settings, "model_sha256": old_key}),))
+        db.execute("UPDATE generations SET model_sha256 = ?", (old_key,))
+    assert run(legacy, f"{a.url}/v1", n=4) == 4  # only the 2 missing samples a question
+    Store.open(legacy, {**settings, "model_sha256": old_key}).close()  # its key is kept

@@ -34,10 +34,10 @@ from ttscale.evaluation.harness import (
 )
 from ttscale.evaluation.options import (
     ADAPTIVE,
-    model_identity,
     parse_ns,
     parse_strategies,
     ready,
+    run_identity,
     select_problems,
 )
 from ttscale.evaluation.progress import ProgressFn, report
@@ -128,7 +128,7 @@ def evaluate(dataset: str, out: str | Path, *, strategies: str | Sequence[str] =
                                dataset_options)
     if base_url is not None and not isinstance(base_url, str):
         base_url = ",".join(base_url)  # one string: the cache key and every worker's backend
-    name, sha = model_identity(backend, model, base_url)
+    name, sha = run_identity(out, backend, model, base_url)
 
     def load() -> Any:
         opts = _backend_options(cfg, backend, model, base_url, threads,

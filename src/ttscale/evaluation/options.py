@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 from ttscale.errors import ConfigError
@@ -174,11 +175,72 @@ def select_problems(dataset: str, split: str, limit: int | None, ids: str | None
 
 
 def model_identity(backend: str, model: str | None, base_url: str | None) -> tuple[str, str]:
-    """(model name, the key its samples are cached under): a GGUF's SHA-256 for llama.cpp."""
+    """(model name, the key its samples are cached under): a GGUF's SHA-256 for llama.cpp;
+    for a server, the backend, its servers and the model name, the servers' URLs normalised
+    and sorted so that another spelling or order of the same list is the same run.
+
+    Example:
+        >>> model_identity("openai", "m", "http://b:8000/v1/,http://a:8000")
+        ('m', 'openai:http://a:8000/v1,http://b:8000/v1:m')
+    """
     from ttscale import models
 
     if backend == "llamacpp":
         name = model or models.DEFAULT_MODEL
         path, spec = models.resolve(name)
         return name, spec.sha256 if spec is not None else models.sha256_of(path)
-    return model or "default", f"{backend}:{base_url or ''}:{model or ''}"
+    return model or "default", f"{backend}:{_servers(base_url)}:{model or ''}"
+
+
+def run_identity(out: str | Path, backend: str, model: str | None,
+                 base_url: str | None) -> tuple[str, str]:
+    """:func:`model_identity`, keeping the key a run already at ``out`` began with where it
+    names the same servers spelled another way (:func:`kept_key`).
+
+    Example:
+        >>> run_identity("/nonexistent", "openai", "m", "http://a:8000")
+        ('m', 'openai:http://a:8000/v1:m')
+    """
+    from ttscale.evaluation.runs.imports import stored_settings
+    from ttscale.evaluation.runs.store import FILE_NAME
+
+    name, key = model_identity(backend, model, base_url)
+    if backend == "llamacpp" or not (Path(out) / FILE_NAME).is_file():
+        return name, key
+    try:
+        stored = stored_settings(out).get("model_sha256")
+    except ConfigError:
+        return name, key  # not a run: the store names it when it opens
+    return name, kept_key(stored if isinstance(stored, str) else None, key, model)
+
+
+def _servers(base_url: str | None) -> str:
+    """The servers of ``base_url`` as one string: normalised and sorted where they are URLs
+    (another backend's ``base_url`` may be anything: it is kept as given)."""
+    from ttscale.backends.openai_wire import base_urls
+
+    if not base_url:
+        return ""
+    try:
+        return ",".join(sorted(base_urls(base_url)))
+    except ConfigError:
+        return base_url
+
+
+def kept_key(stored: str | None, key: str, model: str | None) -> str:
+    """The cache key a run keeps: ``stored``, the key it began with, where it names the same
+    servers as ``key`` in another spelling (runs begun before keys were normalised keep
+    their samples); otherwise ``key``, which the store then compares as before.
+
+    Example:
+        >>> kept_key("openai:http://a:8000:m", "openai:http://a:8000/v1:m", "m")
+        'openai:http://a:8000:m'
+        >>> kept_key("openai:http://c:8000:m", "openai:http://a:8000/v1:m", "m")
+        'openai:http://a:8000/v1:m'
+    """
+    suffix = f":{model or ''}"
+    if stored is None or stored == key or ":" not in stored or not stored.endswith(suffix):
+        return key
+    backend, rest = stored.split(":", 1)
+    servers = rest[:len(rest) - len(suffix)]
+    return stored if f"{backend}:{_servers(servers)}{suffix}" == key else key
