@@ -45,7 +45,9 @@ def test_budget_rejects_non_positive(field: str) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [({"n": 0}, "n must be a positive"), ({"temperature": -1}, "temperature must be >= 0, got -1"),
-     ({"max_tokens": 0}, "max_tokens"), ({"top_p": 0}, "top_p"), ({"seed": -2}, "seed")],
+     ({"max_tokens": 0}, "max_tokens"), ({"top_p": 0}, "top_p"), ({"seed": -2}, "seed"),
+     ({"temperature": float("nan")}, "temperature must be a finite number, got nan"),
+     ({"top_p": float("nan")}, "top_p")],
 )
 def test_sampling_params_validate(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

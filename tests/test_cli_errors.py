@@ -92,3 +92,17 @@ def test_a_verifier_pool_the_run_cannot_have_is_one_sentence(
     line = one_sentence("eval", "--dataset", "gsm8k", "--limit", "1", "--n", "1",
                         "--backend", "fake", *flags, "--out", str(tmp_path / "run"))
     assert line == said
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["solve", "2+2?", "--backend", "fake", "--strategy", "auto:budget=abc"],
+     "strategy auto option budget must be a number, got abc"),
+    (["solve", "2+2?", "--backend", "fake", "--temperature", "nan"],
+     "temperature must be a finite number, got nan"),
+    (["serve", "--backend", "fake", "--timeout", "nan"],
+     "timeout must be a positive number, got nan"),
+])
+def test_numbers_that_are_no_numbers_are_one_sentence(args: list[str], message: str) -> None:
+    """NaN passes every comparison, and an option that may be None skipped the type check:
+    both once reached the code as an unexpected error."""
+    assert message in one_sentence(*args)

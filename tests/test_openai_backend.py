@@ -37,8 +37,9 @@ def test_base_url_is_normalised_and_bad_options_fail() -> None:
         OpenAIBackend("m", base_url="127.0.0.1:9")
     with pytest.raises(ConfigError, match="concurrency"):
         OpenAIBackend("m", concurrency=0)
-    with pytest.raises(ConfigError, match="timeout"):
-        OpenAIBackend("m", timeout=0)
+    for timeout in (0, float("nan")):
+        with pytest.raises(ConfigError, match="timeout must be a positive number"):
+            OpenAIBackend("m", timeout=timeout)
 
 
 def test_several_base_urls_are_normalised_once_each_and_name_their_own_failures() -> None:

@@ -76,11 +76,21 @@ def test_parse_reads_json_values_and_prints_back() -> None:
     ("beam:width=2.5", "option width must be a whole number, got 2.5"),
     ("greedy:width=2", "strategy greedy takes no options, got width"),
     ("nope:x=1", "unknown strategy 'nope'"),
+    # an option that may also be None is checked as its other type
+    ("rsa:k=three", "strategy rsa option k must be a whole number, got three"),
+    ("auto:budget=lots", "strategy auto option budget must be a number, got lots"),
+    ("auto:budget=NaN", "strategy auto option budget must be a finite number, got NaN"),
+    ("auto:budget=1e400", "option budget must be a finite number, got Infinity"),
 ])
 def test_bad_specs_are_one_sentence(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)) as err:
         check_strategy(text)
     assert "\n" not in str(err.value)
+
+
+def test_an_option_that_may_be_none_takes_none_or_its_type() -> None:
+    assert check_strategy("rsa:k=null").options == (("k", None),)
+    assert check_strategy("auto:budget=2000").options == (("budget", 2000),)
 
 
 def test_lists_attach_options_to_the_strategy_before() -> None:

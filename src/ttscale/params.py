@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from ttscale.errors import ConfigError
@@ -34,6 +35,8 @@ class SamplingParams:
     def __post_init__(self) -> None:
         if self.n <= 0:
             raise ConfigError(f"n must be a positive number of samples, got {self.n}")
+        if not math.isfinite(self.temperature):  # NaN passes every comparison below
+            raise ConfigError(f"temperature must be a finite number, got {self.temperature:g}")
         if self.temperature < 0:
             raise ConfigError(f"temperature must be >= 0, got {self.temperature:g}")
         if not 0 < self.top_p <= 1:

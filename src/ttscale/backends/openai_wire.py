@@ -184,7 +184,7 @@ def check_options(*, timeout: float, max_retries: int, concurrency: int, params_
         ...
         ttscale.errors.ConfigError: timeout must be a positive number of seconds, got 0
     """
-    if timeout <= 0:
+    if not timeout > 0:  # ``not >``: NaN is refused too
         raise ConfigError(f"timeout must be a positive number of seconds, got {timeout:g}")
     if max_retries < 0:
         raise ConfigError(f"max_retries must be >= 0, got {max_retries}")

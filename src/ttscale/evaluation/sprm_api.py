@@ -12,6 +12,7 @@ gsm8k train only: collect with ttscale sprm collect --split train
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -114,7 +115,7 @@ def sprm_train(runs: Sequence[str | Path], out: str | Path, *, layer: int | None
 
     if not runs:
         raise ConfigError("sprm_train needs at least one run made by sprm collect")
-    if (width < 1 or epochs < 1 or lr <= 0 or warmup < 0 or not 0 <= holdout < 1
+    if (width < 1 or epochs < 1 or not 0 < lr < math.inf or warmup < 0 or not 0 <= holdout < 1
             or folds < 0 or folds == 1):
         raise ConfigError("--width, --epochs and --lr must be positive, --warmup at least 0, "
                           "--holdout in [0, 1) and --folds 0 or at least 2: e.g. --width 256 "

@@ -119,7 +119,7 @@ class Settings:
         for name in ("max_concurrency", "max_n", "max_tokens", "default_max_tokens",
                      "max_budget", "timeout", "max_body_bytes", "shutdown_timeout"):
             value = getattr(self, name)
-            if value is not None and value <= 0:
+            if value is not None and not value > 0:  # ``not >``: NaN is refused too
                 raise ConfigError(f"{name} must be a positive number, got {value}")
         if self.max_queue < 0:
             raise ConfigError(f"max_queue must be >= 0, got {self.max_queue}")

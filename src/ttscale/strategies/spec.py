@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import typing
 from dataclasses import dataclass
@@ -129,12 +130,20 @@ _KINDS: dict[Any, tuple[tuple[type, ...], str]] = {
 
 
 def _check_type(spec: StrategySpec, key: str, value: Any, hint: Any) -> None:
+    arms = typing.get_args(hint)
+    if type(None) in arms and len(arms) == 2:  # ``X | None``: None, or checked as an X
+        if value is None:
+            return
+        hint = next(a for a in arms if a is not type(None))
     allowed = _KINDS.get(hint)
-    if allowed is None:  # a union, a literal, a nested type: the dataclass checks it
+    if allowed is None:  # another union, a literal, a nested type: the dataclass checks it
         return
     types, words = allowed
     if (isinstance(value, bool) and hint is not bool) or not isinstance(value, types):
         raise ConfigError(f"strategy {spec.name} option {key} must be {words}, got "
+                          f"{_show(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"strategy {spec.name} option {key} must be a finite number, got "
                           f"{_show(value)}")
 
 

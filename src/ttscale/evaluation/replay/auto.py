@@ -11,6 +11,7 @@ sample-allocation plan: when to stop, never a verifier.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -81,8 +82,8 @@ def run_costs(records: Sequence[QuestionRecord], *,
     vf = (sum(t.verifier_flops for r in records for t in r.traces if t.score is not None) / vt
           if vt else 0.0)
     if verifier_fraction is not None:
-        if verifier_fraction < 0:
-            raise ConfigError(f"the verifier's cost fraction must be >= 0, got "
+        if not 0 <= verifier_fraction < math.inf:
+            raise ConfigError(f"the verifier's cost fraction must be a finite number >= 0, got "
                               f"{verifier_fraction:g}")
         vf = pf * verifier_fraction
     return Costs(pf, vf, ps, ps * (verifier_fraction if verifier_fraction is not None else 1.0))
