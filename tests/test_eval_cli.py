@@ -94,6 +94,8 @@ def test_replay_table(run_dir: Path) -> None:
     (("--n", "1,x"), "comma-separated integers"),
     (("--n", "1,9"), "more than the samples stored per question (at most 8)"),
     (("--strategies", "best"), "unknown strategy best"),
+    (("--strategies", "deepconf:eta=0.9"), "a replay takes strategy names without options, "
+     "got deepconf:eta=0.9: give adaptive_majority's with --rule, deepconf's with --confidence"),
     (("--strategies", "majority,weighted_best_of_n"), "no verifier scores"),
     (("--resamples", "0"), "--resamples must be a positive"),
 ])

@@ -213,7 +213,8 @@ def replay_command(
                                             show_default=False)],
     strategies: Annotated[str, typer.Option(
         help="Comma-separated: majority, weighted_best_of_n, best_of_n, pass@k, "
-             "adaptive_majority, deepconf, deepconf_online, deepprune.")] = "majority",
+             "adaptive_majority, deepconf, deepconf_online, deepprune, auto (cross-fitted "
+             "over questions, at majority's cost at each --n).")] = "majority",
     n: Annotated[str, typer.Option("--n", help="Sample counts, increasing: 1,2,4,8 (for "
                                                "adaptive_majority: the most samples).")
                  ] = "1,2,4,8",

@@ -59,11 +59,23 @@ def parse_strategies(text: str | Sequence[str]) -> list[str]:
     Example:
         >>> parse_strategies("majority, pass@k"), parse_strategies(["deepconf"])
         (['majority', 'pass@k'], ['deepconf'])
+        >>> parse_strategies("deepconf:eta=0.9")
+        Traceback (most recent call last):
+        ...
+        ttscale.errors.ConfigError: a replay takes strategy names without options, got \
+deepconf:eta=0.9: give adaptive_majority's with --rule, deepconf's with --confidence and \
+deepprune's with --prune (auto is replayed at majority's cost at each --n)
     """
     if not isinstance(text, str):
         text = ",".join(text)
     names = [s.strip() for s in text.split(",") if s.strip()]
     bad = [s for s in names if s not in STRATEGIES]
+    with_options = [s for s in bad if s.partition(":")[0].strip() in STRATEGIES]
+    if with_options:
+        raise ConfigError(f"a replay takes strategy names without options, got "
+                          f"{with_options[0]}: give adaptive_majority's with --rule, "
+                          "deepconf's with --confidence and deepprune's with --prune "
+                          "(auto is replayed at majority's cost at each --n)")
     if not names or bad:
         raise ConfigError(f"unknown strategy {', '.join(bad) or repr(text)}: choose from "
                           f"{', '.join(STRATEGIES)}")
