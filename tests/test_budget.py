@@ -37,9 +37,10 @@ def test_seconds_cap_refuses_once_spent() -> None:
 
 
 @pytest.mark.parametrize("field", ["max_tokens", "max_flops", "max_calls", "max_seconds"])
-def test_budget_rejects_non_positive(field: str) -> None:
-    with pytest.raises(ConfigError, match=f"{field} must be positive"):
-        Budget(**{field: 0})
+@pytest.mark.parametrize("value", [0, -1.5, float("nan"), "100", True])
+def test_budget_rejects_what_is_not_a_positive_number(field: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=f"budget {field} must be a positive number, got"):
+        Budget(**{field: value})  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -47,6 +48,8 @@ def test_budget_rejects_non_positive(field: str) -> None:
     [({"n": 0}, "n must be a positive"), ({"temperature": -1}, "temperature must be >= 0, got -1"),
      ({"max_tokens": 0}, "max_tokens"), ({"top_p": 0}, "top_p"), ({"seed": -2}, "seed"),
      ({"temperature": float("nan")}, "temperature must be a finite number, got nan"),
+     ({"n": 2.5}, "n must be a whole number, got 2.5"), ({"seed": None}, "seed must be a whole"),
+     ({"temperature": "0.7"}, "temperature must be a number, got '0.7'"),
      ({"top_p": float("nan")}, "top_p")],
 )
 def test_sampling_params_validate(kwargs: dict[str, float], message: str) -> None:

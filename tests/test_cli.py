@@ -193,7 +193,7 @@ USAGE_ERRORS = [
                  id="max-tokens-zero"),
     pytest.param(["q", "--backend", "fake", "--budget", "1"],
                  "the budget cannot pay for one sample", id="budget-too-small"),
-    pytest.param(["q", "--backend", "fake", "--budget", "0"], "must be positive",
+    pytest.param(["q", "--backend", "fake", "--budget", "0"], "must be a positive number",
                  id="budget-zero"),
     pytest.param(["q", "--backend", "fake", "--strategy", "best_of_n"],
                  "needs a verifier: pass --verifier self_judge", id="verifier-missing"),

@@ -135,7 +135,10 @@ def test_judge_without_verdict_is_neutral_and_noted() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [({"strategy": "nope"}, "unknown strategy 'nope': choose one of"),
-     ({"n": 0}, "n must be a positive"), ({"temperature": -1.0}, "temperature must be >= 0")],
+     ({"n": 0}, "n must be a positive"), ({"temperature": -1.0}, "temperature must be >= 0"),
+     ({"n": 2.5}, "n must be a whole number, got 2.5"),
+     ({"budget": 4000.0}, "budget must be a whole number of tokens or a Budget, got 4000.0"),
+     ({"strategy": "auto", "budget": float("nan")}, "budget must be a whole number of tokens")],
 )
 def test_bad_input_is_one_sentence(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message) as info:

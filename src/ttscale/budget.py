@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from dataclasses import dataclass, field
 
@@ -27,8 +28,9 @@ class Budget:
     def __post_init__(self) -> None:
         for name in ("max_tokens", "max_flops", "max_calls", "max_seconds"):
             value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(f"budget {name} must be positive, got {value}")
+            if value is not None and (not isinstance(value, numbers.Real)
+                                      or isinstance(value, bool) or not float(value) > 0):
+                raise ConfigError(f"budget {name} must be a positive number, got {value!r}")
 
 
 @dataclass

@@ -126,8 +126,11 @@ def solve(
     params, strat = check(question, strategy=strategy, verifier=verifier, n=n,
                           temperature=temperature, max_tokens=max_tokens, seed=seed,
                           top_p=top_p, stop=stop)
-    if isinstance(budget, int):
+    if isinstance(budget, int) and not isinstance(budget, bool):
         budget = Budget(max_tokens=budget)
+    elif budget is not None and not isinstance(budget, Budget):
+        raise ConfigError(f"budget must be a whole number of tokens or a Budget, got "
+                          f"{budget!r}: e.g. budget=4000 or Budget(max_flops=1e13)")
     owned = isinstance(backend, str)
     if isinstance(backend, str):
         opts = dict(backend_options or {})
