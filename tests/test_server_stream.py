@@ -193,6 +193,24 @@ def test_serve_on_a_port_in_use_fails_before_loading_the_model(tmp_path: Any) ->
     assert time.perf_counter() - start < 60
 
 
+@pytest.mark.parametrize(("args", "says"), [
+    (["--host", "no.such.host.invalid", "--port", "0"],
+     "cannot listen on 'no.such.host.invalid'"),
+    (["--api-key", ""], "--api-key is empty: give a non-empty key, or leave --api-key out"),
+])
+def test_serve_refuses_a_host_or_key_it_cannot_use_before_loading(
+        tmp_path: Any, args: list[str], says: str) -> None:
+    """A host that is not this machine's (with --port 0 too), or an empty key (an unset
+    variable in --api-key "$KEY" would otherwise serve without one)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "ttscale", "serve", "--model", "qwen2.5-coder-0.5b", *args],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "TTSCALE_CACHE": str(tmp_path)})
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], proc.stderr
+
+
 # -- the real path: ttscale serve with the 135M model ----------------------------------------
 
 

@@ -56,6 +56,9 @@ def keys_from(flag: list[str] | None, env: str | None) -> tuple[str, ...]:
         >>> keys_from(["a"], " b, c ,")
         ('a', 'b', 'c')
     """
+    if any(not k.strip() for k in flag or []):  # an unset variable, as in --api-key "$KEY"
+        raise ConfigError("--api-key is empty: give a non-empty key, or leave --api-key out "
+                          "to serve without one")
     keys = list(flag or []) + [k.strip() for k in (env or "").split(",")]
     return tuple(dict.fromkeys(k for k in keys if k))
 
@@ -75,9 +78,7 @@ def check_port(host: str, port: int) -> None:
     import errno
     import socket
 
-    if port == 0:
-        return  # the system picks a free one
-    try:
+    try:  # with port 0 too: the system picks a free port, but the host must be ours
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
     except socket.gaierror as exc:
         raise ConfigError(f"cannot listen on {host!r} ({exc.strerror}): give an address of "
