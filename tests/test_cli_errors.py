@@ -106,3 +106,12 @@ def test_numbers_that_are_no_numbers_are_one_sentence(args: list[str], message: 
     """NaN passes every comparison, and an option that may be None skipped the type check:
     both once reached the code as an unexpected error."""
     assert message in one_sentence(*args)
+
+
+def test_a_hub_dataset_out_of_reach_is_one_sentence_without_the_librarys_warnings(
+        tmp_path: Path) -> None:
+    """Offline (or with a name the hub does not have), the hub libraries log warnings of
+    their own before they fail; the user sees only ttscale's sentence."""
+    line = one_sentence("eval", "--dataset", "hf:ttscale-no-such-owner/no-such-set",
+                        "--backend", "fake", "--out", str(tmp_path / "run"))
+    assert "could not load ttscale-no-such-owner/no-such-set split 'test'" in line

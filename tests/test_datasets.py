@@ -117,6 +117,24 @@ def test_local_jsonl_bad_lines_name_line_and_field(tmp_path: Path) -> None:
         load_dataset(str(tmp_path / "absent.jsonl"), "test")
 
 
+@pytest.mark.parametrize(("text", "says"), [
+    ('{"question": "a", "answer": "1"}\n{"question": "  ", "answer": "2"}\n',
+     "bad.jsonl line 2 has an empty 'question': fill it in or remove that line"),
+    ('{"id": "x", "question": "a", "answer": "1"}\n{"id": "x", "question": "b", "answer": 2}\n',
+     "bad.jsonl line 2 repeats the id 'x': give each question its own id"),
+    ("\n\n", "bad.jsonl holds no questions: write one object with question and answer "
+             "fields per line"),
+])
+def test_local_jsonl_without_usable_questions_is_refused(tmp_path: Path, text: str,
+                                                         says: str) -> None:
+    """An empty question, an id given twice (a run keys its rows by id) or an empty file."""
+    path = tmp_path / "bad.jsonl"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_dataset(str(path), "test")
+    assert str(err.value) == says
+
+
 def test_gym_missing_extra_names_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "reasoning_gym", None)  # import fails even if installed
     with pytest.raises(MissingExtra) as err:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class TtscaleError(Exception):
     """Base class: every error ttscale raises on purpose derives from it."""
@@ -46,3 +49,33 @@ def require(module: str, extra: str) -> object:
         raise MissingExtra(
             f"{module} is not installed: run pip install 'ttscale[{extra}]'"
         ) from exc
+
+
+@contextmanager
+def only_errors_logged(*libraries: str) -> Iterator[None]:
+    """While a Hugging Face library call runs, ``libraries`` (``huggingface_hub``,
+    ``datasets``: each with its own ``utils.logging``) log errors only: a failed call becomes
+    one ttscale sentence, not that sentence after the library's warnings (an offline hub
+    download logs every retry). ``TTSCALE_DEBUG=1`` shows them all.
+
+    Example:
+        >>> with only_errors_logged("json"):  # a module without that logging: left alone
+        ...     pass
+    """
+    import importlib
+    import os
+
+    logs = []
+    if not os.environ.get("TTSCALE_DEBUG"):
+        for name in libraries:
+            try:
+                found = importlib.import_module(f"{name}.utils.logging")
+            except ImportError:
+                continue
+            logs.append((found, found.get_verbosity()))
+            found.set_verbosity_error()
+    try:
+        yield
+    finally:
+        for found, verbosity in logs:
+            found.set_verbosity(verbosity)

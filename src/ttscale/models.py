@@ -201,11 +201,12 @@ def _from_hub(ref: str) -> Path:
     parts = ref.split("/")
     if len(parts) < 3 or not parts[-1].endswith(".gguf"):
         raise ConfigError(f"hf model {ref!r} must look like hf:OWNER/REPO/FILE.gguf")
-    from ttscale.errors import require
+    from ttscale.errors import only_errors_logged, require
 
     hub = require("huggingface_hub", "hf")
     try:
-        return Path(hub.hf_hub_download("/".join(parts[:2]), "/".join(parts[2:])))  # type: ignore[attr-defined]
+        with only_errors_logged("huggingface_hub"):
+            return Path(hub.hf_hub_download("/".join(parts[:2]), "/".join(parts[2:])))  # type: ignore[attr-defined]
     except Exception as exc:  # network, auth, missing file: all one sentence for the user
         raise ModelError(f"could not download {ref} from Hugging Face ({exc}): check the name "
                          "and your connection") from exc

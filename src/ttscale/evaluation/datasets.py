@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ttscale.answers import last_boxed
-from ttscale.errors import ConfigError, require
+from ttscale.errors import ConfigError, only_errors_logged, require
 from ttscale.jsonl import json_objects
 
 
@@ -295,7 +295,8 @@ def _pick(row: Row, given: str | None, candidates: tuple[str, ...], what: str,
 
 def _from_rows(rows: Iterable[tuple[int, str, Row]], stem: str, where: str,
                question_field: str | None, answer_field: str | None) -> list[Problem]:
-    out = []
+    out: list[Problem] = []
+    seen: set[str] = set()
     q_field = a_field = ""
     for i, line, row in rows:
         if i == 0:  # the first row decides the columns; later rows must have them too
@@ -305,9 +306,20 @@ def _from_rows(rows: Iterable[tuple[int, str, Row]], stem: str, where: str,
             if row.get(f) is None:
                 raise ConfigError(f"{where} {line} has no field {f!r}: add it, or name "
                                   "the right field with question_field= / answer_field=")
-        meta = {k: v for k, v in row.items() if k not in (q_field, a_field, "id")}
+        question = str(row[q_field]).strip()
+        if not question:
+            raise ConfigError(f"{where} {line} has an empty {q_field!r}: fill it in or remove "
+                              "that line")
         pid = str(row["id"]) if "id" in row else f"{stem}-{i}"
-        out.append(Problem(pid, str(row[q_field]).strip(), gold_text(row[a_field]), meta))
+        if pid in seen:  # a run keys its rows by id: the second would shadow the first
+            raise ConfigError(f"{where} {line} repeats the id {pid!r}: give each question "
+                              "its own id")
+        seen.add(pid)
+        meta = {k: v for k, v in row.items() if k not in (q_field, a_field, "id")}
+        out.append(Problem(pid, question, gold_text(row[a_field]), meta))
+    if not out:
+        raise ConfigError(f"{where} holds no questions: write one object with question and "
+                          "answer fields per line")
     return out
 
 
@@ -333,7 +345,8 @@ def _hf(spec: str, split: str, question_field: str | None,
                           "hf:OWNER/NAME or hf:OWNER/NAME:CONFIG")
     datasets: Any = require("datasets", "hf")
     try:
-        data = datasets.load_dataset(repo, config or None, split=split)
+        with only_errors_logged("huggingface_hub", "datasets"):
+            data = datasets.load_dataset(repo, config or None, split=split)
     except Exception as exc:  # the library raises many types; the user needs one message
         raise ConfigError(f"could not load {repo} split {split!r} from Hugging Face ({exc}): "
                           "check the name, the split and the network") from exc
