@@ -41,8 +41,8 @@ def test_evaluate_returns_points_reports_progress_and_prints_nothing(
 def test_evaluate_resumes_and_a_larger_n_reuses_the_stored_samples(tmp_path: Path) -> None:
     out = tmp_path / "run"
     ttscale.evaluate("svamp", out, ids="0-1", ns=[2], backend="fake", report_files=False)
-    again = ttscale.evaluate("svamp", out, ids="0-1", ns=[2, 4], backend="fake",
-                             report_files=False)
+    again = ttscale.evaluate("svamp", out, ids=[0, 1], ns=[2, 4], backend="fake",
+                             report_files=False)  # the same questions, given as a list
     assert again.outcome.cached_samples == 4 and again.outcome.new_samples == 4
     assert not (out / "report.html").exists()
 
@@ -102,6 +102,7 @@ def test_export_then_restore_is_the_same_run(tmp_path: Path) -> None:
     (lambda d: ttscale.import_samples(d / "none.jsonl", d / "x", "csv"), "csv"),
     (lambda d: ttscale.compare_verifiers(d, [1], resamples=0), "resamples"),
     (lambda d: ttscale.sprm_train([d], d / "head", width=0), "--width"),
+    (lambda d: ttscale.sprm_train([d], d / "head", lr=float("nan")), "--lr must be positive"),
 ])
 def test_bad_input_is_one_sentence(tmp_path: Path, call: object, says: str) -> None:
     with pytest.raises(TtscaleError) as info:

@@ -73,7 +73,7 @@ class EvalRun:
 
 def evaluate(dataset: str, out: str | Path, *, strategies: str | Sequence[str] = "majority",
              ns: str | Sequence[int] = (1, 2, 4, 8), seeds: int = 1, split: str = "test",
-             limit: int | None = None, ids: str | None = None,
+             limit: int | None = None, ids: str | Sequence[int | str] | None = None,
              question_field: str | None = None, answer_field: str | None = None,
              dataset_options: dict[str, Any] | None = None, model: str | None = None,
              backend: str = "llamacpp", base_url: str | Sequence[str] | None = None,
@@ -88,9 +88,9 @@ def evaluate(dataset: str, out: str | Path, *, strategies: str | Sequence[str] =
     missing (every sample stored as it arrives, so a stopped run resumes and a larger n
     reuses a smaller one), then replay the curves. ``strategies`` are specs
     (``majority,beam:width=4``), ``ns`` increasing sample counts, ``ids`` problems by
-    position (``0-39``) or id, ``temperature`` a number or ``"auto"`` (chosen without labels
-    by TURN before the run). ``report_files`` writes results.jsonl, curves.png and
-    report.html. ``backend_options`` go to the backend (e.g. ``delay`` of ``fake``).
+    position (``0-39``) or id, as text or a list, ``temperature`` a number or ``"auto"``
+    (chosen without labels by TURN before the run). ``report_files`` writes results.jsonl,
+    curves.png and report.html. ``backend_options`` go to the backend (e.g. ``delay`` of ``fake``).
     ``top_logprobs`` alternatives are kept per token (0: the sampled token's only).
     ``ray`` runs the questions on a Ray cluster (``True``: a local one; an address such as
     ``ray://head:10001`` or ``auto``: that cluster), ``ray_workers`` actors each owning a

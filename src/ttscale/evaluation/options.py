@@ -117,17 +117,21 @@ def ready(records: Sequence[QuestionRecord], n: int,
     return done, rest
 
 
-def parse_ids(text: str | None) -> tuple[list[str] | None, list[int] | None]:
-    """``--ids``: problem ids, or positions in the split (``0-39``, ``3,5``), or both.
+def parse_ids(text: str | Sequence[int | str] | None,
+              ) -> tuple[list[str] | None, list[int] | None]:
+    """``--ids``: problem ids, or positions in the split (``0-39``, ``3,5``), or both; from
+    the library also a list of them.
 
     Example:
-        >>> parse_ids("0-2,7")
-        (None, [0, 1, 2, 7])
+        >>> parse_ids("0-2,7"), parse_ids([0, "3-4"])
+        ((None, [0, 1, 2, 7]), (None, [0, 3, 4]))
         >>> parse_ids("gsm8k-test-3")
         (['gsm8k-test-3'], None)
     """
     if text is None:
         return None, None
+    if not isinstance(text, str):
+        text = ",".join(str(part) for part in text)
     names: list[str] = []
     positions: list[int] = []
     for part in (p.strip() for p in text.split(",")):
@@ -164,7 +168,8 @@ def parse_options(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def select_problems(dataset: str, split: str, limit: int | None, ids: str | None,
+def select_problems(dataset: str, split: str, limit: int | None,
+                    ids: str | Sequence[int | str] | None,
                     question_field: str | None, answer_field: str | None,
                     options: dict[str, Any] | None = None) -> list[Problem]:
     """The problems an eval asks for: by id or position, then the first ``limit``."""
