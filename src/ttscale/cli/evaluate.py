@@ -103,5 +103,7 @@ def interrupted(out: Path, err: Console | None = None) -> None:
 
 
 def print_imported(imported: Imported) -> None:
-    say(f"imported {imported.questions} questions, {imported.samples} samples "
+    questions = "question" if imported.questions == 1 else "questions"
+    samples = "sample" if imported.samples == 1 else "samples"
+    say(f"imported {imported.questions} {questions}, {imported.samples} {samples} "
         f"({imported.new} new) into {imported.run_dir}")
