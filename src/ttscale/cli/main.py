@@ -137,8 +137,9 @@ def solve_command(
     n: Annotated[int | None, typer.Option("-n", "--samples", help="Samples to draw (default 8).",
                                           show_default=False)] = None,
     effort: Annotated[str | None, typer.Option(
-        help="low, medium or high: SPRM best-of-2/8/32 where an SPRM head ships for the "
-             "model, else majority at the same k; instead of --strategy and -n.",
+        help="low, medium or high: three budgets of the plan shipped for the model (the "
+             "auto strategy), else adaptive majority over at most 2/8/32 samples; instead "
+             "of --strategy and -n.",
         show_default=False)] = None,
     max_tokens: Annotated[int, typer.Option(help="Completion tokens per sample, at most.")
                           ] = 1024,
