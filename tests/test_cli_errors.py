@@ -115,3 +115,56 @@ def test_a_hub_dataset_out_of_reach_is_one_sentence_without_the_librarys_warning
     line = one_sentence("eval", "--dataset", "hf:ttscale-no-such-owner/no-such-set",
                         "--backend", "fake", "--out", str(tmp_path / "run"))
     assert "could not load ttscale-no-such-owner/no-such-set split 'test'" in line
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import ttscale
+
+    out = tmp_path_factory.mktemp("small") / "run"
+    ttscale.evaluate("svamp", out, ids="0-3", ns=[2], backend="fake", report_files=False)
+    return out
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["eval", "export", "{run}", "{tmp}"], "{tmp} is a directory: give a file name in it"),
+    (["eval", "export", "{run}", "{tmp}/notes.txt/run.jsonl"],
+     "cannot write {tmp}/notes.txt/run.jsonl: {tmp}/notes.txt is a file, not a folder"),
+    (["plan", "fit", "{run}", "--out", "{tmp}/notes.txt/plan.json"],
+     "cannot write {tmp}/notes.txt/plan.json: {tmp}/notes.txt is a file, not a folder"),
+    (["eval", "--dataset", "svamp", "--backend", "fake", "--ids", "0", "--out",
+      "{tmp}/notes.txt/run"], "cannot make {tmp}/notes.txt/run: {tmp}/notes.txt is a file"),
+])
+def test_an_output_path_that_cannot_be_written_is_one_sentence(
+        small_run: Path, tmp_path: Path, args: list[str], says: str) -> None:
+    (tmp_path / "notes.txt").write_text("not a folder")
+    given = [a.format(run=small_run, tmp=tmp_path) for a in args]
+    assert says.format(tmp=tmp_path) in one_sentence(*given)
+
+
+def test_an_output_file_in_a_new_folder_is_written(small_run: Path, tmp_path: Path) -> None:
+    target = tmp_path / "exports" / "2026" / "run.jsonl"
+    proc = subprocess.run([_ttscale(), "eval", "export", str(small_run), str(target)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert target.read_text().count("\n") > 4
+
+
+@pytest.mark.parametrize(("raised", "says", "code"), [
+    (PermissionError(13, "Permission denied", "/srv/runs/x.jsonl"),
+     "error: cannot use /srv/runs/x.jsonl (Permission denied): check that the path exists "
+     "and this user may write there", 1),
+    (RuntimeError("boom"), "error: unexpected RuntimeError: boom (a bug in ttscale", 1),
+])
+def test_reported_turns_a_refused_path_into_a_sentence_and_a_bug_into_a_report(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        raised: Exception, says: str, code: int) -> None:
+    import typer
+
+    from ttscale.cli.common import reported
+
+    monkeypatch.delenv("TTSCALE_DEBUG", raising=False)
+    with pytest.raises(typer.Exit) as done, reported():
+        raise raised
+    assert done.value.exit_code == code
+    assert capsys.readouterr().err.startswith(says)

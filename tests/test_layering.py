@@ -18,7 +18,7 @@ import ttscale
 SRC = Path(ttscale.__file__).resolve().parent
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("types", "params", "errors", "budget", "registry", "models", "answers", "jsonl", "stats",
-     "cancel"),
+     "cancel", "files"),
     ("aggregation",),
     ("backends",),
     ("verifiers",),

@@ -65,6 +65,9 @@ def reported() -> Iterator[None]:
     except Exception as exc:
         if os.environ.get("TTSCALE_DEBUG"):
             raise
+        if isinstance(exc, OSError) and exc.filename is not None:  # a path the system refused
+            fail(f"error: cannot use {exc.filename} ({exc.strerror}): check that the path "
+                 "exists and this user may write there", EXIT_RUNTIME)
         fail(f"error: unexpected {type(exc).__name__}: {exc} (a bug in ttscale: rerun with "
               "TTSCALE_DEBUG=1 for the traceback and report it)", EXIT_RUNTIME)
 

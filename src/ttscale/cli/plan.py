@@ -45,8 +45,10 @@ def fit_command(
     Example: ttscale plan fit runs/gsm8k-test-0-39 --out plan.json --verifier-fraction 0.5
     """
     from ttscale.evaluation.replay.auto import fit_from_runs
+    from ttscale.files import output_file
 
     with reported():
+        output_file(out)  # a wrong --out fails now, not after the fit
         plan = fit_from_runs([str(d) for d in run_dirs], verifier=verifier, unit=currency,
                              verifier_fraction=verifier_fraction, folds=folds, orders=orders,
                              seed=seed)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ttscale.errors import ConfigError
+from ttscale.files import output_file
 
 PLAN_FORMAT = "ttscale-plan"
 PLAN_VERSION = 1
@@ -194,7 +195,7 @@ class Plan:
 
     def save(self, path: str | Path) -> Path:
         """Write the plan as JSON (through a temporary file, so a kill leaves the old one)."""
-        path = Path(path)
+        path = output_file(path)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(self.to_json(), encoding="utf-8")
         tmp.replace(path)

@@ -21,6 +21,7 @@ from typing import Any
 
 from ttscale.errors import ConfigError
 from ttscale.evaluation.runs.store import FILE_NAME, SCHEMA_VERSION, Store, canonical_json
+from ttscale.files import output_file
 from ttscale.jsonl import json_objects
 
 FORMAT = "ttscale-run"
@@ -80,7 +81,7 @@ def export_run(run_dir: str | Path, file: str | Path, *, logprobs: bool = True) 
         raise ConfigError(f"{run_dir} holds no run store ({FILE_NAME}): give the directory "
                           "of a ttscale run")
     counts: Counter[str] = Counter()
-    target = Path(file)
+    target = output_file(file)
     partial = target.with_name(target.name + ".partial")
     # the store is opened with its own settings, so any run directory is accepted as it is
     with Store.open(run_dir, _stored_settings(path)) as store, \

@@ -42,6 +42,7 @@ from ttscale.evaluation.runs.rows import (
     result_values,
     sha,
 )
+from ttscale.files import output_dir
 from ttscale.params import SamplingParams
 from ttscale.types import FinishReason, Generation, Prompt, Usage
 
@@ -127,7 +128,7 @@ class Store:
         run_dir = Path(run_dir)
         if run_dir.exists() and not run_dir.is_dir():
             raise ConfigError(f"{run_dir} is a file, not a run directory: use a new --out name")
-        run_dir.mkdir(parents=True, exist_ok=True)
+        output_dir(run_dir)
         path = run_dir / FILE_NAME
         asked = json.loads(canonical_json(dict(settings)))
         _check_header(path)
