@@ -138,7 +138,11 @@ def test_judge_without_verdict_is_neutral_and_noted() -> None:
      ({"n": 0}, "n must be a positive"), ({"temperature": -1.0}, "temperature must be >= 0"),
      ({"n": 2.5}, "n must be a whole number, got 2.5"),
      ({"budget": 4000.0}, "budget must be a whole number of tokens or a Budget, got 4000.0"),
-     ({"strategy": "auto", "budget": float("nan")}, "budget must be a whole number of tokens")],
+     ({"strategy": "auto", "budget": float("nan")}, "budget must be a whole number of tokens"),
+     ({"strategy": "best_of_n:class_weight=mean", "verifier": "self_judge"},
+      "class_weight must be one of max, sum"),
+     ({"strategy": "mcts:exploration_weight=-1", "verifier": "self_judge"},
+      "exploration_weight must be at least 0")],
 )
 def test_bad_input_is_one_sentence(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message) as info:

@@ -10,8 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ttscale.answers import solve_prompt
+from ttscale.errors import ConfigError
 from ttscale.strategies.base import Env, State, classes_of, pick, result, sample, verify
 from ttscale.types import Result
+
+CLASS_WEIGHTS = ("max", "sum")  # how an answer class scores: its best trace, or their sum
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,6 +33,12 @@ class BestOfN:
     name: str = "best_of_n"
     needs_verifier: bool = True
     class_weight: str = "max"
+
+    def __post_init__(self) -> None:
+        if self.class_weight not in CLASS_WEIGHTS:
+            raise ConfigError(f"class_weight must be one of {', '.join(CLASS_WEIGHTS)} (an "
+                              f"answer's score: its best trace's, or their sum), got "
+                              f"{self.class_weight!r}")
 
     def step(self, state: State, env: Env) -> State:
         reserve = 0

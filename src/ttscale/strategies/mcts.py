@@ -210,6 +210,9 @@ class MCTS(_TreeSearch):
         if self.samples_per_action < 1:
             raise ConfigError(f"samples_per_action must be at least 1, got "
                               f"{self.samples_per_action}")
+        if not self.exploration_weight >= 0:  # NaN too
+            raise ConfigError(f"exploration_weight must be at least 0 (0: no exploration), "
+                              f"got {self.exploration_weight}")
         return treequest().StandardMCTS(samples_per_action=self.samples_per_action,
                                         exploration_weight=self.exploration_weight)
 
