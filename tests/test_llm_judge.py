@@ -159,6 +159,8 @@ def test_bad_settings_and_solve_by_spec() -> None:
         LLMJudge(fb, k=0)
     with pytest.raises(ConfigError, match="temperature 0"):
         LLMJudge(fb, k=4, temperature=0.0)
+    with pytest.raises(ConfigError, match="top_logprobs must be between 0 and 20, got -1"):
+        LLMJudge(fb, top_logprobs=-1)
     with pytest.raises(ConfigError, match="does not take colour"):
         build_verifier("llm_judge,colour=1", fb)
     judge = build_verifier("llm_judge,k=2,pessimistic=true", fb)

@@ -151,8 +151,11 @@ def test_verifier_picks_a_shipped_head_by_layer(tmp_path: Path,
         build_verifier("sprm,layer=2", fb)
     with pytest.raises(ConfigError, match="a head file or a layer of a shipped head, not both"):
         build_verifier(f"sprm:{deep},layer=3", fb)
-    with pytest.raises(ConfigError, match="layer must be the positive layer"):
+    with pytest.raises(ConfigError, match="verifier sprm option layer must be a whole number, "
+                                          "got four"):
         build_verifier("sprm,layer=\"four\"", fb)
+    with pytest.raises(ConfigError, match="layer must be the positive layer"):
+        build_verifier("sprm,layer=0", fb)
 
 
 def test_verifier_needs_a_model_file_and_a_head(tmp_path: Path) -> None:

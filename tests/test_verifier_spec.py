@@ -24,6 +24,12 @@ def test_parse_names_args_and_json_options() -> None:
     ("", "bad verifier"), ("hf_prm:", "bad verifier"), ("llm_judge,k", "bad verifier option"),
     ("llm_judge,2k=1", "bad verifier option"), ("nope", "unknown verifier 'nope'"),
     ("self_judge:extra", "does not take 'extra'"), ("hf_prm", "needs an argument"),
+    # option values are checked against the verifier's annotations
+    ("llm_judge,z=abc", "verifier llm_judge option z must be a number, got abc"),
+    ("llm_judge,z=NaN", "option z must be a finite number, got NaN"),
+    ("llm_judge,logprob=0", "option logprob must be true or false, got 0"),
+    ("llm_judge,k=2.5", "option k must be a whole number, got 2.5"),
+    ("self_judge,reduction=null", "option reduction must be text, got null"),
 ])
 def test_bad_specs_fail_with_one_sentence(bad: str, says: str) -> None:
     with pytest.raises(ConfigError, match=says):

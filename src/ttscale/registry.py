@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import math
+import typing
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
@@ -68,6 +70,42 @@ backends: Registry[Any] = Registry(
         "vllm": "ttscale.backends.vllm:VLLMBackend",
     },
 )
+
+
+_KINDS: dict[Any, tuple[tuple[type, ...], str]] = {
+    int: ((int,), "a whole number"),
+    float: ((int, float), "a number"),
+    str: ((str,), "text"),
+    bool: ((bool,), "true or false"),
+}
+
+
+def check_option(what: str, key: str, value: Any, hint: Any,
+                 show: Callable[[Any], str] = repr) -> None:
+    """Refuse a spec's option value whose type its annotation ``hint`` rules out (``X |
+    None`` takes None or an X; NaN and infinity are no numbers here); other hints (unions,
+    literals) are left for the factory to check.
+
+    Example:
+        >>> check_option("strategy beam", "width", 4, int)
+        >>> check_option("strategy beam", "width", "two", int)
+        Traceback (most recent call last):
+        ...
+        ttscale.errors.ConfigError: strategy beam option width must be a whole number, got 'two'
+    """
+    arms = typing.get_args(hint)
+    if type(None) in arms and len(arms) == 2:
+        if value is None:
+            return
+        hint = next(a for a in arms if a is not type(None))
+    allowed = _KINDS.get(hint)
+    if allowed is None:
+        return
+    types, words = allowed
+    if (isinstance(value, bool) and hint is not bool) or not isinstance(value, types):
+        raise ConfigError(f"{what} option {key} must be {words}, got {show(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{what} option {key} must be a finite number, got {show(value)}")
 
 strategies: Registry[Any] = Registry(
     "strategy",

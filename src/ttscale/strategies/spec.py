@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import re
 import typing
 from dataclasses import dataclass
 from typing import Any
 
 from ttscale.errors import ConfigError
-from ttscale.registry import strategies
+from ttscale.registry import check_option, strategies
 
 _KEY = re.compile(r"[A-Za-z_]\w*\Z")
 # Fields every strategy has that a spec must not set: the sample count comes from -n, and
@@ -121,32 +120,6 @@ def option_names(factory: Any) -> list[str]:
     return [f.name for f in dataclasses.fields(factory) if f.init and f.name not in RESERVED]
 
 
-_KINDS: dict[Any, tuple[tuple[type, ...], str]] = {
-    int: ((int,), "a whole number"),
-    float: ((int, float), "a number"),
-    str: ((str,), "text"),
-    bool: ((bool,), "true or false"),
-}
-
-
-def _check_type(spec: StrategySpec, key: str, value: Any, hint: Any) -> None:
-    arms = typing.get_args(hint)
-    if type(None) in arms and len(arms) == 2:  # ``X | None``: None, or checked as an X
-        if value is None:
-            return
-        hint = next(a for a in arms if a is not type(None))
-    allowed = _KINDS.get(hint)
-    if allowed is None:  # another union, a literal, a nested type: the dataclass checks it
-        return
-    types, words = allowed
-    if (isinstance(value, bool) and hint is not bool) or not isinstance(value, types):
-        raise ConfigError(f"strategy {spec.name} option {key} must be {words}, got "
-                          f"{_show(value)}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"strategy {spec.name} option {key} must be a finite number, got "
-                          f"{_show(value)}")
-
-
 def _parses_own(factory: Any) -> bool:
     """A strategy whose only option is an ``options`` text parses its KEY=VALUE pairs itself
     (DeepConf, DeepPrune: their parameters live in one validated object of their own)."""
@@ -194,7 +167,7 @@ options are batch, rule
     except Exception:  # an annotation that does not resolve: leave it to the dataclass
         hints = {}
     for key, value in spec.options:
-        _check_type(spec, key, value, hints.get(key))
+        check_option(f"strategy {spec.name}", key, value, hints.get(key), _show)
     return spec
 
 

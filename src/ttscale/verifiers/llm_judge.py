@@ -158,6 +158,8 @@ class LLMJudge:
                               "raise temperature or set k=1")
         if z < 0:
             raise ConfigError(f"z must be >= 0 standard errors, got {z}")
+        if not 0 <= top_logprobs <= 20:  # checked here too: only logprob=true samples with it
+            raise ConfigError(f"top_logprobs must be between 0 and 20, got {top_logprobs}")
         self.backend = backend
         self.k = k
         self.logprob = logprob

@@ -11,11 +11,12 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import typing
 from dataclasses import dataclass
 from typing import Any
 
 from ttscale.errors import ConfigError
-from ttscale.registry import verifiers
+from ttscale.registry import check_option, verifiers
 from ttscale.verifiers.base import Verifier
 
 _KEY = re.compile(r"[A-Za-z_]\w*\Z")
@@ -102,6 +103,13 @@ options are reduction, top_logprobs
                                                  and p.default is not p.empty)]
         raise ConfigError(f"verifier {spec.name} does not take {given}: its options are "
                           f"{', '.join(names) or 'none'}") from None
+    try:
+        hints = typing.get_type_hints(factory.__init__ if inspect.isclass(factory) else factory)
+    except Exception:  # an annotation that does not resolve: leave it to the verifier
+        hints = {}
+    for key, value in spec.options:
+        check_option(f"verifier {spec.name}", key, value, hints.get(key),
+                     lambda v: v if isinstance(v, str) else json.dumps(v))
     return spec
 
 
