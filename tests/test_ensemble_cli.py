@@ -69,6 +69,9 @@ def test_bad_input_is_one_sentence_and_exit_2(two_runs: tuple[Path, Path],
                                               tmp_path: Path) -> None:
     one = runner.invoke(app, ["eval", "ensemble", str(two_runs[0])])
     assert one.exit_code == 2 and "at least 2 run directories" in one.output
+    twice = runner.invoke(app, ["eval", "ensemble", str(two_runs[0]),
+                                str(two_runs[0].parent / "." / two_runs[0].name)])
+    assert twice.exit_code == 2 and "is given twice" in twice.output
     other = imported(tmp_path, "c", ["1"] * 12, 5, ids=range(6, 12))
     apart = runner.invoke(app, ["eval", "ensemble", str(two_runs[0]), str(other)])
     assert apart.exit_code == 2 and "share no question" in apart.output

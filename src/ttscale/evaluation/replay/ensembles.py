@@ -106,6 +106,12 @@ def ensemble_report(run_dirs: Sequence[str | Path], *, n: int | None = None,
     """
     if len(run_dirs) < 2:
         raise ConfigError(f"an ensemble needs at least 2 run directories, got {len(run_dirs)}")
+    seen: dict[Path, str | Path] = {}
+    for d in run_dirs:
+        again = seen.setdefault(Path(d).resolve(), d)
+        if again is not d:  # a run beside itself would only double its own votes
+            raise ConfigError(f"{d} is given twice (as {again}): an ensemble combines "
+                              "different runs")
     if n is not None and n < 1:
         raise ConfigError(f"--n must be a positive number of samples, got {n}")
     if orders < 1:
