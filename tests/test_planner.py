@@ -178,6 +178,10 @@ def test_replay_of_auto_on_a_small_generated_run(tmp_path: Path) -> None:
     assert [p.n for p in auto] == [1, 4]
     for p in auto:
         assert p.mean_tokens <= maj[p.n].mean_tokens * 1.05
+    from ttscale.evaluation.replay.auto import fit_from_runs
+
+    with pytest.raises(ConfigError, match="run is given twice: a plan merges the samples"):
+        fit_from_runs([str(tmp_path / "run"), str(tmp_path / "run")], unit="tokens")
 
 
 @pytest.mark.slow

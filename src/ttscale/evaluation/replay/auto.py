@@ -172,11 +172,12 @@ def fit_from_runs(run_dirs: Sequence[str], *, verifier: str | None = None,
         ...
         ttscale.errors.ConfigError: give at least one run directory to fit a plan from
     """
-    from ttscale.evaluation.runs.records import load_records
+    from ttscale.evaluation.runs.records import distinct_runs, load_records
     from ttscale.planner.crossfit import fit_plan
 
     if not run_dirs:
         raise ConfigError("give at least one run directory to fit a plan from")
+    distinct_runs(run_dirs, "a plan merges the samples of different runs")
     merged: dict[str, QuestionRecord] = {}
     shas: set[str] = set()
     model = ""

@@ -21,7 +21,7 @@ from ttscale.answers import equivalent
 from ttscale.errors import ConfigError
 from ttscale.evaluation.replay.adaptive import orders_for, replay_order
 from ttscale.evaluation.replay.metrics import prepare
-from ttscale.evaluation.runs.records import QuestionRecord, load_records
+from ttscale.evaluation.runs.records import QuestionRecord, distinct_runs, load_records
 
 
 @dataclass(frozen=True)
@@ -106,12 +106,7 @@ def ensemble_report(run_dirs: Sequence[str | Path], *, n: int | None = None,
     """
     if len(run_dirs) < 2:
         raise ConfigError(f"an ensemble needs at least 2 run directories, got {len(run_dirs)}")
-    seen: dict[Path, str | Path] = {}
-    for d in run_dirs:
-        again = seen.setdefault(Path(d).resolve(), d)
-        if again is not d:  # a run beside itself would only double its own votes
-            raise ConfigError(f"{d} is given twice (as {again}): an ensemble combines "
-                              "different runs")
+    distinct_runs(run_dirs, "an ensemble combines different runs")
     if n is not None and n < 1:
         raise ConfigError(f"--n must be a positive number of samples, got {n}")
     if orders < 1:

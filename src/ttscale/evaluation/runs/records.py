@@ -77,6 +77,23 @@ def sampling_of(settings: dict[str, Any]) -> SamplingParams:
     return SamplingParams(**fields)
 
 
+def distinct_runs(run_dirs: Sequence[str | Path], why: str) -> None:
+    """Refuse a run directory given twice (however spelled): its samples would count twice.
+
+    Example:
+        >>> distinct_runs(["runs/a", "runs/../runs/a"], "a plan merges different runs")
+        Traceback (most recent call last):
+        ...
+        ttscale.errors.ConfigError: runs/../runs/a is given twice (as runs/a): a plan merges \
+different runs
+    """
+    seen: dict[Path, str | Path] = {}
+    for d in run_dirs:
+        first = seen.setdefault(Path(d).resolve(), d)
+        if first is not d:
+            spelled = "" if str(first) == str(d) else f" (as {first})"
+            raise ConfigError(f"{d} is given twice{spelled}: {why}")
+
 def load_records(run_dir: str | Path, verifier_name: str | None = None, *,
                  logprobs: bool = True) -> tuple[dict[str, Any], list[QuestionRecord]]:
     """The run's settings and its questions with everything stored about them; scores are
