@@ -103,6 +103,11 @@ def test_parse_rule_forms() -> None:
         parse_rule("bayes_factor,threshold=high")
     with pytest.raises(ConfigError, match="threshold must be > 1"):
         parse_rule("budgeted,threshold=1")
+    for bad, says in [("budgeted,power=nan", "power must be a finite number"),
+                      ("budgeted,horizon=inf", "horizon must be a finite number"),
+                      ("budgeted,horizon=2.5", "horizon must be a whole number of samples")]:
+        with pytest.raises(ConfigError, match=says):
+            parse_rule(bad)
 
 
 def synthetic(seed: int, n: int = 40) -> list[tuple[str | None, int]]:

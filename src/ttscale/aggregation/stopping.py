@@ -38,6 +38,7 @@ reference stops at once when the first sample has no answer); ``None`` never win
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -130,7 +131,7 @@ class StoppingRule(Protocol):
 def _check_common(n_max: int, unseen: float) -> None:
     if n_max < 1:
         raise ConfigError(f"n_max must be a positive number of samples, got {n_max}")
-    if unseen <= 0:
+    if not unseen > 0:  # NaN too
         raise ConfigError(f"unseen must be a positive pseudo-count, got {unseen:g}")
 
 
@@ -193,7 +194,7 @@ class BudgetedBayesFactorRule:
         if self.horizon < 1:
             raise ConfigError(f"horizon must be a positive number of samples, got "
                               f"{self.horizon}")
-        if self.power < 0:
+        if not self.power >= 0:  # NaN too
             raise ConfigError(f"power must be >= 0, got {self.power:g}")
         _check_common(self.n_max, self.unseen)
 
@@ -272,6 +273,11 @@ threshold, horizon, power, n_max, unseen
             number = float(value)
         except ValueError as exc:
             raise ConfigError(f"rule option {key} must be a number, got {value!r}") from exc
+        if not math.isfinite(number):
+            raise ConfigError(f"rule option {key} must be a finite number, got {value!r}")
+        if key in ("n_max", "horizon") and not number.is_integer():
+            raise ConfigError(f"rule option {key} must be a whole number of samples, got "
+                              f"{value!r}")
         options[key] = int(number) if key in ("n_max", "horizon") else number
     if n_max is not None:
         options["n_max"] = n_max

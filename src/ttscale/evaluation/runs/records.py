@@ -121,6 +121,9 @@ def load_records(run_dir: str | Path, verifier_name: str | None = None, *,
     out = []
     with Store.open(run_dir, settings) as store:
         names = store.verifiers()
+        if verifier_name is not None and names and verifier_name not in names:
+            raise ConfigError(f"{run_dir} has no scores from {verifier_name}: its samples are "
+                              f"scored by {', '.join(names)}")
         # the verifier a run was scored with; the first by name if several scored it
         verifier = verifier_name if verifier_name is not None else (names[0] if names else "")
         # by question, in stored order: a scan of every row per question was quadratic
