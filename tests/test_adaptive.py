@@ -105,7 +105,7 @@ def test_parse_rule_forms() -> None:
         parse_rule("budgeted,threshold=1")
     for bad, says in [("budgeted,power=nan", "power must be a finite number"),
                       ("budgeted,horizon=inf", "horizon must be a finite number"),
-                      ("budgeted,horizon=2.5", "horizon must be a whole number of samples")]:
+                      ("budgeted,horizon=2.5", "horizon must be a whole number")]:
         with pytest.raises(ConfigError, match=says):
             parse_rule(bad)
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from ttscale.aggregation.settings import key_values
 from ttscale.errors import ConfigError
 from ttscale.types import TokenLogprob
 
@@ -116,26 +117,8 @@ def parse_confidence(spec: str) -> ConfidenceParams:
         ttscale.errors.ConfigError: DeepConf has no option 'speed': choose from top_k, \
 window, measure, tail, eta, warmup, batch, tau
     """
-    known = {f.name: f for f in fields(ConfidenceParams)}
-    options: dict[str, object] = {}
-    for part in (p.strip() for p in spec.split(",")):
-        if not part:
-            continue
-        key, eq, value = (x.strip() for x in part.partition("="))
-        if not eq:
-            raise ConfigError(f"DeepConf option {part!r} is not KEY=VALUE: write e.g. eta=0.1")
-        if key not in known:
-            raise ConfigError(f"DeepConf has no option {key!r}: choose from "
-                              f"{', '.join(known)}")
-        if key == "measure":
-            options[key] = value
-            continue
-        try:
-            number = float(value)
-        except ValueError as exc:
-            raise ConfigError(f"DeepConf option {key} must be a number, got {value!r}") from exc
-        options[key] = number if known[key].type in ("float", float) else int(number)
-    return ConfidenceParams(**options)  # type: ignore[arg-type]
+    options = key_values(spec.split(","), fields(ConfidenceParams), "DeepConf", "eta=0.1")
+    return ConfidenceParams(**options)
 
 
 def token_confidences(tokens: Sequence[TokenLogprob], top_k: int = 5) -> np.ndarray:

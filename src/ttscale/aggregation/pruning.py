@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ttscale.aggregation.settings import key_values
 from ttscale.errors import ConfigError, MissingExtra
 
 SIMILARITIES = ("jaccard", "embedding")
@@ -96,24 +97,7 @@ def parse_prune(spec: str) -> PruneParams:
         ttscale.errors.ConfigError: DeepPrune has no option 'k': choose from prefix, \
 similarity, ngram, threshold
     """
-    known = [f.name for f in fields(PruneParams)]
-    options: dict[str, Any] = {}
-    for part in (p.strip() for p in spec.split(",")):
-        if not part:
-            continue
-        key, eq, value = (x.strip() for x in part.partition("="))
-        if not eq:
-            raise ConfigError(f"DeepPrune option {part!r} is not KEY=VALUE: write e.g. "
-                              "prefix=64")
-        if key not in known:
-            raise ConfigError(f"DeepPrune has no option {key!r}: choose from {', '.join(known)}")
-        if key == "similarity":
-            options[key] = value
-            continue
-        try:
-            options[key] = float(value) if key == "threshold" else int(value)
-        except ValueError as exc:
-            raise ConfigError(f"DeepPrune option {key} must be a number, got {value!r}") from exc
+    options = key_values(spec.split(","), fields(PruneParams), "DeepPrune", "prefix=64")
     return PruneParams(**options)
 
 

@@ -37,8 +37,8 @@ reference stops at once when the first sample has no answer); ``None`` never win
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -46,6 +46,7 @@ from typing import Protocol
 import numpy as np
 from scipy import special
 
+from ttscale.aggregation.settings import key_values
 from ttscale.errors import ConfigError
 
 _NODES, _WEIGHTS = np.polynomial.legendre.leggauss(96)
@@ -258,30 +259,11 @@ threshold, horizon, power, n_max, unseen
     factory = RULES.get(name)
     if factory is None:
         raise ConfigError(f"unknown stopping rule {name!r}: choose one of {', '.join(RULES)}")
-    fields = [f for f in factory.__dataclass_fields__ if f != "name"]
-    options: dict[str, float | int] = {}
-    for part in parts:
-        key, eq, value = part.partition("=")
-        key = key.strip()
-        if not eq:
-            raise ConfigError(f"rule option {part!r} is not KEY=VALUE: write e.g. "
-                              f"{name},threshold=10")
-        if key not in fields:
-            raise ConfigError(f"rule {name} has no option {key!r}: choose from "
-                              f"{', '.join(fields)}")
-        try:
-            number = float(value)
-        except ValueError as exc:
-            raise ConfigError(f"rule option {key} must be a number, got {value!r}") from exc
-        if not math.isfinite(number):
-            raise ConfigError(f"rule option {key} must be a finite number, got {value!r}")
-        if key in ("n_max", "horizon") and not number.is_integer():
-            raise ConfigError(f"rule option {key} must be a whole number of samples, got "
-                              f"{value!r}")
-        options[key] = int(number) if key in ("n_max", "horizon") else number
+    known = [f for f in dataclasses.fields(factory) if f.name != "name"]
+    options = key_values(parts, known, f"rule {name}", f"{name},threshold=10")
     if n_max is not None:
         options["n_max"] = n_max
-    rule: StoppingRule = factory(**options)  # type: ignore[arg-type]
+    rule: StoppingRule = factory(**options)
     return rule
 
 
