@@ -142,12 +142,20 @@ def test_judge_without_verdict_is_neutral_and_noted() -> None:
      ({"strategy": "best_of_n:class_weight=mean", "verifier": "self_judge"},
       "class_weight must be one of max, sum"),
      ({"strategy": "mcts:exploration_weight=-1", "verifier": "self_judge"},
-      "exploration_weight must be at least 0")],
+      "exploration_weight must be at least 0"),
+     ({"stop": ["", "###"]}, "stop strings must be non-empty text")],
 )
 def test_bad_input_is_one_sentence(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message) as info:
         solve("q", backend=FakeBackend(), **kwargs)  # type: ignore[arg-type]
     assert "\n" not in str(info.value)
+
+
+def test_one_stop_string_is_one_stop_string() -> None:
+    """Not its characters: stop="###" once stopped at every "#"."""
+    fb = FakeBackend(responses=["\\boxed{4}"])
+    solve("q", backend=fb, n=1, stop="###")
+    assert fb.calls[0][1].stop == ("###",)
 
 
 def test_empty_question() -> None:

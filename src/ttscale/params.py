@@ -54,6 +54,9 @@ class SamplingParams:
             raise ConfigError(f"max_tokens must be positive, got {self.max_tokens}")
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            raise ConfigError(f"stop strings must be non-empty text (an empty one would end "
+                              f"every sample at once), got {self.stop!r}")
         if not 0 <= self.top_logprobs <= 20:
             raise ConfigError(f"top_logprobs must be between 0 and 20, got {self.top_logprobs}")
 

@@ -59,7 +59,8 @@ def check(question: str, *, strategy: str, verifier: str | Verifier | None, n: i
     if not question or not question.strip():
         raise ConfigError("the question is empty: give the question text to solve")
     params = SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens, seed=seed,
-                            top_p=top_p, stop=tuple(stop))
+                            top_p=top_p,
+                            stop=(stop,) if isinstance(stop, str) else tuple(stop))
     strat = make_strategy(strategy, n)
     check_sampling = getattr(strat, "check_sampling", None)
     if callable(check_sampling):  # a strategy whose options depend on the sampling ones
@@ -96,8 +97,9 @@ def solve(
     ``strategy`` is a spec: a name, or a name with options (``beam:width=4,max_steps=8``).
     ``backend`` is a backend instance (reuse it across questions) or a registered name built
     with ``model`` and ``backend_options``. ``budget`` is a ``Budget`` or a token cap.
-    ``top_p`` and ``stop`` go to every sample, like ``temperature``. ``progress`` is called
-    with a short message as each phase begins (``sampling 8 traces``); an exception it
+    ``top_p`` and ``stop`` (one string or several) go to every sample, like
+    ``temperature``. ``progress`` is called with a short message as each phase begins
+    (``sampling 8 traces``); an exception it
     raises stops the solve there, which is how a caller cancels one between phases.
     ``cancel`` (a :class:`ttscale.cancel.Cancel`) stops the solve when set, also in the
     middle of a backend call (llama.cpp and OpenAI-compatible servers stop decoding):
