@@ -187,6 +187,11 @@ USAGE_ERRORS = [
     pytest.param(["q", "--backend", "fake", "--strategy", "best_of_n", "--verifier", "nah"],
                  "unknown verifier 'nah'", id="unknown-verifier"),
     pytest.param(["q", "--backend", "fake", "-n", "0"], "n must be a positive", id="n-zero"),
+    pytest.param(["q", "--backend", "fake", "--strategy", "greedy", "-n", "4"],
+                 "greedy draws one sample: drop -n", id="greedy-with-n"),
+    pytest.param(["q", "--backend", "fake", "--strategy", "auto", "-n", "16"],
+                 "strategy auto chooses its own number of samples: drop -n, or cap them with "
+                 "auto:n_max=N", id="auto-with-n"),
     pytest.param(["q", "--backend", "fake", "--temperature", "-1"],
                  "temperature must be >= 0", id="negative-temperature"),
     pytest.param(["q", "--backend", "fake", "--max-tokens", "0"], "max_tokens must be positive",

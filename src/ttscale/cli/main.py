@@ -49,7 +49,12 @@ from ttscale.errors import ConfigError, require
 from ttscale.planner.effort import check_effort
 from ttscale.registry import backends
 from ttscale.solve import check, context_tokens, solve
-from ttscale.strategies.spec import check_strategy, describe_strategies, make_strategy
+from ttscale.strategies.spec import (
+    check_strategy,
+    describe_strategies,
+    make_strategy,
+    takes_samples,
+)
 
 app = typer.Typer(
     name="ttscale",
@@ -170,6 +175,12 @@ def solve_command(
             if strategy is not None or n is not None or verifier is not None:
                 raise ConfigError("--effort picks the strategy, samples and verifier itself: "
                                   "drop --strategy, -n and --verifier, or drop --effort")
+        if n is not None and strategy is not None and not takes_samples(strategy):
+            name = strategy.partition(":")[0].strip()
+            if name == "greedy":
+                raise ConfigError("greedy draws one sample: drop -n")
+            raise ConfigError(f"strategy {name} chooses its own number of samples: drop -n, "
+                              "or cap them with auto:n_max=N")
         budget_cap = _check_options(
             question, backend, strategy or "majority", verifier,
             n=k if effort is not None else (8 if n is None else n), temperature=temperature,

@@ -246,6 +246,17 @@ def describe_strategies() -> list[StrategyInfo]:
     return [describe_strategy(name) for name in strategies.names()]
 
 
+def takes_samples(text: str) -> bool:
+    """Whether the strategy a spec names takes a sample count (``-n``).
+
+    Example:
+        >>> takes_samples("beam:width=2"), takes_samples("greedy"), takes_samples("auto")
+        (True, False, False)
+    """
+    factory = strategies.get(check_strategy(text).name)
+    return "n" in getattr(factory, "__dataclass_fields__", {})
+
+
 def make_strategy(text: str, n: int) -> Any:
     """The strategy a spec names, with ``n`` samples when it takes a sample count.
 
