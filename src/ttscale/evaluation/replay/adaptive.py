@@ -10,9 +10,11 @@ averages over ``orders`` permutations per question, all drawn from one ``random.
 
 from __future__ import annotations
 
+import functools
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from ttscale.aggregation.stopping import StoppingRule, Tally, rule_label
 from ttscale.errors import ConfigError
@@ -69,6 +71,51 @@ def replay_order(p: Prepared, rule: StoppingRule, order: Sequence[int],
 def orders_for(n: int, count: int, rng: random.Random) -> list[list[int]]:
     """``count`` random permutations of ``range(n)``."""
     return [rng.sample(range(n), n) for _ in range(count)]
+
+
+class Replayable(Protocol):
+    """A question a method replays: its samples' classes, and its own pass rate."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def classes(self) -> tuple[int, ...]: ...
+
+    @property
+    def pass_rate(self) -> float: ...
+
+
+Q = TypeVar("Q", bound=Replayable)
+
+
+def per_question(questions: Sequence[Q], n: int, orders: int, seed: int,
+                 play: Callable[[Q, Callable[[], list[list[int]]]], list[Outcome]],
+                 ) -> tuple[list[float], list[float], list[str]]:
+    """Each question's mean accuracy and tokens over the outcomes ``play`` returns for it
+    (given the question and a draw of ``orders`` random orders of its samples, which it may
+    skip), and its difficulty bin; every question needs ``n`` samples.
+
+    Example:
+        >>> import types
+        >>> q = types.SimpleNamespace(id="q", classes=(0, 0), pass_rate=1.0)
+        >>> per_question([q], 2, 3, 0, lambda q, draw: [Outcome(0, True, 2, 10)] * len(draw()))
+        ([1.0], [10.0], ['easy'])
+    """
+    if orders < 1:
+        raise ConfigError(f"orders must be a positive number, got {orders}")
+    rng = random.Random(seed)
+    accs, toks, bins = [], [], []
+    for q in questions:
+        count = len(q.classes)
+        if n > count:
+            raise ConfigError(f"question {q.id} has {count} samples, fewer than n={n}: ask "
+                              "for fewer")
+        outs = play(q, functools.partial(orders_for, count, orders, rng))
+        accs.append(sum(o.correct for o in outs) / len(outs))
+        toks.append(sum(o.tokens for o in outs) / len(outs))
+        bins.append(difficulty(q.pass_rate))
+    return accs, toks, bins
 
 
 def replay_question(samples: Sequence[tuple[str | None, int]] | QuestionSamples, gold: str,

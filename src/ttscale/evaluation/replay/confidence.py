@@ -16,8 +16,7 @@ A sample is charged ``prompt + completion`` tokens, as everywhere in ttscale.
 
 from __future__ import annotations
 
-import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,10 +32,9 @@ from ttscale.aggregation.confidence import (
     weighted_vote,
 )
 from ttscale.errors import ConfigError
-from ttscale.evaluation.replay.adaptive import Outcome, orders_for
+from ttscale.evaluation.replay.adaptive import Outcome, per_question
 from ttscale.evaluation.replay.metrics import (
     CurvePoint,
-    difficulty,
     point_of,
     prepare,
 )
@@ -156,28 +154,17 @@ def replay_confidence(questions: Sequence[ConfQuestion], params: ConfidenceParam
     """
     if mode not in ("offline", "online"):
         raise ConfigError(f"mode must be offline or online, got {mode!r}")
-    if orders < 1:
-        raise ConfigError(f"orders must be a positive number, got {orders}")
-    rng = random.Random(seed)
-    accs, toks, bins, per = [], [], [], []
-    for q in questions:
-        count = len(q.classes)
-        if n > count:
-            raise ConfigError(f"question {q.id} has {count} samples, fewer than n={n}: ask "
-                              "for fewer")
-        if mode == "offline" and n == count:
-            outs = [offline(q, range(n), params)]
-        elif mode == "offline":
-            outs = [offline(q, o[:n], params) for o in orders_for(count, orders, rng)]
-        else:
-            outs = [online(q, o, params, n) for o in orders_for(count, orders, rng)]
-        acc = sum(o.correct for o in outs) / len(outs)
-        tok = sum(o.tokens for o in outs) / len(outs)
-        accs.append(acc)
-        toks.append(tok)
-        per.append((acc, tok))
-        bins.append(difficulty(q.pass_rate))
+
+    def play(q: ConfQuestion, draw: Callable[[], list[list[int]]]) -> list[Outcome]:
+        if mode == "offline" and n == len(q.classes):
+            return [offline(q, range(n), params)]  # every order holds the same n samples
+        if mode == "offline":
+            return [offline(q, o[:n], params) for o in draw()]
+        return [online(q, o, params, n) for o in draw()]
+
+    accs, toks, bins = per_question(questions, n, orders, seed, play)
     name = "deepconf" if mode == "offline" else "deepconf_online"
     label = params.label()
+    per = list(zip(accs, toks, strict=True))
     return point_of(f"{name}[{label}]" if label else name, n, accs, toks, bins), per
 

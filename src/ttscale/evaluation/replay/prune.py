@@ -12,7 +12,6 @@ backend, which can differ by a token or two) plus its remaining ``length - prefi
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,10 +19,9 @@ import numpy as np
 
 from ttscale.aggregation.pruning import PruneParams, cluster, similarity_matrix
 from ttscale.errors import ConfigError
-from ttscale.evaluation.replay.adaptive import Outcome, orders_for
+from ttscale.evaluation.replay.adaptive import Outcome, per_question
 from ttscale.evaluation.replay.metrics import (
     CurvePoint,
-    difficulty,
     point_of,
     prepare,
 )
@@ -123,22 +121,10 @@ def replay_prune(questions: Sequence[PruneQuestion], params: PruneParams, n: int
         >>> point.strategy, point.accuracy, per
         ('deepprune[jaccard,prefix=4]', 1.0, [(1.0, 20.0)])
     """
-    if orders < 1:
-        raise ConfigError(f"orders must be a positive number, got {orders}")
-    rng = random.Random(seed)
-    accs, toks, bins, per = [], [], [], []
-    for q in questions:
-        count = len(q.classes)
-        if n > count:
-            raise ConfigError(f"question {q.id} has {count} samples, fewer than n={n}: ask "
-                              "for fewer")
-        outs = [pruned(q, o[:n], params) for o in orders_for(count, orders, rng)]
-        acc = sum(o.correct for o in outs) / len(outs)
-        tok = sum(o.tokens for o in outs) / len(outs)
-        accs.append(acc)
-        toks.append(tok)
-        per.append((acc, tok))
-        bins.append(difficulty(q.pass_rate))
+    accs, toks, bins = per_question(
+        questions, n, orders, seed,
+        lambda q, draw: [pruned(q, o[:n], params) for o in draw()])
+    per = list(zip(accs, toks, strict=True))
     label = f"deepprune[{params.similarity},prefix={params.prefix}"
     label += f",threshold={params.threshold:g}]" if params.threshold is not None else "]"
     return point_of(label, n, accs, toks, bins), per
