@@ -114,7 +114,8 @@ def _complete(store: Store, cfg: EvalConfig) -> set[str]:
     have: dict[str, set[tuple[str, int, int]]] = {}
     for r in store.results(RUN_LABEL):
         have.setdefault(r.question_id, set()).add((r.strategy, r.n, r.seed))
-    want = {(s, n, seed) for s in cfg.strategies for n in cfg.ns for seed in range(cfg.seeds)}
+    want = {(s, n, seed) for s in cfg.strategies for n in cfg.ns_of(s)
+            for seed in range(cfg.seeds)}
     return {q for q, rows in have.items() if want <= rows}
 
 

@@ -38,7 +38,7 @@ from ttscale.evaluation.runs.store import (
 )
 from ttscale.evaluation.runs.verdicts import CachedVerifier
 from ttscale.params import SamplingParams
-from ttscale.strategies.spec import make_strategy
+from ttscale.strategies.spec import make_strategy, takes_samples
 from ttscale.types import GenerateOutput, Usage
 from ttscale.verifiers.base import Verifier
 from ttscale.verifiers.spec import build_verifier, check_verifier, verifier_identity
@@ -129,6 +129,17 @@ smallest to largest, e.g. 1,2,4,8
     @property
     def solved(self) -> tuple[str, ...]:
         return tuple(s for s in self.strategies if s not in REPLAYED)
+
+    def ns_of(self, strategy: str) -> tuple[int, ...]:
+        """The sample counts ``strategy`` runs at: every ``n``, or the first alone for one
+        that draws its own number of samples (greedy, auto), whose rows would repeat.
+
+        Example:
+            >>> cfg = EvalConfig(strategies=("majority", "greedy"), ns=(2, 4))
+            >>> cfg.ns_of("majority"), cfg.ns_of("greedy")
+            ((2, 4), (2,))
+        """
+        return self.ns if strategy in REPLAYED or takes_samples(strategy) else self.ns[:1]
 
 
 def run_settings(cfg: EvalConfig, *, model: str, model_sha256: str, dataset: str,
@@ -368,7 +379,7 @@ class Harness:
         done = {(r.strategy, r.n, r.seed) for r in self.store.results(RUN_LABEL)
                 if r.question_id == problem.id}
         rows, spent = [], Usage()
-        for n in self.cfg.ns:
+        for n in self.cfg.ns_of(name):
             if (name, n, seed) in done:
                 continue
             # this thread's replays only: the question beside it replays into the same cache
@@ -421,7 +432,8 @@ its own --out directory
                           f"but {name} now means {identity}: give this verifier its own --out "
                           "directory (ttscale sprm eval RUN --head PATH --store-as NAME "
                           "re-scores a run's samples under a new name)")
-    guided = [s for s in cfg.solved if any(make_strategy(s, n).needs_verifier for n in cfg.ns)]
+    guided = [s for s in cfg.solved
+              if any(make_strategy(s, n).needs_verifier for n in cfg.ns_of(s))]
     if guided:
         had = store.bind("guided_by", name)
         # another spelling of the same verifier (sprm:PATH for the head sprm once meant) goes on
