@@ -132,6 +132,8 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
      "cannot write {tmp}/notes.txt/run.jsonl: {tmp}/notes.txt is a file, not a folder"),
     (["plan", "fit", "{run}", "--out", "{tmp}/notes.txt/plan.json"],
      "cannot write {tmp}/notes.txt/plan.json: {tmp}/notes.txt is a file, not a folder"),
+    (["sprm", "train", "{run}", "--out", "{tmp}/notes.txt/head"],
+     "cannot write {tmp}/notes.txt/head.sprm.safetensors: {tmp}/notes.txt is a file"),
     (["eval", "--dataset", "svamp", "--backend", "fake", "--ids", "0", "--out",
       "{tmp}/notes.txt/run"], "cannot make {tmp}/notes.txt/run: {tmp}/notes.txt is a file"),
 ])

@@ -110,11 +110,13 @@ def sprm_train(runs: Sequence[str | Path], out: str | Path, *, layer: int | None
     """
     from ttscale.evaluation.runs.records import load_records
     from ttscale.evaluation.sprm import features_meta, load_examples
-    from ttscale.verifiers.sprm.head import HeadMeta, features_text
+    from ttscale.files import output_file
+    from ttscale.verifiers.sprm.head import HeadMeta, features_text, head_paths
     from ttscale.verifiers.sprm.train import train_head
 
     if not runs:
         raise ConfigError("sprm_train needs at least one run made by sprm collect")
+    output_file(head_paths(out)[0])  # a wrong --out fails now, not after the training
     if (width < 1 or epochs < 1 or not 0 < lr < math.inf or warmup < 0 or not 0 <= holdout < 1
             or folds < 0 or folds == 1):
         raise ConfigError("--width, --epochs and --lr must be positive, --warmup at least 0, "
