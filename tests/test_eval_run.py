@@ -13,32 +13,25 @@ import time
 from pathlib import Path
 
 import pytest
+from eval_helpers import (
+    PROBLEMS,
+    SRC,
+    eval_args,
+    open_run,
+    questions_file,
+    run_ttscale,
+    script,
+)
 
 import ttscale
 from ttscale.backends.fake import FakeBackend
 from ttscale.errors import ConfigError
 from ttscale.evaluation.datasets import Problem
-from ttscale.evaluation.harness import EvalConfig, Harness, run_settings, vote
+from ttscale.evaluation.harness import EvalConfig, vote
 from ttscale.evaluation.replay.metrics import curve
-from ttscale.evaluation.runs.cache import CachedBackend
 from ttscale.evaluation.runs.records import load_records, question_samples
-from ttscale.evaluation.runs.store import FILE_NAME, Store
+from ttscale.evaluation.runs.store import FILE_NAME
 from ttscale.types import Usage
-
-SRC = str(Path(ttscale.__file__).resolve().parents[1])
-PROBLEMS = [Problem(f"q{i}", f"What is {i} + 1?", str(i + 1)) for i in range(4)]
-
-
-def script(_prompt: object, i: int) -> str:
-    # sample i answers 1, 2, 3, 1, 2, 3, ...: every question has a right answer somewhere
-    return f"Step one.\n\nThe answer is \\boxed{{{i % 3 + 1}}}."
-
-
-def open_run(tmp: Path, cfg: EvalConfig, fake: FakeBackend) -> tuple[Store, Harness]:
-    settings = run_settings(cfg, model="fake", model_sha256="f" * 64, dataset="t",
-                            split="test")
-    store = Store.open(tmp, settings)
-    return store, Harness(cfg, CachedBackend(fake, store, "f" * 64), store)
 
 
 def test_larger_n_generates_only_the_missing_samples(tmp_path: Path) -> None:
@@ -143,30 +136,9 @@ def test_config_refuses_bad_values() -> None:
 
 # --- the command as a user runs it -----------------------------------------------------------
 
-def _ttscale(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([SRC, *filter(None, [env.get("PYTHONPATH")])])
-    return subprocess.run([sys.executable, "-m", "ttscale", *map(str, args)], env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def _questions(tmp_path: Path, count: int = 6) -> Path:
-    f = tmp_path / "qs.jsonl"
-    # the fake backend always answers 42: questions with gold 42 are right
-    f.write_text("".join(json.dumps({"question": f"Question {i}?",
-                                     "answer": "42" if i % 2 else str(i)}) + "\n"
-                         for i in range(count)))
-    return f
-
-
-def _eval(data: Path, out: Path, *extra: str, n: str = "1,2,4") -> list[str | Path]:
-    return ["eval", "--dataset", data, "--backend", "fake", "--strategies", "majority",
-            "--n", n, "--out", out, "--concurrency", "1", *extra]
-
-
 def test_eval_command_writes_results_and_refuses_other_settings(tmp_path: Path) -> None:
-    data, out = _questions(tmp_path), tmp_path / "run"
-    done = _ttscale(*_eval(data, out), "--json")
+    data, out = questions_file(tmp_path), tmp_path / "run"
+    done = run_ttscale(*eval_args(data, out), "--json")
     assert done.returncode == 0, done.stderr
     points = [json.loads(line) for line in done.stdout.splitlines()]
     majority = [p for p in points if p["strategy"] == "majority"]
@@ -177,16 +149,16 @@ def test_eval_command_writes_results_and_refuses_other_settings(tmp_path: Path) 
 
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     (out / "report.html").unlink()
-    rebuilt = _ttscale("report", out)
+    rebuilt = run_ttscale("report", out)
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert rebuilt.stdout.strip() == str(out / "report.html")
     assert "Question 0?" in (out / "report.html").read_text()
 
-    more = _ttscale(*_eval(data, out, n="1,8"), "--json")
+    more = run_ttscale(*eval_args(data, out, n="1,8"), "--json")
     assert more.returncode == 0, more.stderr
     assert "24 samples generated now, 24 replayed" in more.stderr
 
-    other = _ttscale(*_eval(data, out), "--temperature", "0.3")
+    other = run_ttscale(*eval_args(data, out), "--temperature", "0.3")
     assert other.returncode == 2
     assert "different sampling" in other.stderr and "use a new --out name" in other.stderr
     assert "Traceback" not in other.stderr
@@ -200,7 +172,7 @@ def test_eval_command_writes_results_and_refuses_other_settings(tmp_path: Path) 
     (["--dataset", "gsm8k", "--ids", "5000"], "past the end of gsm8k test"),
 ])
 def test_eval_bad_input_is_one_sentence(tmp_path: Path, args: list[str], message: str) -> None:
-    done = _ttscale("eval", "--backend", "fake", "--out", tmp_path / "r", *args)
+    done = run_ttscale("eval", "--backend", "fake", "--out", tmp_path / "r", *args)
     assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr
     assert done.stderr.count("\n") == 1
@@ -209,7 +181,7 @@ def test_eval_bad_input_is_one_sentence(tmp_path: Path, args: list[str], message
 def test_eval_jsonl_missing_field_names_the_line(tmp_path: Path) -> None:
     f = tmp_path / "bad.jsonl"
     f.write_text('{"question": "a?", "answer": "1"}\n{"question": "b?"}\n')
-    done = _ttscale(*_eval(f, tmp_path / "r"))
+    done = run_ttscale(*eval_args(f, tmp_path / "r"))
     assert done.returncode == 2 and "line 2" in done.stderr, done.stderr
 
 
@@ -217,7 +189,7 @@ def test_eval_refuses_a_corrupted_store_and_keeps_it(tmp_path: Path) -> None:
     out = tmp_path / "run"
     out.mkdir()
     (out / FILE_NAME).write_bytes(b"not a database at all" * 10)
-    done = _ttscale(*_eval(_questions(tmp_path), out))
+    done = run_ttscale(*eval_args(questions_file(tmp_path), out))
     assert done.returncode == 2 and "not an SQLite file" in done.stderr
     assert (out / FILE_NAME).read_bytes() == b"not a database at all" * 10
 
@@ -243,16 +215,16 @@ def _numbers(out: Path) -> list[dict[str, object]]:
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 def test_eval_killed_with_sigkill_resumes_to_the_same_numbers(tmp_path: Path) -> None:
-    data = _questions(tmp_path, 8)
+    data = questions_file(tmp_path, 8)
     whole = tmp_path / "whole"
-    assert _ttscale(*_eval(data, whole, "--json")).returncode == 0
+    assert run_ttscale(*eval_args(data, whole, "--json")).returncode == 0
     reference = _numbers(whole)
 
     killed = tmp_path / "killed"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([SRC, *filter(None, [env.get("PYTHONPATH")])])
     proc = subprocess.Popen([sys.executable, "-m", "ttscale",
-                             *map(str, _eval(data, killed, "--fake-delay", "0.4"))],
+                             *map(str, eval_args(data, killed, "--fake-delay", "0.4"))],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -265,7 +237,7 @@ def test_eval_killed_with_sigkill_resumes_to_the_same_numbers(tmp_path: Path) ->
     partial = _generations(killed)
     assert 0 < len(partial) < 32
 
-    again = _ttscale(*_eval(data, killed, "--json"))
+    again = run_ttscale(*eval_args(data, killed, "--json"))
     assert again.returncode == 0, again.stderr
     assert f"{32 - len(partial)} samples generated now" in again.stderr
     final = _generations(killed)
@@ -274,26 +246,26 @@ def test_eval_killed_with_sigkill_resumes_to_the_same_numbers(tmp_path: Path) ->
 
 
 def test_report_of_a_directory_without_a_run_is_one_sentence(tmp_path: Path) -> None:
-    done = _ttscale("report", tmp_path)
+    done = run_ttscale("report", tmp_path)
     assert done.returncode == 2 and "holds no run store" in done.stderr
     assert "Traceback" not in done.stderr
 
 
 def test_datasets_lists_the_offline_sets_with_sizes() -> None:
-    done = _ttscale("datasets", "--json")
+    done = run_ttscale("datasets", "--json")
     assert done.returncode == 0, done.stderr
     rows = {d["name"]: d for d in json.loads(done.stdout)}
     assert rows["gsm8k"]["splits"] == ["test", "train"]
     assert rows["gsm8k"]["sizes"] == [1319, 7473]
     assert {"math500", "math", "svamp", "asdiv", "gym:TASK", "PATH.jsonl"} <= set(rows)
-    table = _ttscale("datasets")
+    table = run_ttscale("datasets")
     assert "1,319" in table.stdout and "math500" in table.stdout
 
 
 @pytest.mark.slow
 def test_eval_on_the_real_small_model(tmp_path: Path) -> None:
     out = tmp_path / "real"
-    done = _ttscale("eval", "--dataset", "gsm8k", "--ids", "0-1", "--model", "smollm2-135m",
+    done = run_ttscale("eval", "--dataset", "gsm8k", "--ids", "0-1", "--model", "smollm2-135m",
                     "--strategies", "majority,weighted_best_of_n", "--n", "1,2",
                     "--max-tokens", "96", "--out", out, "--json", timeout=600)
     assert done.returncode == 0, done.stderr
@@ -306,80 +278,29 @@ def test_eval_on_the_real_small_model(tmp_path: Path) -> None:
     assert {p["strategy"] for p in points} == {"majority", "weighted_best_of_n", "pass@k"}
 
 
-def test_replay_of_a_run_still_generating_uses_its_finished_questions(tmp_path: Path) -> None:
+def test_replay_of_a_run_still_generating_uses_its_finishedquestions_file(tmp_path: Path) -> None:
     store, h = open_run(tmp_path, EvalConfig(ns=(2,)), FakeBackend(script=script))
     h.run(PROBLEMS[:2])
     store.close()
     store, h = open_run(tmp_path, EvalConfig(ns=(4,)), FakeBackend(script=script))
     h.run(PROBLEMS[:1])  # q0 has 4 samples now, q1 still 2
     store.close()
-    done = _ttscale("eval", "replay", tmp_path, "--strategies", "majority", "--n", "1,4",
+    done = run_ttscale("eval", "replay", tmp_path, "--strategies", "majority", "--n", "1,4",
                     "--json")
     assert done.returncode == 0, done.stderr
     assert "replaying the 1 of 2 questions with 4 samples" in done.stderr
     assert {json.loads(line)["questions"] for line in done.stdout.splitlines()} == {1}
-    too_many = _ttscale("eval", "replay", tmp_path, "--strategies", "majority", "--n", "8")
+    too_many = run_ttscale("eval", "replay", tmp_path, "--strategies", "majority", "--n", "8")
     assert too_many.returncode == 2 and "at most 4" in too_many.stderr
-
-
-def test_a_resumed_run_refuses_another_verifier_behind_its_rows(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Scores are kept per verifier name and guided rows per (strategy, n, seed): a resumed
-    run whose verifier name now means another head, or whose guided strategies ask for
-    another verifier, would silently keep the first one's rows."""
-    from ttscale.evaluation import harness
-    from ttscale.verifiers import spec
-
-    heads = iter(["SPRM head a (SHA-256 1)", "SPRM head a (SHA-256 1)",
-                  "SPRM head b (SHA-256 2)"])
-
-    def with_head(name: object, backend: object) -> object:
-        made = spec.build_verifier(name, backend)  # type: ignore[arg-type]
-        made.identity = next(heads)  # type: ignore[attr-defined]
-        return made
-
-    monkeypatch.setattr(harness, "build_verifier", with_head)
-    fake = FakeBackend(script=script, yes_logprob=-0.3)
-    cfg = EvalConfig(strategies=("majority", "beam:width=2"), ns=(2,), verifier="self_judge")
-    store, h = open_run(tmp_path, cfg, fake)
-    h.run(PROBLEMS[:1])
-    store.close()
-    store, h = open_run(tmp_path, cfg, fake)  # the same head: resumes, nothing redone
-    calls = len(fake.calls)
-    h.run(PROBLEMS[:1])
-    assert len(fake.calls) == calls
-    store.close()
-    with pytest.raises(ConfigError, match=r"as verifier self_judge came from SPRM head a "
-                       r"\(SHA-256 1\), but self_judge now means SPRM head b"):
-        open_run(tmp_path, cfg, fake)
-    monkeypatch.setattr(harness, "build_verifier", spec.build_verifier)
-    judge = EvalConfig(strategies=("beam:width=2",), ns=(2,), verifier="llm_judge")
-    with pytest.raises(ConfigError, match="guided strategies stored in .* ran with --verifier "
-                       "self_judge, not llm_judge: pass --verifier self_judge to go on"):
-        open_run(tmp_path, judge, fake)
-    # scores of another verifier on the same samples are welcome: nothing guided asks for it
-    open_run(tmp_path, EvalConfig(strategies=("best_of_n",), ns=(2,), verifier="llm_judge"),
-             fake)[0].close()
-
-
-def test_eval_cli_says_which_verifier_a_run_was_guided_by(tmp_path: Path) -> None:
-    data, out = _questions(tmp_path, 2), tmp_path / "run"
-    args: list[str | Path] = ["eval", "--dataset", data, "--backend", "fake", "--n", "2",
-                              "--out", out, "--concurrency", "1", "--strategies", "beam:width=2"]
-    first = _ttscale(*args, "--verifier", "self_judge")
-    assert first.returncode == 0, first.stderr
-    other = _ttscale(*args, "--verifier", "llm_judge")
-    assert other.returncode == 2 and "Traceback" not in other.stderr
-    assert "ran with --verifier self_judge, not llm_judge" in " ".join(other.stderr.split())
 
 
 def test_results_file_and_report_keep_earlier_invocations(tmp_path: Path) -> None:
     """Sampling, then a search, then another n: the run's files show all of them, the
     terminal only what was asked now."""
-    data, out = _questions(tmp_path, 3), tmp_path / "run"
-    first = _ttscale(*_eval(data, out, n="1,2"), "--json")
+    data, out = questions_file(tmp_path, 3), tmp_path / "run"
+    first = run_ttscale(*eval_args(data, out, n="1,2"), "--json")
     assert first.returncode == 0, first.stderr
-    second = _ttscale("eval", "--dataset", data, "--backend", "fake", "--strategies", "greedy",
+    second = run_ttscale("eval", "--dataset", data, "--backend", "fake", "--strategies", "greedy",
                       "--n", "1", "--out", out, "--concurrency", "1", "--json")
     assert second.returncode == 0, second.stderr
     printed = [(p["strategy"], p["n"]) for p in map(json.loads, second.stdout.splitlines())]
@@ -391,75 +312,13 @@ def test_results_file_and_report_keep_earlier_invocations(tmp_path: Path) -> Non
     firsts = {(p["strategy"], p["n"]): p for p in map(json.loads, first.stdout.splitlines())}
     assert all(p["accuracy"] == firsts[("majority", p["n"])]["accuracy"]
                for p in kept if p["strategy"] == "majority")
-    rebuilt = _ttscale("report", out)
+    rebuilt = run_ttscale("report", out)
     assert rebuilt.returncode == 0, rebuilt.stderr
     page = (out / "report.html").read_text()
     assert "greedy" in page and "majority" in page
 
 
-def test_guided_rows_keep_their_verifier_when_its_name_is_rebound(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """sprm eval --store-as rebinds a name to another head; guided rows made with the old
-    head must not be resumed as if the new one had guided them."""
-    from ttscale.evaluation import harness
-    from ttscale.verifiers import spec
-
-    head = ["head a"]
-
-    def with_head(name: object, backend: object) -> object:
-        made = spec.build_verifier(name, backend)  # type: ignore[arg-type]
-        made.identity = head[0]  # type: ignore[attr-defined]
-        return made
-
-    monkeypatch.setattr(harness, "build_verifier", with_head)
-    fake = FakeBackend(script=script, yes_logprob=-0.3)
-    cfg = EvalConfig(strategies=("beam:width=2",), ns=(2,), verifier="self_judge")
-    store, h = open_run(tmp_path, cfg, fake)
-    h.run(PROBLEMS[:1])
-    store.bind("verifier:self_judge", "head b", replace=True)  # what sprm eval does
-    store.close()
-    head[0] = "head b"
-    with pytest.raises(ConfigError, match="ran with self_judge as head a, but self_judge now "
-                       "means head b"):
-        open_run(tmp_path, cfg, fake)
-
-
-def test_guided_rows_go_on_under_another_name_for_the_same_verifier(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A head first given as ``sprm`` and later by its path (``sprm`` moved on to a newer
-    head) is the same verifier: its guided rows resume; another head under that name is not."""
-    from ttscale.evaluation import harness
-    from ttscale.verifiers import spec
-
-    head = ["head a"]
-
-    def with_head(name: object, backend: object) -> object:
-        made = spec.build_verifier(name, backend)  # type: ignore[arg-type]
-        made.identity = head[0]  # type: ignore[attr-defined]
-        return made
-
-    monkeypatch.setattr(harness, "build_verifier", with_head)
-    fake = FakeBackend(script=script, yes_logprob=-0.3)
-    first = EvalConfig(strategies=("beam:width=2",), ns=(2,), verifier="self_judge")
-    store, h = open_run(tmp_path, first, fake)
-    h.run(PROBLEMS[:1])
-    store.close()
-    # the same head by another name: it resumes, and the first name stays the record
-    again = EvalConfig(strategies=("beam:width=2",), ns=(2, 4), verifier="llm_judge")
-    store, h = open_run(tmp_path, again, fake)
-    h.run(PROBLEMS[:1])
-    assert store.bound("guided_by") == "self_judge"
-    assert {(r.strategy, r.n) for r in store.results()} == {("beam:width=2", 2),
-                                                           ("beam:width=2", 4)}
-    store.close()
-    head[0] = "head b"
-    with pytest.raises(ConfigError, match="ran with --verifier self_judge, not "
-                       "self_judge,reduction=min"):
-        open_run(tmp_path, EvalConfig(strategies=("beam:width=2",), ns=(2,),
-                                      verifier="self_judge,reduction=min"), fake)
-
-
-def test_a_rows_cost_counts_only_its_own_replays_beside_other_questions(
+def test_a_rows_cost_counts_only_its_own_replays_beside_otherquestions_file(
         tmp_path: Path) -> None:
     """Two questions solved side by side: one replays its calls from the cache while the
     other generates. Each row is charged its own replayed compute, not its neighbour's."""
