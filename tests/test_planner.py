@@ -13,6 +13,7 @@ import pytest
 from ttscale.answers import solve_prompt
 from ttscale.backends.fake import FakeBackend
 from ttscale.errors import ConfigError
+from ttscale.evaluation.progress import Progress
 from ttscale.planner.calibration import CalQuestion, Costs, trajectories
 from ttscale.planner.crossfit import cross_fit, fit_plan
 from ttscale.planner.plan import check_model, example_plan, load_plan, plan_from_dict
@@ -182,6 +183,12 @@ def test_replay_of_auto_on_a_small_generated_run(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="run is given twice: a plan merges the samples"):
         fit_from_runs([str(tmp_path / "run"), str(tmp_path / "run")], unit="tokens")
+    seen: list[Progress] = []  # a fit takes minutes on real runs: it reports each fit it makes
+    fit_from_runs([str(tmp_path / "run")], unit="tokens", folds=2, orders=4,
+                  progress=seen.append)
+    counted = [e for e in seen if e.unit == "fits"]
+    assert seen[0].message == "fitting on 6 questions, then cross-fitting over 2 folds..."
+    assert [(e.done, e.total) for e in counted] == [(1, 3), (2, 3), (3, 3)]
 
 
 @pytest.mark.slow

@@ -44,14 +44,16 @@ def fit_command(
 
     Example: ttscale plan fit runs/gsm8k-test-0-39 --out plan.json --verifier-fraction 0.5
     """
+    from ttscale.cli.evaluate import shown
     from ttscale.evaluation.replay.auto import fit_from_runs
     from ttscale.files import output_file
 
     with reported():
         output_file(out)  # a wrong --out fails now, not after the fit
-        plan = fit_from_runs([str(d) for d in run_dirs], verifier=verifier, unit=currency,
-                             verifier_fraction=verifier_fraction, folds=folds, orders=orders,
-                             seed=seed)
+        with shown() as progress:
+            plan = fit_from_runs([str(d) for d in run_dirs], verifier=verifier, unit=currency,
+                                 verifier_fraction=verifier_fraction, folds=folds,
+                                 orders=orders, seed=seed, progress=progress)
         plan.save(out)
         console = Console()
         table = Table(title=f"auto for {plan.model}, cross-fitted over {folds} folds "

@@ -10,7 +10,7 @@ ship on every question, and stores the cross-fitted frontier beside it.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,11 +73,13 @@ def cross_fit(questions: Sequence[CalQuestion], costs: Costs,
               budgets: Sequence[float | str], *,
               unit: str = "flops", stages: Sequence[int] | None = None, folds: int = 10,
               orders: int = 32, seed: int = 0, bins: int = 5,
-              tr: Trajectories | None = None) -> list[HeldOut]:
+              tr: Trajectories | None = None,
+              on_fold: Callable[[int, int], None] | None = None) -> list[HeldOut]:
     """``auto`` replayed at each budget (in ``unit``, mean per question; or an effort level,
     ``low`` / ``medium`` / ``high``, chosen per fold from its training questions only),
     cross-fitted: each fold's operating point is the one with the best held-out accuracy on
     the training questions (:mod:`ttscale.planner.candidates`) within the budget.
+    ``on_fold(done, folds)`` is called as each fold is fitted (a fit takes minutes).
 
     Example:
         >>> qs = [CalQuestion(str(i), (0, 0, 1, 0), (i % 2 == 0, i % 2 == 1), (10,) * 4,
@@ -100,7 +102,8 @@ def cross_fit(questions: Sequence[CalQuestion], costs: Costs,
     bin_tok = np.zeros((len(budgets), nb))
     bin_n = np.zeros((len(budgets), nb))
     spend = np.zeros(len(budgets))  # the budget each fold resolved to, weighted by its size
-    for f in np.unique(fold):
+    every_fold = np.unique(fold)
+    for done, f in enumerate(every_fold, start=1):
         train = fold != f
         test = np.flatnonzero(fold == f)
         fitted = fit_predictors(tr, train, bins)
@@ -119,6 +122,8 @@ def cross_fit(questions: Sequence[CalQuestion], costs: Costs,
                 inside = out.probe_bin == b
                 bin_tok[bi, b] += out.costs["tokens"][inside].sum()
                 bin_n[bi, b] += inside.sum()
+        if on_fold is not None:
+            on_fold(done, len(every_fold))
     total = bin_n.sum(axis=1, keepdims=True)
     return [HeldOut(float(spend[bi] / qn), unit, tuple(map(float, acc[bi])),
                     {u: tuple(map(float, v[bi])) for u, v in cost.items()},
@@ -163,8 +168,10 @@ def fit_plan(questions: Sequence[CalQuestion], costs: Costs, *, model: str,
              model_sha256: str | None, verifier: str | None, unit: str = "flops",
              stages: Sequence[int] | None = None, folds: int = 10, orders: int = 32,
              seed: int = 0, bins: int = 5, runs: Sequence[str] = (),
-             effort_samples: tuple[float, float, float] | None = None) -> Plan:
-    """The plan fitted on every question, with the cross-fitted frontier and signal report.
+             effort_samples: tuple[float, float, float] | None = None,
+             on_step: Callable[[int, int], None] | None = None) -> Plan:
+    """The plan fitted on every question, with the cross-fitted frontier and signal report;
+    ``on_step(done, steps)`` follows the fit on all questions and then each fold's.
 
     Example:
         >>> qs = [CalQuestion(str(i), (0, 1, 0, 0), (True, False), (10,) * 4, (8,) * 4,
@@ -183,13 +190,17 @@ def fit_plan(questions: Sequence[CalQuestion], costs: Costs, *, model: str,
     every = np.ones(len(questions), dtype=bool)
     fitted = fit_predictors(tr, every, bins)
     found = candidates(tr, fitted, every, costs, unit, bins=bins, seed=seed)
+    if on_step is not None:
+        on_step(1, folds + 1)
     worth = {u: (sample_worth(tr, every, costs, u) if costs.per_token(u)[0] > 0 else 0.0)
              for u in CURRENCY_UNITS}
     vworth = {u: float((tr.vtok[:, :, 0].mean() / stages[0]) * costs.per_token(u)[1])
               for u in CURRENCY_UNITS}
     budgets = [m * worth[unit] for m in BUDGET_MULTIPLES if m <= n_max]
     held = cross_fit(questions, costs, budgets, unit=unit, stages=stages, folds=folds,
-                     orders=orders, seed=seed, bins=bins, tr=tr)
+                     orders=orders, seed=seed, bins=bins, tr=tr,
+                     on_fold=None if on_step is None else
+                     lambda done, total: on_step(done + 1, total + 1))
     if effort_samples is not None:
         efforts = {k: m * worth[unit] for k, m in zip(EFFORTS, effort_samples, strict=True)}
     else:

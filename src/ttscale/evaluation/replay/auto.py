@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ttscale.errors import ConfigError
+from ttscale.evaluation.progress import ProgressFn, report
 from ttscale.evaluation.replay.metrics import CurvePoint, by_bin, difficulty, mean_ci, prepare
 from ttscale.evaluation.runs.records import QuestionRecord
 from ttscale.planner.calibration import CalQuestion, Costs, default_stages
@@ -162,7 +163,7 @@ def auto_curve(records: Sequence[QuestionRecord], ns: Sequence[int], *,
 def fit_from_runs(run_dirs: Sequence[str], *, verifier: str | None = None,
                   unit: str = "flops", verifier_fraction: float | None = None,
                   folds: int = 10, orders: int = 32, seed: int = 0,
-                  bins: int = PLAN_BINS) -> Plan:
+                  bins: int = PLAN_BINS, progress: ProgressFn | None = None) -> Plan:
     """A plan fitted from stored runs of one model (eval runs and imported sample sets);
     several runs are merged by question id and must share questions.
 
@@ -216,9 +217,16 @@ def fit_from_runs(run_dirs: Sequence[str], *, verifier: str | None = None,
         raise ConfigError("the runs record no FLOPs (samples imported from elsewhere): fit "
                           "with --currency tokens")
     scored = questions[0].scores is not None
+    report(progress, "plan", f"fitting on {len(questions)} questions, then cross-fitting over "
+           f"{folds} folds...")
+
+    def step(done: int, total: int) -> None:
+        report(progress, "plan", "fitting", done=done, total=total, unit="fits")
+
     return fit_plan(questions, costs, model=model, model_sha256=next(iter(shas), None),
                     verifier=used_verifier if scored else None, unit=unit, folds=folds,
-                    orders=orders, seed=seed, bins=bins, runs=[str(d) for d in run_dirs])
+                    orders=orders, seed=seed, bins=bins, runs=[str(d) for d in run_dirs],
+                    on_step=step)
 
 
 def _run_verifier(run_dir: str, settings: dict[str, Any]) -> str | None:
