@@ -349,7 +349,8 @@ def replay(run_dir: str | Path, strategies: str | Sequence[str] = "majority",
     if "auto" in names:
         from ttscale.evaluation.replay.auto import auto_curve
 
-        points += auto_curve(records, wanted, resamples=min(resamples, 32), seed=seed)
+        points += auto_curve(records, wanted, resamples=min(resamples, 32), seed=seed,
+                             progress=progress)
     write_outputs(Path(run_dir), points, resamples=resamples, seed=seed, report=report_files)
     return points
 

@@ -124,10 +124,12 @@ def auto_curve(records: Sequence[QuestionRecord], ns: Sequence[int], *,
                budgets: Sequence[float] | None = None, unit: str = "tokens",
                resamples: int = 32, seed: int = 0, folds: int = 10,
                use_scores: bool = True,
-               verifier_fraction: float | None = None) -> list[CurvePoint]:
+               verifier_fraction: float | None = None,
+               progress: ProgressFn | None = None) -> list[CurvePoint]:
     """Curve points of ``auto``: one per ``n`` of ``ns``, at the budget of majority@n (or
     at ``budgets``, mean per question in ``unit``), at most ``max(ns)`` samples a question;
-    accuracy with its 95% interval over questions, mean tokens and FLOPs.
+    accuracy with its 95% interval over questions, mean tokens and FLOPs. ``progress``
+    hears of each fold fitted.
 
     Example:
         >>> from ttscale.evaluation.runs.records import TraceRecord
@@ -143,9 +145,14 @@ def auto_curve(records: Sequence[QuestionRecord], ns: Sequence[int], *,
         budgets = budgets_for(questions, ns, costs, unit)
     if len(budgets) != len(ns):
         raise ConfigError(f"give one budget per n: {len(budgets)} budgets for {len(ns)} n")
+
+    def fold_done(done: int, total: int) -> None:
+        report(progress, "auto", "auto: cross-fitting", done=done, total=total, unit="folds")
+
     held = cross_fit(questions, costs, budgets, unit=unit,
                      stages=default_stages(min(max(ns), max(q.n for q in questions))),
-                     folds=folds, orders=resamples, seed=seed, bins=PLAN_BINS)
+                     folds=folds, orders=resamples, seed=seed, bins=PLAN_BINS,
+                     on_fold=fold_done)
     bins = [difficulty(sum(q.correct[c] for c in q.classes if c >= 0) / q.n)
             for q in questions]
     points = []
