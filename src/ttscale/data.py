@@ -22,5 +22,10 @@ warnings.warn("ttscale.data is deprecated and goes in 0.3: import Problem and lo
 def gsm8k(split: str = "test") -> list[Problem]:
     """GSM8K questions with their gold answers (the number after ``####``); use
     ``load_dataset("gsm8k", split)`` instead.
+
+    Example:
+        >>> problems = gsm8k("test")
+        >>> len(problems), problems[0].gold
+        (1319, '18')
     """
     return load_dataset("gsm8k", split)

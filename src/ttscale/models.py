@@ -83,6 +83,14 @@ CATALOG: dict[str, ModelSpec] = {
 
 
 def cache_dir() -> Path:
+    """The model cache folder: ``$TTSCALE_CACHE``, else ``~/.cache/ttscale``.
+
+    Example:
+        >>> from unittest import mock
+        >>> with mock.patch.dict(os.environ, {"TTSCALE_CACHE": "/data/ttscale"}):
+        ...     cache_dir().as_posix()
+        '/data/ttscale'
+    """
     return Path(os.environ.get("TTSCALE_CACHE", Path.home() / ".cache" / "ttscale"))
 
 
@@ -105,11 +113,30 @@ def _chunk_paths(spec: ModelSpec) -> list[Path] | None:
 
 
 def is_installed(spec: ModelSpec) -> bool:
-    """True when the joined file is cached or every part package is installed."""
+    """True when the joined file is cached or every part package is installed.
+
+    Example:
+        >>> import tempfile
+        >>> from unittest import mock
+        >>> with mock.patch.dict(os.environ, {"TTSCALE_CACHE": tempfile.mkdtemp()}):
+        ...     (cache_dir() / "models").mkdir()
+        ...     _ = (cache_dir() / "models" / "smollm2-135m.gguf").write_bytes(b"")
+        ...     is_installed(CATALOG["smollm2-135m"])
+        True
+    """
     return (cache_dir() / "models" / f"{spec.name}.gguf").exists() or _chunk_paths(spec) is not None
 
 
 def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file, read in 4 MiB blocks (a model file may be gigabytes).
+
+    Example:
+        >>> import tempfile
+        >>> f = Path(tempfile.mkdtemp()) / "m.gguf"
+        >>> _ = f.write_bytes(b"weights")
+        >>> sha256_of(f)[:16]
+        '9a129038d9a00aed'
+    """
     h = hashlib.sha256()
     with path.open("rb") as f:
         while block := f.read(1 << 22):

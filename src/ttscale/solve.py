@@ -21,7 +21,16 @@ from ttscale.verifiers.spec import build_verifier, check_verifier
 
 def make_verifier(name: str | Verifier | None, backend: Backend) -> Verifier | None:
     """A verifier by spec (``self_judge``, ``hf_prm:MODEL``, ``llm_judge,k=8``), built on
-    ``backend``; instances pass through."""
+    ``backend``; instances pass through.
+
+    Example:
+        >>> from ttscale.backends.fake import FakeBackend
+        >>> judge = make_verifier("self_judge", FakeBackend())
+        >>> type(judge).__name__, make_verifier(judge, FakeBackend()) is judge
+        ('SelfJudge', True)
+        >>> make_verifier(None, FakeBackend()) is None
+        True
+    """
     if name is None:
         return None
     return build_verifier(name, backend)

@@ -237,7 +237,15 @@ def fit(method: str, train: Sequence[QuestionVotes], sources: int) -> Fitted:
 
 
 def effective_weights(fitted: Fitted, q: QuestionVotes) -> tuple[float, ...]:
-    """The weights used on ``q``: first_order's depend on the question's K."""
+    """The weights used on ``q``: first_order's depend on the question's K.
+
+    Example:
+        >>> q = QuestionVotes("q", ("1", "2", "3"), (True, False, False), ((1.0, 0.0, 0.0),), (9,))
+        >>> effective_weights(Fitted("equal", (1.0,)), q)
+        (1.0,)
+        >>> [round(w, 3) for w in effective_weights(Fitted("first_order", (0.75,)), q)]  # K = 3
+        [1.792]
+    """
     if fitted.method == "first_order":
         k = max(2, len(q.candidates))
         return tuple(first_order_weight(p, k) for p in fitted.weights)
@@ -263,7 +271,13 @@ def scores(fitted: Fitted, q: QuestionVotes) -> list[float]:
 
 
 def predict(fitted: Fitted, q: QuestionVotes) -> int | None:
-    """The winning candidate (ties: the earliest); None when no weighted source answered."""
+    """The winning candidate (ties: the earliest); None when no weighted source answered.
+
+    Example:
+        >>> q = QuestionVotes("q", ("1", "2"), (True, False), ((0.2, 0.8), (1.0, 0.0)), (1, 1))
+        >>> predict(Fitted("milp", (0.25, 0.75)), q), predict(Fitted("milp", (1.0, 0.0)), q)
+        (0, 1)
+    """
     sc = scores(fitted, q)
     w = effective_weights(fitted, q)
     voted = [c for c in range(len(q.candidates))
@@ -274,7 +288,13 @@ def predict(fitted: Fitted, q: QuestionVotes) -> int | None:
 
 
 def cost(fitted: Fitted, q: QuestionVotes) -> float:
-    """Tokens of the sources the ensemble consults on ``q`` (weight > 0)."""
+    """Tokens of the sources the ensemble consults on ``q`` (weight > 0).
+
+    Example:
+        >>> q = QuestionVotes("q", ("7",), (True,), ((1.0,), (1.0,)), (30.0, 20.0))
+        >>> cost(Fitted("best_cv", (1.0, 0.0)), q), cost(Fitted("equal", (1.0, 1.0)), q)
+        (30.0, 50.0)
+    """
     w = effective_weights(fitted, q)
     return sum(t for t, wi in zip(q.tokens, w, strict=True) if wi > 0)
 

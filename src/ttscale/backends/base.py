@@ -49,7 +49,13 @@ class Backend(Protocol):
 
 
 def chat_to_openai(prompt: Chat) -> list[dict[str, str]]:
-    """OpenAI-shaped messages; a prefill becomes a trailing assistant message to continue."""
+    """OpenAI-shaped messages; a prefill becomes a trailing assistant message to continue.
+
+    Example:
+        >>> from ttscale.types import Message
+        >>> chat_to_openai(Chat((Message("user", "2+2?"),), prefill="The answer is"))
+        [{'role': 'user', 'content': '2+2?'}, {'role': 'assistant', 'content': 'The answer is'}]
+    """
     msgs = [{"role": m.role, "content": m.content} for m in prompt.messages]
     if prompt.prefill:
         msgs.append({"role": "assistant", "content": prompt.prefill})
@@ -57,7 +63,12 @@ def chat_to_openai(prompt: Chat) -> list[dict[str, str]]:
 
 
 def strip_prefill(text: str, prefill: str) -> str:
-    """Servers differ on whether a continued message repeats its prefix; drop it if so."""
+    """Servers differ on whether a continued message repeats its prefix; drop it if so.
+
+    Example:
+        >>> strip_prefill("So it is 4.", "So it is"), strip_prefill(" 4.", "So it is")
+        (' 4.', ' 4.')
+    """
     return text[len(prefill):] if prefill and text.startswith(prefill) else text
 
 

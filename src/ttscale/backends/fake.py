@@ -37,6 +37,13 @@ def _continue(text: str, prompt: Prompt, stops: Sequence[str]) -> tuple[str, boo
 
 
 def prompt_text(prompt: Prompt) -> str:
+    """The text the script sees: a plain prompt, or a chat's messages and prefill, one a line.
+
+    Example:
+        >>> from ttscale.types import Message
+        >>> prompt_text("6*7?"), prompt_text(Chat((Message("user", "6*7?"),), prefill="So"))
+        ('6*7?', '6*7?\\nSo')
+    """
     if isinstance(prompt, str):
         return prompt
     # the prefill starts a new message: it never runs into the last word of the prompt

@@ -50,7 +50,16 @@ T = TypeVar("T")
 Stop = Callable[[], bool]
 
 def parse_logprobs(block: Any, want: bool) -> tuple[int, tuple[TokenLogprob, ...] | None]:
-    """Token count and (if wanted) log-probabilities from an OpenAI-shaped logprobs block."""
+    """Token count and (if wanted) log-probabilities from an OpenAI-shaped logprobs block.
+
+    Example:
+        >>> tok = {"token": "4", "logprob": -0.1, "top_logprobs": [{"token": "4", "logprob": -0.1}]}
+        >>> parse_logprobs({"content": [tok]}, want=False)
+        (1, None)
+        >>> count, lps = parse_logprobs({"content": [tok]}, want=True)
+        >>> count, lps[0].token, lps[0].top
+        (1, '4', (('4', -0.1),))
+    """
     content = (block or {}).get("content") or []
     if not want:
         return len(content), None

@@ -91,7 +91,17 @@ def n_rejected(message: str) -> NRejected | None:
 async def read_events(lines: AsyncIterator[str], sample: StreamedSample,
                       shape_error: Callable[[str], Exception]) -> None:
     """Feed a streamed sample's server-sent events to ``sample`` until it ends or its
-    watch aborts it (the caller then closes the stream, which stops the server)."""
+    watch aborts it (the caller then closes the stream, which stops the server).
+
+    Example:
+        >>> import asyncio
+        >>> async def lines():  # one chunk of a streamed reply, then its end
+        ...     for line in ['data: {"choices": [{"delta": {"content": "4"}}]}', "data: [DONE]"]:
+        ...         yield line
+        >>> s = StreamedSample(0, 7, lambda _i, _t: False)
+        >>> asyncio.run(read_events(lines(), s, ValueError)), s.parts
+        (None, ['4'])
+    """
     async for line in lines:
         data = line[len("data:"):].strip() if line.startswith("data:") else ""
         if not data or data == "[DONE]":

@@ -125,7 +125,12 @@ def parse_choice_logprobs(block: Any, top_k: int) -> tuple[TokenLogprob, ...] | 
 
 
 def split_tokens(total: int, texts: Sequence[str]) -> list[int]:
-    """Share a request's completion tokens among its choices by text length (an estimate)."""
+    """Share a request's completion tokens among its choices by text length (an estimate).
+
+    Example:
+        >>> split_tokens(9, ["abc", "abcdef", ""]), split_tokens(5, ["", ""])
+        ([3, 6, 0], [0, 0])
+    """
     sizes = [len(t.encode()) for t in texts]
     whole = sum(sizes)
     if whole == 0:
@@ -134,18 +139,38 @@ def split_tokens(total: int, texts: Sequence[str]) -> list[int]:
 
 
 def prompt_text(prompt: Prompt) -> str:
+    """A prompt as one text (a chat's messages one a line, then its prefill), for estimates.
+
+    Example:
+        >>> from ttscale.types import Chat, Message
+        >>> prompt_text("2+2="), prompt_text(Chat((Message("user", "2+2?"),), prefill="It is"))
+        ('2+2=', '2+2?It is')
+    """
     if isinstance(prompt, str):
         return prompt
     return "\n".join(m.content for m in prompt.messages) + prompt.prefill
 
 
 def one_line(text: str, limit: int = 200) -> str:
+    """``text`` on one line, whitespace runs as one space, cut to ``limit`` characters.
+
+    Example:
+        >>> one_line("server\\n  said:   no"), one_line("x" * 50, limit=10)
+        ('server said: no', 'xxxxxxx...')
+    """
     flat = " ".join(str(text).split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def retry_after_seconds(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (seconds or an HTTP date); None when absent."""
+    """Seconds from a Retry-After header (seconds or an HTTP date); None when absent.
+
+    Example:
+        >>> retry_after_seconds("3"), retry_after_seconds(None), retry_after_seconds("soon")
+        (3.0, None, None)
+        >>> retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT")  # a date already past
+        0.0
+    """
     if not value:
         return None
     try:
@@ -215,7 +240,14 @@ class RequestStats:
 
 
 def first_error(exc: BaseException) -> BaseException:
-    """The error to report from a task group: a ttscale error if any task raised one."""
+    """The error to report from a task group: a ttscale error if any task raised one.
+
+    Example:
+        >>> from ttscale.errors import BackendError
+        >>> group = BaseExceptionGroup("tasks", [ValueError("x"), BackendError("server gone")])
+        >>> first_error(group), first_error(KeyError("k"))
+        (BackendError('server gone'), KeyError('k'))
+    """
     if isinstance(exc, BaseExceptionGroup):
         leaves = [first_error(e) for e in exc.exceptions]
         for leaf in leaves:
@@ -226,7 +258,14 @@ def first_error(exc: BaseException) -> BaseException:
 
 
 async def gather(coros: Sequence[Awaitable[T]]) -> list[T]:
-    """Run concurrently; the first failure cancels the rest and is raised as itself."""
+    """Run concurrently; the first failure cancels the rest and is raised as itself.
+
+    Example:
+        >>> async def double(x):
+        ...     return 2 * x
+        >>> asyncio.run(gather([double(1), double(2), double(3)]))
+        [2, 4, 6]
+    """
     tasks: list[asyncio.Task[T]] = []
     try:
         async with asyncio.TaskGroup() as group:

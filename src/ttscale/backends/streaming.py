@@ -113,7 +113,14 @@ def generate_streamed(backend: Any, prompt: Prompt, params: SamplingParams,
 
 def usage_of(gens: tuple[Generation, ...], params_count: int, seconds: float,
              calls: int) -> Usage:
-    """The usage of streamed samples: each its prompt plus the tokens it produced."""
+    """The usage of streamed samples: each its prompt plus the tokens it produced.
+
+    Example:
+        >>> gens = (Generation("4", 10, 2, "stop"), Generation("5", 10, 3, "aborted"))
+        >>> u = usage_of(gens, 0, 1.5, 2)
+        >>> u.prompt_tokens, u.completion_tokens, u.calls, u.seconds
+        (20, 5, 2, 1.5)
+    """
     usage = Usage(calls=calls, seconds=seconds)
     for g in gens:
         usage = usage + Usage.of(g.prompt_tokens, g.completion_tokens, params_count, 0.0,

@@ -26,6 +26,15 @@ MAX_PARALLEL = 32  # llama.cpp slots beyond this cost context memory for little 
 
 
 def fail(message: str, code: int) -> NoReturn:
+    """Write ``message`` on stderr and end the command with exit code ``code``.
+
+    Example:
+        >>> try:
+        ...     fail("error: --n must be positive", EXIT_USAGE)
+        ... except typer.Exit as stop:
+        ...     stop.exit_code
+        2
+    """
     # Plain write, not rich: rich would wrap a long sentence at 80 columns when piped and
     # read "[extra]" in "pip install 'ttscale[hf]'" as markup.
     sys.stdout.flush()
@@ -51,7 +60,16 @@ def say(message: str, console: Console | None = None) -> None:
 
 @contextmanager
 def reported() -> Iterator[None]:
-    """Turn the errors a user can act on into one sentence on stderr and an exit code."""
+    """Turn the errors a user can act on into one sentence on stderr and an exit code.
+
+    Example:
+        >>> try:
+        ...     with reported():
+        ...         raise ConfigError("--n must be a positive number")
+        ... except typer.Exit as stop:  # "error: --n must be a positive number" went to stderr
+        ...     stop.exit_code
+        2
+    """
     try:
         yield
     except (ConfigError, BudgetExceeded) as exc:  # the invocation must change
@@ -78,6 +96,11 @@ def stdout_to_stderr(active: bool) -> Iterator[None]:
 
     Native code (llama.cpp) can print to the process's stdout behind Python's back; with
     ``--json`` stdout must hold the JSON document and nothing else.
+
+    Example:
+        >>> with stdout_to_stderr(False):  # inactive: stdout stays where it is
+        ...     print('{"answer": "42"}')
+        {"answer": "42"}
     """
     if not active:
         yield
@@ -99,7 +122,14 @@ def stdout_to_stderr(active: bool) -> Iterator[None]:
 
 def backend_options(backend: str, model: str | None, base_url: str | None,
                      threads: int | None, n: int, ctx_per_slot: int = 2048) -> dict[str, Any]:
-    """The constructor options each backend understands."""
+    """The constructor options each backend understands.
+
+    Example:
+        >>> backend_options("llamacpp", None, None, 4, n=8)
+        {'model': None, 'parallel': 8, 'threads': 4, 'ctx_per_slot': 2048}
+        >>> backend_options("openai", "qwen", "http://127.0.0.1:8000/v1", None, 8)
+        {'model': 'qwen', 'base_url': 'http://127.0.0.1:8000/v1'}
+    """
     if backend == "llamacpp":
         # One decoding slot per sample decodes all samples of a call in one batch.
         return {"model": model, "parallel": max(1, min(n, MAX_PARALLEL)), "threads": threads,
@@ -115,6 +145,14 @@ def backend_options(backend: str, model: str | None, base_url: str | None,
 
 
 def loading_message(backend: str, model: str | None, base_url: str | None) -> str:
+    """The line shown while a backend loads its model or connects to its server.
+
+    Example:
+        >>> loading_message("openai", None, "http://127.0.0.1:8000/v1")
+        'connecting to http://127.0.0.1:8000/v1'
+        >>> loading_message("fake", None, None)
+        'loading model (fake backend)'
+    """
     if backend == "llamacpp":
         return f"loading model {model or models.DEFAULT_MODEL}"
     if backend == "openai":

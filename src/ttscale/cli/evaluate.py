@@ -45,7 +45,16 @@ def _columns(phase: str, unit: str) -> tuple[ProgressColumn, ...]:
 @contextmanager
 def shown(err: Console | None = None) -> Iterator[ProgressFn]:
     """A ``progress`` callback for the library that prints phase lines on stderr and draws
-    one bar per counted phase (questions, epochs); bars stay on screen when done."""
+    one bar per counted phase (questions, epochs); bars stay on screen when done.
+
+    Example:
+        >>> import io
+        >>> out = io.StringIO()
+        >>> with shown(Console(file=out)) as show:
+        ...     show(Event("load", "loading model smollm2-135m"))
+        >>> out.getvalue()
+        'loading model smollm2-135m\\n'
+    """
     err = err or Console(stderr=True)
     bars: dict[str, tuple[Progress, TaskID, float]] = {}
 
@@ -72,7 +81,14 @@ def shown(err: Console | None = None) -> Iterator[ProgressFn]:
 
 def print_points(points: Sequence[CurvePoint], *, as_json: bool, title: str,
                  resamples: int, seed: int) -> None:
-    """The table on stdout, or the points as JSON lines as results.jsonl holds them."""
+    """The table on stdout, or the points as JSON lines as results.jsonl holds them.
+
+    Example:
+        >>> p = CurvePoint("majority", 4, 0.5, 0.2, 0.8, 120.0, 10, ())
+        >>> print_points([p], as_json=True, title="10 questions", resamples=200, seed=0)
+        ... # doctest: +ELLIPSIS
+        {"strategy": "majority", "n": 4, "accuracy": 0.5, ..., "resamples": 200, "seed": 0}
+    """
     if as_json:
         lines = json_lines(points, resamples=resamples, seed=seed)
         sys.stdout.write("".join(line + "\n" for line in lines))
@@ -85,7 +101,17 @@ def print_points(points: Sequence[CurvePoint], *, as_json: bool, title: str,
 
 
 def print_run(run: EvalRun, *, as_json: bool, err: Console | None = None) -> None:
-    """What ``ttscale eval`` shows when a run ends: the summary line, then the points."""
+    """What ``ttscale eval`` shows when a run ends: the summary line, then the points.
+
+    Example:
+        >>> import tempfile
+        >>> from ttscale.evaluation.api import evaluate
+        >>> run = evaluate("svamp", tempfile.mkdtemp(), ids="0-1", ns=[1], backend="fake")
+        >>> print_run(run, as_json=True, err=Console(file=sys.stdout))  # doctest: +ELLIPSIS
+        2 questions: 2 samples generated now, 0 replayed from .../run.sqlite; ... new tokens in ...
+        {"strategy": "majority", "n": 1, ...}
+        ...
+    """
     o = run.outcome
     say(f"{o.questions} questions: {o.new_samples} samples generated now, "
         f"{o.cached_samples} replayed from {run.run_dir / FILE_NAME}; "
@@ -96,13 +122,29 @@ def print_run(run: EvalRun, *, as_json: bool, err: Console | None = None) -> Non
 
 
 def interrupted(out: Path, err: Console | None = None) -> None:
-    """The line for a run stopped with Ctrl-C: where its work is and how to resume."""
+    """The line for a run stopped with Ctrl-C: where its work is and how to resume.
+
+    Example:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp())
+        >>> _ = (out / FILE_NAME).write_bytes(b"")  # what a run stored before Ctrl-C
+        >>> interrupted(out, Console(file=sys.stdout, width=200))  # doctest: +ELLIPSIS
+        interrupted: everything generated so far is stored in .../run.sqlite; run the same ...
+    """
     if (Path(out) / FILE_NAME).is_file():
         say(f"interrupted: everything generated so far is stored in {Path(out) / FILE_NAME}; "
             "run the same command again to resume", err or Console(stderr=True))
 
 
 def print_imported(imported: Imported) -> None:
+    """The line ``ttscale eval import-samples`` ends with: what was read and stored.
+
+    Example:
+        >>> import contextlib
+        >>> with contextlib.redirect_stderr(sys.stdout):
+        ...     print_imported(Imported(Path("runs/boinf"), 1, 3, 3))
+        imported 1 question, 3 samples (3 new) into runs/boinf
+    """
     questions = "question" if imported.questions == 1 else "questions"
     samples = "sample" if imported.samples == 1 else "samples"
     say(f"imported {imported.questions} {questions}, {imported.samples} {samples} "

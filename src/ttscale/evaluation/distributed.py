@@ -121,7 +121,13 @@ def _complete(store: Store, cfg: EvalConfig) -> set[str]:
 
 def connect(address: str | bool, workers: int | None) -> Any:
     """Join the Ray cluster at ``address`` (``True``: start a local one with this machine's
-    CPUs); the ``ray`` module, initialised. One clear sentence when it cannot."""
+    CPUs); the ``ray`` module, initialised. One clear sentence when it cannot.
+
+    Example:
+        >>> ray = connect(True, workers=4)  # doctest: +SKIP
+        >>> ray.is_initialized(), ray.cluster_resources()["CPU"] >= 4  # doctest: +SKIP
+        (True, True)
+    """
     ray = _ray()
     if ray.is_initialized():
         return ray

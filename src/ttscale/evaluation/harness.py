@@ -496,7 +496,18 @@ def vote(samples: Sequence[tuple[str | None, float | None]], aggregate: str) -> 
 
 
 def check_same_questions(store: Store, problems: Sequence[Problem]) -> None:
-    """Refuse a run whose stored question of an id differs (another file under one name)."""
+    """Refuse a run whose stored question of an id differs (another file under one name).
+
+    Example:
+        >>> import tempfile
+        >>> store = Store.open(tempfile.mkdtemp(), {"kind": "eval"})
+        >>> _ = store.put_questions([QuestionRow("q0", "1+1?", "2", {})])
+        >>> check_same_questions(store, [Problem("q0", "1+1?", "2")])  # the same question: fine
+        >>> check_same_questions(store, [Problem("q0", "1+2?", "3")])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ttscale.errors.ConfigError: question q0 in ... differs from the one in the dataset now: ...
+    """
     stored: Mapping[str, QuestionRow] = {q.id: q for q in store.questions()}
     for p in problems:
         q = stored.get(p.id)

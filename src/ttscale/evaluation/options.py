@@ -172,7 +172,12 @@ def select_problems(dataset: str, split: str, limit: int | None,
                     ids: str | Sequence[int | str] | None,
                     question_field: str | None, answer_field: str | None,
                     options: dict[str, Any] | None = None) -> list[Problem]:
-    """The problems an eval asks for: by id or position, then the first ``limit``."""
+    """The problems an eval asks for: by id or position, then the first ``limit``.
+
+    Example:
+        >>> [p.id for p in select_problems("svamp", "test", 2, "3-9", None, None)]
+        ['svamp-test-3', 'svamp-test-4']
+    """
     names, positions = parse_ids(ids)
     problems = load_dataset(dataset, split, ids=names, question_field=question_field,
                             answer_field=answer_field, **(options or {}))

@@ -42,6 +42,13 @@ ProgressFn = Callable[[Progress], None]
 
 def report(progress: ProgressFn | None, phase: str, message: str = "", *, done: int = 0,
            total: int | None = None, new_tokens: int = 0, unit: str = "") -> None:
-    """Send one :class:`Progress` to ``progress`` when there is a callback."""
+    """Send one :class:`Progress` to ``progress`` when there is a callback.
+
+    Example:
+        >>> seen = []
+        >>> report(seen.append, "eval", "questions", done=3, total=40, unit="questions")
+        >>> seen[0].done, seen[0].total, seen[0].unit
+        (3, 40, 'questions')
+    """
     if progress is not None:
         progress(Progress(phase, message, done, total, new_tokens, unit))

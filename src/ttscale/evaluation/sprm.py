@@ -142,7 +142,12 @@ def collect_features(run_dir: str | Path, layer: int | Sequence[int] | None, *,
     how many traces were extracted now. ``layer`` ``None``: the run's only cached layer, or
     ``default_layer`` of the model; several layers come from one forward pass through the
     deepest. The model is loaded only when a trace needs it, in ``dtype`` (see
-    ``feature_dtype``); a cache made in another dtype is refused, never mixed."""
+    ``feature_dtype``); a cache made in another dtype is refused, never mixed.
+
+    Example:
+        >>> collect_features("runs/sprm-train", layer=[8, 14])  # doctest: +SKIP
+        3120
+    """
     chosen = feature_dtype(dtype)
     settings, records = load_records(run_dir)
     name, path, sha = run_model(settings)
@@ -198,7 +203,13 @@ def collect_features(run_dir: str | Path, layer: int | Sequence[int] | None, *,
 
 def load_examples(run_dir: str | Path, layer: int,
                   records: Sequence[QuestionRecord] | None = None) -> list[Example]:
-    """Every cached trace of a run with its correctness label (answer equivalent to gold)."""
+    """Every cached trace of a run with its correctness label (answer equivalent to gold).
+
+    Example:
+        >>> examples = load_examples("runs/sprm-train", 14)  # doctest: +SKIP
+        >>> len(examples), examples[0].vectors.shape, examples[0].label  # doctest: +SKIP
+        (3120, (6, 1536), 1)
+    """
     if records is None:
         records = load_records(run_dir)[1]
     folder = features_dir(run_dir, layer)
@@ -216,7 +227,16 @@ def load_examples(run_dir: str | Path, layer: int,
 
 
 def features_meta(run_dir: str | Path, layer: int | None) -> dict[str, Any]:
-    """The ``meta.json`` of a run's cached features at ``layer`` (the only layer if None)."""
+    """The ``meta.json`` of a run's cached features at ``layer`` (the only layer if None).
+
+    Example:
+        >>> import tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> features_dir(d, 14).mkdir(parents=True)
+        >>> _ = (features_dir(d, 14) / "meta.json").write_text('{"layer": 14, "model": "m"}')
+        >>> features_meta(d, None)  # a cache written before dtypes were recorded: float32
+        {'layer': 14, 'model': 'm', 'dtype': 'float32'}
+    """
     root = Path(run_dir) / FEATURES_DIR
     folders = ([features_dir(run_dir, layer)] if layer is not None
                else sorted(p for p in root.glob("layer*") if (p / "meta.json").is_file()))
@@ -269,7 +289,14 @@ def score_run(run_dir: str | Path, head: SPRMHead, n: int, *, resamples: int = 2
               verifier_name: str = "sprm", dtype: str = "float32") -> RunScores:
     """Score every stored trace of a run with ``head`` (features extracted where missing, the
     model in ``dtype``), store the scores under ``verifier_name``, and replay best-of-n
-    against majority at ``n``."""
+    against majority at ``n``.
+
+    Example:
+        >>> head = SPRMHead.load("heads/qwen2.5-coder-1.5b.sprm.safetensors")  # doctest: +SKIP
+        >>> scores = score_run("runs/gsm8k-test-0-39", head, n=8)  # doctest: +SKIP
+        >>> scores.traces, [p.strategy for p in scores.points]  # doctest: +SKIP
+        (320, ['majority', 'best_of_n', 'weighted_best_of_n'])
+    """
     settings, records = load_records(run_dir)
     name, _path, sha = run_model(settings)
     head.check_model(sha, name)

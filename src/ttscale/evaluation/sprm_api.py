@@ -80,7 +80,16 @@ def sprm_collect(out: str | Path, *, dataset: str = TRAIN_DATASET, split: str = 
 
 
 def check_train_run(run_dir: Path, settings: dict[str, Any]) -> None:
-    """Refuse a run that is not GSM8K train: a head must never see test questions."""
+    """Refuse a run that is not GSM8K train: a head must never see test questions.
+
+    Example:
+        >>> check_train_run(Path("runs/a"), {"dataset": "gsm8k", "split": "train"})  # accepted
+        >>> check_train_run(Path("runs/a"), {"dataset": "gsm8k", "split": "test"})
+        ... # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ttscale.errors.ConfigError: runs/a holds gsm8k test traces, and an SPRM head trains on ...
+    """
     dataset, split = settings.get("dataset"), settings.get("split")
     if dataset != TRAIN_DATASET or split != TRAIN_SPLIT:
         raise ConfigError(f"{run_dir} holds {dataset} {split} traces, and an SPRM head trains "

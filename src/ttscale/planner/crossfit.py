@@ -65,6 +65,15 @@ def _folds(n: int, folds: int, seed: int) -> np.ndarray:
 
 
 def check_currency(unit: str) -> None:
+    """Refuse a currency a plan cannot be fitted in.
+
+    Example:
+        >>> check_currency("flops")  # known: nothing to say
+        >>> check_currency("dollars")
+        Traceback (most recent call last):
+        ...
+        ttscale.errors.ConfigError: unknown currency 'dollars': choose one of flops, tokens, seconds
+    """
     if unit not in CURRENCIES:
         raise ConfigError(f"unknown currency {unit!r}: choose one of {', '.join(CURRENCIES)}")
 
@@ -136,7 +145,15 @@ def cross_fit(questions: Sequence[CalQuestion], costs: Costs,
 def signal_report(tr: Trajectories, *, folds: int = 10, seed: int = 0,
                   bins: int = 5) -> dict[str, Any]:
     """How well each signal predicts that the probe's answer is right (AUROC over all rows,
-    at the first two stages of each track), and the cross-fitted predictor's AUROC."""
+    at the first two stages of each track), and the cross-fitted predictor's AUROC.
+
+    Example:
+        >>> qs = [CalQuestion(str(i), (0, 1, 1, 1) if i % 2 else (0,) * 4, (False, True) if i % 2
+        ...                   else (True,), (10,) * 4, (8,) * 4, (False,) * 4) for i in range(8)]
+        >>> report = signal_report(trajectories(qs, (1, 2, 4), orders=4), folds=2)
+        >>> sorted(report), report["U@2"]["leader_share"]
+        (['U@1', 'U@2'], 0.9286)
+    """
     from ttscale.stats import auroc
 
     out: dict[str, Any] = {}

@@ -91,7 +91,16 @@ class Fitted:
 def fit_predictors(tr: Trajectories, train: np.ndarray, bins: int = 5,
                    alpha: float = 1.0) -> Fitted:
     """Fit a predictor per track and stage on the ``train`` questions (a bool mask) and bin
-    every row (held-out ones too) with it."""
+    every row (held-out ones too) with it.
+
+    Example:
+        >>> from ttscale.planner.calibration import CalQuestion, trajectories
+        >>> qs = [CalQuestion(str(i), (0, 1, 1, 1) if i % 2 else (0,) * 4, (False, True) if i % 2
+        ...                   else (True,), (10,) * 4, (8,) * 4, (False,) * 4) for i in range(8)]
+        >>> fitted = fit_predictors(trajectories(qs, (1, 2, 4), orders=4), np.ones(8, dtype=bool))
+        >>> [(p.track, p.stage) for p in fitted.predictors], fitted.bu.shape
+        ([('U', 0), ('U', 1), ('U', 2)], (8, 4, 3))
+    """
     qn, r, s = tr.maj.shape
     bu = np.zeros((qn, r, s), dtype=np.int64)
     pu = np.zeros((qn, r, s))
@@ -180,7 +189,18 @@ def allocate(tr: Trajectories, fitted: Fitted, train: np.ndarray, cost_p: np.nda
              cost_v: np.ndarray, lam: float) -> Policy:
     """Backward induction at price ``lam`` over the training rows (costs already in units of
     one sample's worth). A state continues only when its expected value net of the price
-    beats answering now by more than rounding."""
+    beats answering now by more than rounding.
+
+    Example:
+        >>> from ttscale.planner.calibration import CalQuestion, trajectories
+        >>> easy = CalQuestion("e", (0,) * 4, (True,), (10,) * 4, (8,) * 4, (False,) * 4)
+        >>> hard = CalQuestion("h", (0, 1, 1, 1), (False, True), (10,) * 4, (8,) * 4, (False,) * 4)
+        >>> tr, train = trajectories([easy, hard] * 4, (1, 2, 4), orders=4), np.ones(8, dtype=bool)
+        >>> fitted = fit_predictors(tr, train)
+        >>> [sorted({ACTIONS[a] for a in allocate(tr, fitted, train, tr.ptok / 10, tr.vtok / 10,
+        ...                                        lam).tu[0]}) for lam in (0.0, 10.0)]
+        [['sample'], ['majority']]
+    """
     qn, r, s = tr.maj.shape
     nb = fitted.bins
     verified = tr.fv is not None and fitted.bv is not None
@@ -271,7 +291,19 @@ class Outcome:
 
 def play(tr: Trajectories, fitted: Fitted, policy: Policy, rows: np.ndarray,
          costs: Costs) -> Outcome:
-    """Play ``policy`` on the questions ``rows`` (indices) over all their orders."""
+    """Play ``policy`` on the questions ``rows`` (indices) over all their orders.
+
+    Example:
+        >>> from ttscale.planner.calibration import CalQuestion, trajectories
+        >>> qs = [CalQuestion(str(i), (0, 1, 1, 1) if i % 2 else (0,) * 4, (False, True) if i % 2
+        ...                   else (True,), (10,) * 4, (8,) * 4, (False,) * 4) for i in range(8)]
+        >>> tr, every = trajectories(qs, (1, 2, 4), orders=4), np.ones(8, dtype=bool)
+        >>> fitted = fit_predictors(tr, every)
+        >>> out = play(tr, fitted, allocate(tr, fitted, every, tr.ptok / 10, tr.vtok / 10, 0.0),
+        ...            np.arange(8), Costs())
+        >>> out.accuracy, out.mean("tokens"), out.correct.shape
+        (1.0, 25.0, (8, 4))
+    """
     stages = np.array(tr.stages)
     s_max = len(stages)
     q = np.repeat(rows, tr.maj.shape[1])
@@ -308,7 +340,16 @@ def play(tr: Trajectories, fitted: Fitted, policy: Policy, rows: np.ndarray,
 
 
 def sample_worth(tr: Trajectories, train: np.ndarray, costs: Costs, unit: str) -> float:
-    """Mean cost of one sample in ``unit`` over the training questions."""
+    """Mean cost of one sample in ``unit`` over the training questions.
+
+    Example:
+        >>> from ttscale.planner.calibration import CalQuestion, trajectories
+        >>> qs = [CalQuestion(q, (0, 0), (True,), (t, t), (t - 10,) * 2, (False,) * 2)
+        ...       for q, t in (("a", 30), ("b", 50))]
+        >>> tr = trajectories(qs, (1, 2), orders=2)
+        >>> sample_worth(tr, np.ones(2, dtype=bool), Costs(), "tokens")  # the mean first sample
+        40.0
+    """
     p, _ = costs.per_token(unit)
     first = tr.ptok[train, :, 0] * p / tr.stages[0]
     worth = float(first.mean()) if first.size else 0.0
@@ -320,7 +361,17 @@ def sample_worth(tr: Trajectories, train: np.ndarray, costs: Costs, unit: str) -
 
 def sweep(tr: Trajectories, fitted: Fitted, train: np.ndarray, costs: Costs, unit: str,
           lambdas: Sequence[float] = LAMBDAS) -> list[tuple[Policy, Outcome]]:
-    """Every operating point fitted on ``train``, with its outcome on ``train``."""
+    """Every operating point fitted on ``train``, with its outcome on ``train``.
+
+    Example:
+        >>> from ttscale.planner.calibration import CalQuestion, trajectories
+        >>> qs = [CalQuestion(str(i), (0, 1, 1, 1) if i % 2 else (0,) * 4, (False, True) if i % 2
+        ...                   else (True,), (10,) * 4, (8,) * 4, (False,) * 4) for i in range(8)]
+        >>> tr, train = trajectories(qs, (1, 2, 4), orders=4), np.ones(8, dtype=bool)
+        >>> points = sweep(tr, fit_predictors(tr, train), train, Costs(), "tokens")
+        >>> len(points), sorted({(out.mean("tokens"), out.accuracy) for _, out in points})
+        (57, [(10.0, 0.875), (25.0, 1.0)])
+    """
     worth = sample_worth(tr, train, costs, unit)
     cp, cv = tr.cost(unit, costs)
     cp, cv = cp / worth, cv / worth
@@ -334,7 +385,16 @@ def sweep(tr: Trajectories, fitted: Fitted, train: np.ndarray, costs: Costs, uni
 
 def choose(points: Sequence[tuple[Policy, Outcome]], budget: float, unit: str) -> Policy:
     """The most accurate point on the training questions whose mean cost fits ``budget``
-    (the cheapest point when none does)."""
+    (the cheapest point when none does).
+
+    Example:
+        >>> def point(lam, right, tokens):
+        ...     return (Policy(lam, np.zeros((1, 1)), np.zeros((1, 1)), None, None),
+        ...             Outcome(np.array([[right]]), {"tokens": np.array([[tokens]])}, None))
+        >>> points = [point(0.1, False, 10.0), point(0.01, True, 30.0)]
+        >>> [choose(points, budget, "tokens").lam for budget in (40.0, 20.0, 5.0)]
+        [0.01, 0.1, 0.1]
+    """
     fits = [(pol, out) for pol, out in points if out.mean(unit) <= budget]
     if not fits:
         return min(points, key=lambda p: p[1].mean(unit))[0]

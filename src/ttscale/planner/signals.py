@@ -140,7 +140,15 @@ def signal_names(track: str, *, confidence: bool = False) -> tuple[str, ...]:
 
 
 def features(p: Probe, track: str, *, confidence: bool = False) -> tuple[float, ...]:
-    """The features of ``track`` (``U`` or ``V``) for a probe."""
+    """The features of ``track`` (``U`` or ``V``) for a probe.
+
+    Example:
+        >>> p = Probe((0, 0, 1), (100, 120, 300), (False,) * 3, 130, scores=(0.2, 0.3, 0.9))
+        >>> len(features(p, "U")), len(features(p, "V")), len(features(p, "U", confidence=True))
+        (9, 15, 10)
+        >>> features(p, "V")[:9] == features(p, "U")
+        True
+    """
     return v_features(p, confidence=confidence) if track == "V" \
         else u_features(p, confidence=confidence)
 

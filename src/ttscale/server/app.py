@@ -72,6 +72,14 @@ class JSON(Response):
 
 def error(status: int, message: str, type_: str, code: str | None = None,
           headers: dict[str, str] | None = None) -> JSON:
+    """An OpenAI-shaped error response with ``status`` and the given headers.
+
+    Example:
+        >>> import json
+        >>> reply = error(404, "no model named x", "invalid_request_error", "model_not_found")
+        >>> reply.status_code, json.loads(reply.body)["error"]["code"]
+        (404, 'model_not_found')
+    """
     body = responses.dumps(responses.error_body(message, type_, code))
     return JSON(body, status_code=status, headers=headers)
 
@@ -108,7 +116,15 @@ def classify(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:
 
 
 def error_of(exc: BaseException) -> JSON:
-    """The OpenAI error response for an exception."""
+    """The OpenAI error response for an exception.
+
+    Example:
+        >>> import json
+        >>> reply = error_of(BackendError("the model server went away"))
+        >>> code = json.loads(reply.body)["error"]["code"]
+        >>> reply.status_code, reply.headers["x-should-retry"], code
+        (502, 'false', 'backend_error')
+    """
     status, body, headers = classify(exc)
     return JSON(responses.dumps(body), status_code=status, headers=headers)
 

@@ -53,7 +53,15 @@ def pieces(text: str, words: int = 4) -> list[str]:
 
 
 def ranked(result: Result) -> list[AnswerClass]:
-    """The answer classes, the winner first, then by score (verifier strategies) or votes."""
+    """The answer classes, the winner first, then by score (verifier strategies) or votes.
+
+    Example:
+        >>> from ttscale.types import Usage
+        >>> cs = (AnswerClass("5", 2, 0.4, (1, 2)), AnswerClass("3", 1, 0.6, (3,)),
+        ...       AnswerClass("4", 1, 0.9, (0,)))
+        >>> [c.answer for c in ranked(Result("2+2?", "4", "best_of_n", cs, (), Usage(), 0.0))]
+        ['4', '3', '5']
+    """
     classes = list(result.classes)
     scored = any(c.score is not None for c in classes)
     classes.sort(key=lambda c: -(c.score or 0.0) if scored else -c.votes)  # stable on ties
@@ -62,7 +70,15 @@ def ranked(result: Result) -> list[AnswerClass]:
 
 
 def choices(result: Result, k: int) -> list[tuple[str, str]]:
-    """Up to ``k`` (text, finish reason) pairs; at least one, even when no answer was found."""
+    """Up to ``k`` (text, finish reason) pairs; at least one, even when no answer was found.
+
+    Example:
+        >>> from ttscale.backends.fake import FakeBackend
+        >>> from ttscale.solve import solve
+        >>> fake = FakeBackend(script=lambda _prompt, seed: f"The answer is {4 + (seed == 2)}.")
+        >>> choices(solve("2+2?", backend=fake, n=3), 2)  # the winner, then the runner-up
+        [('The answer is 4.', 'stop'), ('The answer is 5.', 'stop')]
+    """
     classes = ranked(result)[:k]
     picks = [c.traces[0] for c in classes] or ([0] if result.traces else [])
     out = []
@@ -73,7 +89,17 @@ def choices(result: Result, k: int) -> list[tuple[str, str]]:
 
 
 def summary(plan: Plan, result: Result) -> dict[str, Any]:
-    """The ``ttscale`` field: strategy, answer classes with votes and scores, compute."""
+    """The ``ttscale`` field: strategy, answer classes with votes and scores, compute.
+
+    Example:
+        >>> from ttscale.solve import solve
+        >>> from ttscale.backends.fake import FakeBackend
+        >>> from ttscale.server.service import plan, Settings
+        >>> asked = plan(question="?", model="majority@2", served=["fake"], settings=Settings())
+        >>> out = summary(asked, solve("?", backend=FakeBackend(), strategy="majority", n=2))
+        >>> out["strategy"], out["n"], out["answer"], out["classes"][0]["votes"], out["calls"]
+        ('majority', 2, '42', 2, 1)
+    """
     out: dict[str, Any] = {
         "strategy": result.strategy,
         "n": len(result.traces),
@@ -98,12 +124,27 @@ def summary(plan: Plan, result: Result) -> dict[str, Any]:
 
 
 def usage(result: Result) -> dict[str, int]:
+    """The OpenAI ``usage`` object: every token the strategy spent, verifier calls included.
+
+    Example:
+        >>> from ttscale.backends.fake import FakeBackend
+        >>> from ttscale.solve import solve
+        >>> usage(solve("6*7?", backend=FakeBackend(), n=2))
+        {'prompt_tokens': 70, 'completion_tokens': 8, 'total_tokens': 78}
+    """
     u = result.usage
     return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
             "total_tokens": u.total_tokens}
 
 
 def new_id(kind: Kind) -> str:
+    """A fresh response id: ``chatcmpl-`` or ``cmpl-`` and 24 hex digits.
+
+    Example:
+        >>> chat, text = new_id("chat"), new_id("text")
+        >>> chat[:9], text[:5], len(text), chat != new_id("chat")  # random: never the same twice
+        ('chatcmpl-', 'cmpl-', 29, True)
+    """
     return ("chatcmpl-" if kind == "chat" else "cmpl-") + secrets.token_hex(12)
 
 
@@ -279,5 +320,10 @@ def error_body(message: str, type_: str, code: str | None = None,
 
 
 def sse_error(body: dict[str, Any]) -> bytes:
-    """An error inside a stream that already answered 200: the OpenAI client raises it."""
+    """An error inside a stream that already answered 200: the OpenAI client raises it.
+
+    Example:
+        >>> sse_error({"error": {"message": "the backend failed", "type": "api_error"}})
+        b'data: {"error":{"message":"the backend failed","type":"api_error"}}\\n\\n'
+    """
     return b"data: " + dumps(body) + b"\n\n"

@@ -67,7 +67,13 @@ class Strategy(Protocol):
 
 
 def to_trace(g: Generation) -> Trace:
-    """A generation as a trace: its text, extracted answer, length and finish."""
+    """A generation as a trace: its text, extracted answer, length and finish.
+
+    Example:
+        >>> t = to_trace(Generation("6*7 = 42. The answer is 42.", 20, 12, "stop"))
+        >>> t.answer, t.completion_tokens, t.finish_reason, t.score
+        ('42', 12, 'stop', None)
+    """
     return Trace(g.text, extract_answer(g.text), g.completion_tokens, g.finish_reason)
 
 
@@ -84,6 +90,14 @@ def sample(env: Env, state: State, want: int, *, extra_per_sample: int = 0,
     ``generate`` replaces the backend's plain call for one prompt (a streamed, watched one);
     ``convert`` turns each generation into a trace (e.g. scored by its confidence).
     Raises ``BudgetExceeded`` when nothing has been spent yet and not even one sample fits.
+
+    Example:
+        >>> from ttscale.backends.fake import FakeBackend
+        >>> from ttscale.budget import Accountant, Budget
+        >>> env = Env(FakeBackend(), Accountant(Budget(max_calls=1)), SamplingParams())
+        >>> state = sample(env, State("6*7?"), 3)  # three traces in one batched call
+        >>> [t.answer for t in state.traces], env.accountant.spent.calls
+        (['42', '42', '42'], 1)
     """
     params = params or env.sampling
     prompt = prompt or solve_prompt(state.question)
@@ -115,7 +129,17 @@ def sample(env: Env, state: State, want: int, *, extra_per_sample: int = 0,
 
 
 def verify(env: Env, state: State) -> State:
-    """Score every unscored trace with the environment's verifier."""
+    """Score every unscored trace with the environment's verifier.
+
+    Example:
+        >>> from ttscale.backends.fake import FakeBackend
+        >>> from ttscale.budget import Accountant
+        >>> from ttscale.verifiers.self_judge import SelfJudge
+        >>> judged = FakeBackend(yes_logprob=-0.1)
+        >>> env = Env(judged, Accountant(), SamplingParams(), verifier=SelfJudge(judged))
+        >>> [round(t.score, 3) for t in verify(env, sample(env, State("6*7?"), 2)).traces]
+        [0.905, 0.905]
+    """
     if env.verifier is None:
         return state
     todo = [i for i, t in enumerate(state.traces) if t.score is None]
@@ -133,7 +157,14 @@ def verify(env: Env, state: State) -> State:
 
 def classes_of(traces: Sequence[Trace], weight: str = "count") -> list[AnswerClass]:
     """Merge equivalent answers. ``weight``: ``count`` (no score), ``sum`` or ``max`` of
-    the trace scores. Classes keep the order of their first trace."""
+    the trace scores. Classes keep the order of their first trace.
+
+    Example:
+        >>> ts = [Trace("a", "4", 5, "stop", score=0.9), Trace("b", "5", 5, "stop", score=0.8),
+        ...       Trace("c", "4.0", 5, "stop", score=0.3)]
+        >>> [(c.answer, c.votes, c.score, c.traces) for c in classes_of(ts, "max")]
+        [('4', 2, 0.9, (0, 2)), ('5', 1, 0.8, (1,))]
+    """
     groups = group_answers([t.answer for t in traces])
     out = []
     for idx in groups:
@@ -150,7 +181,13 @@ def classes_of(traces: Sequence[Trace], weight: str = "count") -> list[AnswerCla
 
 
 def pick(classes: Sequence[AnswerClass], by: str) -> str | None:
-    """The winning class by ``votes`` or ``score``; ties go to the earliest class."""
+    """The winning class by ``votes`` or ``score``; ties go to the earliest class.
+
+    Example:
+        >>> cs = [AnswerClass("4", 2, 0.9, (0, 2)), AnswerClass("5", 1, 1.5, (1,))]
+        >>> pick(cs, "votes"), pick(cs, "score"), pick([], "votes")
+        ('4', '5', None)
+    """
     if not classes:
         return None
     if by == "votes":
@@ -160,6 +197,17 @@ def pick(classes: Sequence[AnswerClass], by: str) -> str | None:
 
 def result(state: State, env: Env, name: str, classes: Sequence[AnswerClass],
            answer: str | None, tree: Any = None) -> Result:
+    """The ``Result`` of a finished state: its answer, classes, traces and what it spent.
+
+    Example:
+        >>> from ttscale.backends.fake import FakeBackend
+        >>> from ttscale.budget import Accountant
+        >>> env = Env(FakeBackend(), Accountant(), SamplingParams())
+        >>> state = sample(env, State("6*7?"), 2)
+        >>> r = result(state, env, "majority", classes_of(state.traces), "42")
+        >>> r.strategy, r.answer, len(r.traces), r.usage.calls
+        ('majority', '42', 2, 1)
+    """
     return Result(
         question=state.question,
         answer=answer,
@@ -176,7 +224,17 @@ def result(state: State, env: Env, name: str, classes: Sequence[AnswerClass],
 
 def run(strategy: Strategy, question: str, env: Env) -> Result:
     """Step a strategy to the end and build its result. A strategy that keeps more state
-    than ``State`` (a search tree) makes its first state with ``start(question)``."""
+    than ``State`` (a search tree) makes its first state with ``start(question)``.
+
+    Example:
+        >>> from ttscale.backends.fake import FakeBackend
+        >>> from ttscale.budget import Accountant
+        >>> from ttscale.strategies.spec import make_strategy
+        >>> env = Env(FakeBackend(), Accountant(), SamplingParams())
+        >>> r = run(make_strategy("majority", 3), "6*7?", env)
+        >>> r.answer, r.classes[0].votes, r.usage.calls
+        ('42', 3, 1)
+    """
     start = getattr(strategy, "start", None)
     state: State = start(question) if callable(start) else State(question)
     while not state.done:

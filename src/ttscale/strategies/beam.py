@@ -63,7 +63,20 @@ of the width (e.g. -n 9) or a width that divides n (e.g. width=2)
 def search_round(env: Env, state: SearchState, *, n: int, width: int, groups: int,
                  max_steps: int, delimiter: str) -> SearchState:
     """One round of ``groups`` independent beams of ``n / groups`` answers each, all
-    expanded in one batched call and scored in one verifier call."""
+    expanded in one batched call and scored in one verifier call.
+
+    Example:
+        >>> from ttscale.backends.fake import FakeBackend
+        >>> from ttscale.budget import Accountant
+        >>> from ttscale.params import SamplingParams
+        >>> from ttscale.verifiers.self_judge import SelfJudge
+        >>> fb = FakeBackend(["First, 2+2.\\n\\nSo \\\\boxed{4}"], yes_logprob=-0.2)
+        >>> env = Env(fb, Accountant(), SamplingParams(), verifier=SelfJudge(fb))
+        >>> s = search_round(env, SearchState("2+2?"), n=4, width=2, groups=1, max_steps=3,
+        ...                  delimiter="\\n\\n")  # four first steps; the best of them survives
+        >>> s.rounds, len(s.nodes), s.frontier, [node.pruned for node in s.nodes]
+        (1, 4, (0,), [False, True, True, True])
+    """
     per = n // groups  # answers per independent beam
     keep = per // width  # survivors per beam per round
     last = state.rounds + 1 >= max_steps

@@ -38,7 +38,17 @@ from ttscale.types import AnswerClass, GenerateOutput, Generation, Prompt, Resul
 
 
 def scored(g: Generation, params: ConfidenceParams, measure: str | None = None) -> Trace:
-    """A generation as a trace whose ``score`` is its confidence (None: aborted, no vote)."""
+    """A generation as a trace whose ``score`` is its confidence (None: aborted, no vote).
+
+    Example:
+        >>> from ttscale.types import TokenLogprob
+        >>> lps = tuple(TokenLogprob(t, -0.1, ((t, -0.1), ("x", -2.5))) for t in ("So", " 42"))
+        >>> t = scored(Generation("So 42", 10, 2, "stop", lps), ConfidenceParams())
+        >>> t.answer, t.score
+        ('42', 1.3)
+        >>> scored(Generation("So", 10, 1, "aborted", lps[:1]), ConfidenceParams()).score is None
+        True
+    """
     if g.finish_reason == "aborted":
         return Trace(g.text, None, g.completion_tokens, g.finish_reason)
     if g.logprobs is None:

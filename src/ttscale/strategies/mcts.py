@@ -50,7 +50,13 @@ _INSTALL = "treequest is not installed: run pip install 'ttscale[search]'"
 
 
 def treequest() -> Any:
-    """The ``treequest`` module, or a ``MissingExtra`` with the install command."""
+    """The ``treequest`` module, or a ``MissingExtra`` with the install command.
+
+    Example:
+        >>> tq = treequest()  # MissingExtra when ttscale[search] is not installed
+        >>> tq.__name__, hasattr(tq, "ABMCTSA"), hasattr(tq, "StandardMCTS")
+        ('treequest', True, True)
+    """
     try:
         import treequest as tq
     except ImportError as exc:

@@ -94,7 +94,18 @@ def step_prompt(question: str, prefix: str) -> Prompt:
 
 
 def verification_reserve(env: Env, question: str) -> int:
-    """Worst-case tokens verifying one partial answer costs (0 when no cap counts tokens)."""
+    """Worst-case tokens verifying one partial answer costs (0 when no cap counts tokens).
+
+    Example:
+        >>> from ttscale.backends.fake import FakeBackend
+        >>> from ttscale.budget import Accountant, Budget
+        >>> from ttscale.params import SamplingParams
+        >>> from ttscale.verifiers.self_judge import SelfJudge
+        >>> fb, capped = FakeBackend(), Accountant(Budget(max_tokens=9000))  # a cap counts tokens
+        >>> [verification_reserve(Env(fb, acc, SamplingParams(), SelfJudge(fb)), "2+2?")
+        ...  for acc in (Accountant(), capped)]
+        [0, 1140]
+    """
     if env.verifier is None or not env.accountant.counts_tokens:
         return 0
     return (env.verifier.reserve_tokens(env.sampling.max_tokens)
@@ -219,7 +230,14 @@ def score(env: Env, state: SearchState, ids: Sequence[int]) -> SearchState:
 
 
 def path(nodes: Sequence[Node], node: Node) -> list[Node]:
-    """The nodes from the first step down to ``node``."""
+    """The nodes from the first step down to ``node``.
+
+    Example:
+        >>> a = Node(0, None, "2+2 is 4.", "2+2 is 4.\\n\\n", 1, 5, 5, "stop", False, True)
+        >>> b = Node(1, 0, "So 4.", "2+2 is 4.\\n\\nSo 4.", 2, 3, 8, "stop", True, False)
+        >>> [n.id for n in path([a, b], b)], [n.id for n in path([a, b], a)]
+        ([0, 1], [0])
+    """
     out = [node]
     while out[-1].parent is not None:
         out.append(nodes[out[-1].parent])
@@ -227,7 +245,16 @@ def path(nodes: Sequence[Node], node: Node) -> list[Node]:
 
 
 def trace_of(nodes: Sequence[Node], node: Node) -> Trace:
-    """The answer a node ends, as a trace: its text, tokens and its steps' scores."""
+    """The answer a node ends, as a trace: its text, tokens and its steps' scores.
+
+    Example:
+        >>> a = Node(0, None, "2+2 is 4.", "2+2 is 4.\\n\\n", 1, 5, 5, "stop", False, True,
+        ...          score=0.8, tail="\\n\\n")
+        >>> b = Node(1, 0, "So 4.", "2+2 is 4.\\n\\nSo 4.", 2, 3, 8, "stop", True, False, score=0.9)
+        >>> t = trace_of([a, b], b)
+        >>> t.answer, t.completion_tokens, t.step_scores
+        ('4', 8, (0.8, 0.9))
+    """
     steps = path(nodes, node)
     scores = tuple(s.score for s in steps if s.score is not None)
     return Trace(node.answer_text, extract_answer(node.answer_text), node.path_tokens,
@@ -268,7 +295,18 @@ def finish_search(state: SearchState, env: Env, name: str, aggregate: str,
                   delimiter: str | None, **info: Any) -> Result:
     """The result of a search: finished answers (else the open branches, when the search
     stopped early) voted by ``aggregate``, the tree, and a note when no step ever ended at
-    the delimiter, so that every answer was generated and scored whole."""
+    the delimiter, so that every answer was generated and scored whole.
+
+    Example:
+        >>> from ttscale.backends.fake import FakeBackend
+        >>> from ttscale.budget import Accountant
+        >>> from ttscale.params import SamplingParams
+        >>> env = Env(FakeBackend(), Accountant(), SamplingParams())
+        >>> done = Node(0, None, "So 4.", "So 4.", 1, 3, 3, "stop", True, False, score=0.7)
+        >>> r = finish_search(SearchState("2+2?", nodes=(done,)), env, "beam", "best", "\\n\\n")
+        >>> r.answer, r.tree["strategy"], len(r.notes)  # a note: no step ended at the delimiter
+        ('4', 'beam', 1)
+    """
     nodes = state.nodes
     done = [n for n in nodes if n.finished]
     if not done:  # stopped before any answer ended: the best partial answers stand in

@@ -73,6 +73,12 @@ def load_prm(path: str, kind: str | None, *, trust_remote_code: bool = False,
     else ``reward_head``. A reward head with its own code (``auto_map``) loads through
     ``AutoModel`` and needs ``trust_remote_code``; others through
     ``AutoModelForTokenClassification`` with 2 labels.
+
+    Example:
+        >>> kind, tokenizer, model = load_prm("Qwen/Qwen2.5-Math-PRM-7B", None,
+        ...                                   trust_remote_code=True)  # doctest: +SKIP
+        >>> kind, model.training  # doctest: +SKIP
+        ('reward_head', False)
     """
     _import_torch()
     tf: Any = require("transformers", "hf")

@@ -25,7 +25,16 @@ _TEMPLATE_TOKENS = 80  # generous bound on the judge template's own tokens
 
 
 def yes_probability(gen: Generation) -> float | None:
-    """P(Yes) / (P(Yes) + P(No)) over the first token's top candidates; None if neither."""
+    """P(Yes) / (P(Yes) + P(No)) over the first token's top candidates; None if neither.
+
+    Example:
+        >>> from ttscale.types import TokenLogprob
+        >>> first = TokenLogprob("Yes", -0.2, (("Yes", -0.2), ("No", -1.8), ("Maybe", -3.0)))
+        >>> round(yes_probability(Generation("Yes", 5, 1, "stop", (first,))), 3)
+        0.832
+        >>> yes_probability(Generation("Yes", 5, 1, "stop")) is None  # no log-probabilities
+        True
+    """
     if not gen.logprobs:
         return None
     yes = no = 0.0

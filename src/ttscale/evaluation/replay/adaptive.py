@@ -69,7 +69,13 @@ def replay_order(p: Prepared, rule: StoppingRule, order: Sequence[int],
 
 
 def orders_for(n: int, count: int, rng: random.Random) -> list[list[int]]:
-    """``count`` random permutations of ``range(n)``."""
+    """``count`` random permutations of ``range(n)``.
+
+    Example:
+        >>> orders = orders_for(4, 3, random.Random(0))
+        >>> len(orders), all(sorted(o) == [0, 1, 2, 3] for o in orders)
+        (3, True)
+    """
     return [rng.sample(range(n), n) for _ in range(count)]
 
 

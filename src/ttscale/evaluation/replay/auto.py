@@ -112,7 +112,17 @@ def auto_replay(records: Sequence[QuestionRecord], budgets: Sequence[float], *,
                 unit: str = "tokens", n_max: int | None = None, resamples: int = 32,
                 seed: int = 0, folds: int = 10, use_scores: bool = True,
                 verifier_fraction: float | None = None) -> list[HeldOut]:
-    """``auto`` at each mean budget (in ``unit``), cross-fitted over the questions."""
+    """``auto`` at each mean budget (in ``unit``), cross-fitted over the questions.
+
+    Example:
+        >>> from ttscale.evaluation.runs.records import TraceRecord
+        >>> drawn = [tuple(TraceRecord(0, k, "", a, 10, 20) for k, a in enumerate(answers))
+        ...          for answers in ("4454", "5453")]
+        >>> records = [QuestionRecord(f"q{i}", "2+2?", "4", drawn[i % 2]) for i in range(6)]
+        >>> held = auto_replay(records, [40.0, 80.0], folds=2, resamples=4)
+        >>> [(h.budget, sum(h.costs["tokens"]) / len(h.accuracy)) for h in held]
+        [(40.0, 30.0), (80.0, 30.0)]
+    """
     questions = calibration_questions(records, use_scores=use_scores)
     costs = run_costs(records, verifier_fraction=verifier_fraction)
     top = min(n_max or max(q.n for q in questions), max(q.n for q in questions))

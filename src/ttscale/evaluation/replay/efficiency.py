@@ -25,7 +25,18 @@ def efficiency_points(records: Sequence[QuestionRecord], names: Sequence[str],
                       ns: Sequence[int], conf_params: Sequence[ConfidenceParams],
                       prune_params: Sequence[PruneParams], *, orders: int,
                       seed: int) -> list[CurvePoint]:
-    """Curve points of DeepConf (offline, online) and DeepPrune replayed on stored tokens."""
+    """Curve points of DeepConf (offline, online) and DeepPrune replayed on stored tokens.
+
+    Example:
+        >>> from ttscale.evaluation.runs.records import TraceRecord
+        >>> from ttscale.types import TokenLogprob
+        >>> lps = (TokenLogprob("4", -0.1, (("4", -0.1), ("5", -2.3))),)
+        >>> drawn = tuple(TraceRecord(0, i, "4", "4", 10, 1, logprobs=lps) for i in range(2))
+        >>> points = efficiency_points([QuestionRecord("q", "2+2?", "4", drawn)], ["deepconf"], [2],
+        ...                            [ConfidenceParams()], [PruneParams()], orders=4, seed=0)
+        >>> [(p.strategy, p.n, p.accuracy) for p in points]
+        [('deepconf', 2, 1.0), ('deepprune[jaccard,prefix=64]', 2, 1.0)]
+    """
     from ttscale.evaluation.replay.confidence import prepare_confidence, replay_confidence
     from ttscale.evaluation.replay.prune import prepare_prune, replay_prune
 

@@ -73,7 +73,17 @@ def shared_questions(runs: Sequence[Sequence[QuestionRecord]]) -> list[list[Ques
 
 def votes(runs: Sequence[Sequence[QuestionRecord]], n: int | None,
           rule: StoppingRule | None, rng: random.Random | None) -> list[QuestionVotes]:
-    """Per shared question, every source's drawn answers and tokens as ``QuestionVotes``."""
+    """Per shared question, every source's drawn answers and tokens as ``QuestionVotes``.
+
+    Example:
+        >>> from ttscale.evaluation.runs.records import TraceRecord
+        >>> a = [QuestionRecord("q", "2+2?", "4", (TraceRecord(0, 0, "", "4", 10, 20),
+        ...                                        TraceRecord(0, 1, "", "5", 10, 30)))]
+        >>> b = [QuestionRecord("q", "2+2?", "4", (TraceRecord(0, 0, "", "5", 10, 50),))]
+        >>> v = votes([a, b], None, None, None)[0]
+        >>> v.candidates, v.correct, v.shares, v.tokens
+        (('4', '5'), (True, False), ((0.5, 0.5), (0.0, 1.0)), (70.0, 60.0))
+    """
     out = []
     for k, first in enumerate(runs[0]):
         drawn, tokens = [], []

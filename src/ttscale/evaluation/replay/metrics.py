@@ -142,6 +142,13 @@ def replay(p: Prepared, k: int, resamples: int, rng: random.Random,
 
     With ``k`` equal to the number of samples there is one subset, taken in sample order, so
     the result is exact and ties go to the earliest class as in a plain majority vote.
+
+    Example:
+        >>> p = prepare([("4", 30, None), ("5", 40, None), ("4", 30, None)], "4")
+        >>> replay(p, 3, 1, random.Random(0))  # all three samples: one exact vote
+        (1.0, 100.0)
+        >>> [round(x, 2) for x in replay(p, 1, 1, random.Random(0), "pass")]
+        [0.67, 33.33]
     """
     _check_aggregate(aggregate)
     n = len(p.classes)

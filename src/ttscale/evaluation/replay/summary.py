@@ -35,6 +35,15 @@ def run_points(run_dir: str | Path, cfg: EvalConfig, only: Sequence[str] | None 
     """``cfg``'s points over the questions in ``only`` (default: all), the points of every
     other (strategy, n) the run stored, and the number of questions in the first;
     ``loaded``: what ``load_records(run_dir, logprobs=False)`` returned, if already read.
+
+    Example:
+        >>> import tempfile
+        >>> from ttscale.evaluation.api import evaluate
+        >>> d = tempfile.mkdtemp()
+        >>> _ = evaluate("svamp", d, ids="0-1", ns=[1, 2], backend="fake", report_files=False)
+        >>> points, earlier, questions = run_points(d, EvalConfig(ns=(1,)))
+        >>> [(p.strategy, p.n) for p in points], [(p.strategy, p.n) for p in earlier], questions
+        ([('majority', 1), ('pass@k', 1)], [('majority', 2)], 2)
     """
     # the replayed strategies vote on answers and the rest read result rows: no point
     # needs the traces' log-probabilities (DeepConf's replays read them in replay())
@@ -61,6 +70,15 @@ def earlier_points(records: Sequence[QuestionRecord], shown: set[tuple[str, int]
     """Points of every (strategy, n) with result rows in the run but not in ``shown``,
     over every question that has them: a run evaluated in several invocations (sampling,
     then each search) reports all of them, not only the last.
+
+    Example:
+        >>> import tempfile
+        >>> from ttscale.evaluation.api import evaluate
+        >>> run = evaluate("svamp", tempfile.mkdtemp(), ids="0-1", ns=[1, 2], backend="fake")
+        >>> records = load_records(run.run_dir)[1]
+        >>> [(p.strategy, p.n) for p in earlier_points(records, {("majority", 1)}, resamples=4,
+        ...                                            seed=0)]
+        [('majority', 2)]
     """
     stored: dict[str, set[int]] = {}
     for r in records:

@@ -206,7 +206,17 @@ def rows_of(store: Store) -> list[dict[str, Any]]:
 
 def merge_rows(store: Store, rows: list[dict[str, Any]]) -> Counter[str]:
     """Merge rows from :func:`rows_of` into ``store`` in one transaction, by their unique
-    keys (a row already there is kept); the rows that were new, per table."""
+    keys (a row already there is kept); the rows that were new, per table.
+
+    Example:
+        >>> import tempfile
+        >>> with Store.open(tempfile.mkdtemp(), {"kind": "eval"}) as worker:
+        ...     _ = worker.bind("verifier:x", "head a")
+        ...     rows = rows_of(worker)
+        >>> with Store.open(tempfile.mkdtemp(), {"kind": "eval"}) as driver:
+        ...     merge_rows(driver, rows), merge_rows(driver, rows)  # the second time: nothing new
+        (Counter({'bindings': 1}), Counter())
+    """
     return +_write(store, [(r["table"], r) for r in rows], Path("the rows merged"))
 
 

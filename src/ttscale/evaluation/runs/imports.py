@@ -26,7 +26,14 @@ KIND = "imported-samples"
 
 def import_settings(questions: Sequence[ImportedQuestion], source: Path,
                     fmt: str) -> dict[str, Any]:
-    """The settings of an import run: source, format, model id, golds and sample counts."""
+    """The settings of an import run: source, format, model id, golds and sample counts.
+
+    Example:
+        >>> q = [ImportedQuestion("0", "7", (("7", 10), (None, 4)))]
+        >>> s = import_settings(q, Path("m.jsonl"), "boinf")
+        >>> s["kind"], s["model"], s["golds"], s["samples"]
+        ('imported-samples', 'import:m', {'0': '7'}, {'0': 2})
+    """
     return {"kind": KIND, "source": str(source.resolve()), "format": fmt,
             "model": f"import:{source.stem}",
             "golds": {q.id: q.gold for q in questions},
@@ -57,7 +64,16 @@ def store_imported(run_dir: str | Path, questions: Sequence[ImportedQuestion], s
 
 
 def stored_settings(run_dir: str | Path) -> dict[str, Any]:
-    """The settings of an existing run, read without changing the file."""
+    """The settings of an existing run, read without changing the file.
+
+    Example:
+        >>> import tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> q = ImportedQuestion("0", "7", (("7", 10),))
+        >>> _ = store_imported(d, [q], Path("m.jsonl"), "boinf")
+        >>> stored_settings(d)["format"], stored_settings(d)["golds"]
+        ('boinf', {'0': '7'})
+    """
     path = Path(run_dir) / FILE_NAME
     if not path.is_file():
         raise ConfigError(f"{run_dir} holds no run store ({FILE_NAME}): run ttscale eval "
@@ -79,7 +95,16 @@ def stored_settings(run_dir: str | Path) -> dict[str, Any]:
 
 
 def load_run(run_dir: str | Path) -> list[QuestionSamples]:
-    """The questions of an import run with their samples, in sampling order."""
+    """The questions of an import run with their samples, in sampling order.
+
+    Example:
+        >>> import tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> q = ImportedQuestion("0", "7", (("7", 10), ("3", 12), (None, 4)))
+        >>> _ = store_imported(d, [q], Path("m.jsonl"), "boinf")
+        >>> [(s.id, s.gold, s.samples) for s in load_run(d)]
+        [('0', '7', (('7', 10, None), ('3', 12, None), (None, 4, None)))]
+    """
     settings = stored_settings(run_dir)
     if settings.get("kind") != KIND or not isinstance(settings.get("golds"), dict):
         raise ConfigError(f"{run_dir} is not an import-samples run (it has no gold answers): "
@@ -97,5 +122,11 @@ def load_run(run_dir: str | Path) -> list[QuestionSamples]:
 
 
 def max_n(questions: Sequence[QuestionSamples]) -> int:
-    """The most samples every question has (the largest n a replay can ask)."""
+    """The most samples every question has (the largest n a replay can ask).
+
+    Example:
+        >>> a = QuestionSamples("a", "7", (("7", 10, None),) * 3)
+        >>> max_n([a, QuestionSamples("b", "3", (("3", 5, None),) * 2)]), max_n([])
+        (2, 0)
+    """
     return min((len(q.samples) for q in questions), default=0)

@@ -26,7 +26,16 @@ _DATA = re.compile(r'<script type="application/json" id="data">(.*?)</script>', 
 
 
 def report_data(path: Path) -> dict[str, Any]:
-    """The JSON a report embeds: its questions with their samples, and its settings."""
+    """The JSON a report embeds: its questions with their samples, and its settings.
+
+    Example:
+        >>> import tempfile
+        >>> from ttscale.evaluation.api import evaluate
+        >>> run = evaluate("svamp", tempfile.mkdtemp(), ids="0-1", ns=[1], backend="fake")
+        >>> data = report_data(run.run_dir / "report.html")
+        >>> sorted(data), len(data["questions"]), data["settings"]["dataset"]
+        (['questions', 'settings'], 2, 'svamp')
+    """
     try:
         page = path.read_text(encoding="utf-8")
     except OSError as exc:

@@ -62,7 +62,14 @@ def prompt_json(prompt: Prompt) -> str:
 
 
 def prompt_from_json(text: str) -> Prompt:
-    """The prompt ``prompt_json`` wrote."""
+    """The prompt ``prompt_json`` wrote.
+
+    Example:
+        >>> prompt_from_json(prompt_json("2+2="))
+        '2+2='
+        >>> prompt_from_json(prompt_json(Chat((Message("user", "2+2?"),), "So"))).prefill
+        'So'
+    """
     data = json.loads(text)
     if "text" in data:
         return str(data["text"])
@@ -170,7 +177,15 @@ PUT_RESULT = ("INSERT OR IGNORE INTO results (run, question_id, strategy, n, see
 def generation_values(rows: Sequence[NewGeneration],
                       now: float | None = None) -> list[tuple[Any, ...]]:
     """The generations table's values of ``rows``; prompts and parameters shared by many
-    rows (a question's samples) are serialised once."""
+    rows (a question's samples) are serialised once.
+
+    Example:
+        >>> g = Generation("The answer is 4.", 12, 5, "stop")
+        >>> row = NewGeneration("sha", "2+2?", SamplingParams(), 0, g, "4")
+        >>> values = generation_values([row], now=0.0)[0]
+        >>> values[3:5], values[6:10], values[12:]
+        ((0, '{"text":"2+2?"}'), ('The answer is 4.', 12, 5, 'stop'), ('4', 0.0, None))
+    """
     now = time.time() if now is None else now
     keys: dict[int, tuple[str, str]] = {}  # id of a prompt or params object -> json, hash
     values = []
@@ -198,6 +213,13 @@ def _keyed(text: str) -> tuple[str, str]:
 
 
 def result_values(rows: Sequence[ResultRow], now: float) -> list[tuple[Any, ...]]:
+    """The results table's values of ``rows``, stored at time ``now``.
+
+    Example:
+        >>> row = ResultRow("eval", "q0", "majority", 4, 0, "4", True, Usage(10, 5, 1))
+        >>> result_values([row], now=0.0)  # doctest: +ELLIPSIS
+        [('eval', 'q0', 'majority', 4, 0, '4', 1, '{"calls":1,"completion_tokens":5,...}', 0.0)]
+    """
     return [(r.run, r.question_id, r.strategy, r.n, r.seed, r.answer,
              None if r.correct is None else int(r.correct), canonical_json(r.usage), now)
             for r in rows]

@@ -72,7 +72,13 @@ def feature_dtype(name: str) -> str:
 
 
 def import_torch() -> Any:
-    """torch, or a ``MissingExtra`` naming the install command."""
+    """torch, or a ``MissingExtra`` naming the install command.
+
+    Example:
+        >>> torch = import_torch()
+        >>> torch.__name__, torch.ones(2).sum().item()
+        ('torch', 2.0)
+    """
     try:
         import torch
     except ImportError as exc:
@@ -183,7 +189,15 @@ def default_layer(n_layers: int) -> int:
 
 
 def chat_text(tokenizer: Any, question: str) -> str:
-    """The solve prompt of ``question`` in the model's chat template, ready for a reply."""
+    """The solve prompt of ``question`` in the model's chat template, ready for a reply.
+
+    Example:
+        >>> class Template:  # a stand-in for a transformers tokenizer
+        ...     def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+        ...         return "".join(f"<{m['role']}>" for m in messages) + "<assistant>"
+        >>> chat_text(Template(), "2+2?")
+        '<system><user><assistant>'
+    """
     messages = [{"role": m.role, "content": m.content} for m in solve_prompt(question).messages]
     return str(tokenizer.apply_chat_template(messages, tokenize=False,
                                              add_generation_prompt=True))

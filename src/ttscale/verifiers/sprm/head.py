@@ -112,7 +112,13 @@ class HeadMeta:
 
 
 def build_module(hidden_size: int, width: int) -> Any:
-    """The head: linear, GELU, linear to one logit (the sigmoid is applied by the caller)."""
+    """The head: linear, GELU, linear to one logit (the sigmoid is applied by the caller).
+
+    Example:
+        >>> module = build_module(hidden_size=8, width=4)
+        >>> [type(m).__name__ for m in module], module[0].in_features, module[2].out_features
+        (['Linear', 'GELU', 'Linear'], 8, 1)
+    """
     torch = import_torch()
     nn = torch.nn
     return nn.Sequential(nn.Linear(hidden_size, width), nn.GELU(), nn.Linear(width, 1))
@@ -278,7 +284,17 @@ def shipped_head(sha256: str | None, heads_dir: Path | None = None, *,
 
 
 def model_identity(backend: Any) -> tuple[str, Path, str]:
-    """(name, GGUF path, SHA-256) of a llama.cpp backend's model: what SPRM features read."""
+    """(name, GGUF path, SHA-256) of a llama.cpp backend's model: what SPRM features read.
+
+    Example:
+        >>> import tempfile
+        >>> from types import SimpleNamespace
+        >>> gguf = Path(tempfile.mkdtemp()) / "smollm2-135m.gguf"
+        >>> _ = gguf.write_bytes(b"weights")
+        >>> name, path, sha = model_identity(SimpleNamespace(model_path=str(gguf)))
+        >>> name, path.name, sha[:16]
+        ('smollm2-135m', 'smollm2-135m.gguf', '9a129038d9a00aed')
+    """
     from ttscale import models
 
     inner = getattr(backend, "backend", backend)  # a CachedBackend wraps the real one

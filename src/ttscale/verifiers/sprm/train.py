@@ -44,7 +44,15 @@ class Example:
 
 
 def trace_scores(head: SPRMHead, examples: Sequence[Example]) -> list[float]:
-    """Each example's trace score under ``head``."""
+    """Each example's trace score under ``head``.
+
+    Example:
+        >>> head = SPRMHead.new(HeadMeta("ab" * 32, "m", 4, 8, 3, 5), seed=0)
+        >>> steps = Example("q", 0, np.ones((2, 3), dtype=np.float32), 1, 40, 0.1)
+        >>> scores = trace_scores(head, [steps, steps])
+        >>> len(scores), scores[0] == scores[1], 0.0 < scores[0] < 1.0
+        (2, True, True)
+    """
     return [geometric_mean(head.step_scores(e.vectors)) for e in examples]
 
 
