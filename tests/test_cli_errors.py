@@ -127,7 +127,8 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize(("args", "says"), [
-    (["eval", "export", "{run}", "{tmp}"], "{tmp} is a directory: give a file name in it"),
+    (["eval", "export", "{run}", "{tmp}"],
+     "{tmp} is a directory: give a file name in it, e.g. {tmp}/run.jsonl"),
     (["eval", "export", "{run}", "{tmp}/notes.txt/run.jsonl"],
      "cannot write {tmp}/notes.txt/run.jsonl: {tmp}/notes.txt is a file, not a folder"),
     (["plan", "fit", "{run}", "--out", "{tmp}/notes.txt/plan.json"],

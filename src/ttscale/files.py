@@ -40,9 +40,10 @@ def _make_folder(folder: Path, failing: str) -> None:
         raise ConfigError(f"{failing} ({exc.strerror}): choose another path") from None
 
 
-def output_file(path: str | Path) -> Path:
-    """``path`` as a file to write: its folder is made; a directory in its place, or a
-    folder that cannot be made, is a ``ConfigError`` that names the fix.
+def output_file(path: str | Path, example: str = "out.json") -> Path:
+    """``path`` as a file to write: its folder is made; a directory in its place (the fix
+    names ``example`` in it), or a folder that cannot be made, is a ``ConfigError`` that
+    names the fix.
 
     Example:
         >>> import tempfile
@@ -57,6 +58,6 @@ def output_file(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path} is a directory: give a file name in it, e.g. "
-                          f"{path / 'out.json'}")
+                          f"{path / example}")
     _make_folder(path.parent, f"cannot write {path}")
     return path

@@ -49,7 +49,7 @@ def fit_command(
     from ttscale.files import output_file
 
     with reported():
-        output_file(out)  # a wrong --out fails now, not after the fit
+        output_file(out, "plan.json")  # a wrong --out fails now, not after the fit
         with shown() as progress:
             plan = fit_from_runs([str(d) for d in run_dirs], verifier=verifier, unit=currency,
                                  verifier_fraction=verifier_fraction, folds=folds,

@@ -125,7 +125,7 @@ def sprm_train(runs: Sequence[str | Path], out: str | Path, *, layer: int | None
 
     if not runs:
         raise ConfigError("sprm_train needs at least one run made by sprm collect")
-    output_file(head_paths(out)[0])  # a wrong --out fails now, not after the training
+    output_file(head_paths(out)[0], "head")  # a wrong --out fails now, not after the training
     if (width < 1 or epochs < 1 or not 0 < lr < math.inf or warmup < 0 or not 0 <= holdout < 1
             or folds < 0 or folds == 1):
         raise ConfigError("--width, --epochs and --lr must be positive, --warmup at least 0, "

@@ -195,7 +195,7 @@ class Plan:
 
     def save(self, path: str | Path) -> Path:
         """Write the plan as JSON (through a temporary file, so a kill leaves the old one)."""
-        path = output_file(path)
+        path = output_file(path, "plan.json")
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(self.to_json(), encoding="utf-8")
         tmp.replace(path)

@@ -81,7 +81,7 @@ def export_run(run_dir: str | Path, file: str | Path, *, logprobs: bool = True) 
         raise ConfigError(f"{run_dir} holds no run store ({FILE_NAME}): give the directory "
                           "of a ttscale run")
     counts: Counter[str] = Counter()
-    target = output_file(file)
+    target = output_file(file, "run.jsonl")
     partial = target.with_name(target.name + ".partial")
     # the store is opened with its own settings, so any run directory is accepted as it is
     with Store.open(run_dir, _stored_settings(path)) as store, \
