@@ -53,8 +53,9 @@ def explain(plan: Plan, source: str = "the plan") -> str:
              f"{plan.costs.get('sample_tokens', 0):,.0f} tokens"
              + (f" and verifying it about {plan.costs['verify_tokens']:,.0f}"
                 if plan.verifier else "") + ".",
-             f"It decides after {', '.join(map(str, plan.stages))} samples; the first "
-             f"{plan.stages[0]} is the probe, and every sample votes.", ""]
+             f"It decides after {', '.join(map(str, plan.stages))} samples; "
+             + ("the first sample is the probe" if plan.stages[0] == 1 else
+                f"the first {plan.stages[0]} are the probe") + ", and every sample votes.", ""]
     u0 = plan.predictor("U", 0)
     ranked = sorted(zip(u0.names, u0.coef, strict=True), key=lambda x: -abs(x[1]))[:3]
     lines.append("Predicted difficulty after the probe: a logistic model of "
@@ -76,7 +77,8 @@ def explain(plan: Plan, source: str = "the plan") -> str:
         for f in frontier:
             by_bin = ", ".join("-" if t is None else f"{t:,.0f}"
                                for t in f.get("tokens_by_bin", []))
-            lines.append(f"  {f['budget_samples']:g} samples' worth: {f['accuracy']:.1%} "
+            worth = "sample's" if f["budget_samples"] == 1 else "samples'"
+            lines.append(f"  {f['budget_samples']:g} {worth} worth: {f['accuracy']:.1%} "
                          f"at {f['tokens']:,.0f} tokens a question ({f['samples']:.2f} "
                          f"samples); tokens by predicted difficulty, hardest first: "
                          f"{by_bin}")
