@@ -365,6 +365,15 @@ def test_effort_levels_run_auto_and_a_named_strategy_beats_them() -> None:
     budgeted = plan(question=Q, model="auto:budget=3000/fake", served=["fake"],
                     settings=Settings())
     assert budgeted.strategy == "auto:budget=3000"
+    # a count for a strategy that chooses its own samples would be ignored: refused
+    with pytest.raises(ConfigError, match="auto chooses its own number of samples: drop the "
+                       r"@N \(or n\), or cap them with auto:n_max=N"):
+        plan(question=Q, model="auto@8/fake", served=["fake"], settings=Settings())
+    with pytest.raises(ConfigError, match="greedy draws one sample"):
+        plan(question=Q, model="fake", served=["fake"], settings=Settings(), strategy="greedy",
+             n=4)
+    with pytest.raises(ConfigError, match="greedy draws one sample"):
+        Settings(default_strategy="greedy@4")
 
 
 def test_metrics_count_requests_tokens_and_latency() -> None:

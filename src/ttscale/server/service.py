@@ -35,7 +35,7 @@ from ttscale.errors import ConfigError, TtscaleError
 from ttscale.planner.effort import EFFORT_SAMPLES, effort_strategy
 from ttscale.registry import strategies
 from ttscale.solve import check, solve
-from ttscale.strategies.spec import check_strategy, make_strategy
+from ttscale.strategies.spec import check_strategy, make_strategy, takes_samples
 from ttscale.types import Result
 
 EFFORT = {"none": "greedy", "minimal": "greedy"}
@@ -130,6 +130,8 @@ class Settings:
             raise ConfigError("an API key is empty: give non-empty keys")
         name, count = parse_spec(self.default_strategy)
         check_strategy(name)  # an unknown default or option fails at startup, not per request
+        if count is not None:
+            check_count(name)
         if (count or DEFAULT_N) > self.max_n:
             raise ConfigError(f"the default strategy {self.default_strategy} draws more "
                               f"samples than max_n {self.max_n}: lower one or raise the other")
@@ -157,6 +159,27 @@ class Plan:
     budget: int | None = None
     choices: int = 1
     traces: bool = False
+
+
+def check_count(name: str) -> None:
+    """Refuse a sample count (``@N``, or ``n`` in the ``ttscale`` object) for a strategy
+    that chooses its own (greedy, auto): it would be ignored.
+
+    Example:
+        >>> check_count("majority")
+        >>> check_count("auto:effort=high")
+        Traceback (most recent call last):
+        ...
+        ttscale.errors.ConfigError: auto chooses its own number of samples: drop the @N (or \
+n), or cap them with auto:n_max=N
+    """
+    if takes_samples(name):
+        return
+    base = name.partition(":")[0].strip()
+    if base == "greedy":
+        raise ConfigError("greedy draws one sample: drop the @N (or n)")
+    raise ConfigError(f"{base} chooses its own number of samples: drop the @N (or n), or cap "
+                      f"them with {base}:n_max=N")
 
 
 def parse_spec(spec: str) -> tuple[str, int | None]:
@@ -253,6 +276,8 @@ def plan(*, question: str, model: str, served: Sequence[str], settings: Settings
     if not (strategy or from_model) and n is None:
         count = min(count, settings.max_n)  # an effort level asks for "more", not a number
     strat = make_strategy(name, max(count, 1))  # unknown names fail here, listing choices
+    if n is not None or (spec_n is not None and (strategy or from_model)):
+        check_count(name)
     if verifier is None and strat.needs_verifier:
         verifier = settings.default_verifier
     samples = count if hasattr(strat, "n") else 1
