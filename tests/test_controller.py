@@ -49,6 +49,16 @@ def query(run_dir: Path, sql: str) -> Any:
         return db.execute(sql).fetchall()
 
 
+def stored_so_far(run_dir: Path) -> int:
+    """Samples stored so far; 0 while the run has not yet made its file or its tables."""
+    if not (run_dir / "run.sqlite").exists():
+        return 0
+    try:
+        return int(query(run_dir, KEYS)[0][0])
+    except sqlite3.OperationalError:  # the file exists a moment before its schema does
+        return 0
+
+
 def test_256_in_flight_store_every_sample_once_as_the_threaded_path_does(
         standin: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     in_flight = 0
@@ -96,7 +106,7 @@ def test_ctrl_c_mid_run_leaves_a_store_the_next_run_completes(standin: str,
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         time.sleep(0.2)
-        if (out / "run.sqlite").exists() and query(out, KEYS)[0][0] > 200:
+        if stored_so_far(out) > 200:
             break
     # 12,000 samples: on an idle machine the run must still be going when Ctrl-C comes
     assert proc.poll() is None, "the run ended before it could be interrupted"
