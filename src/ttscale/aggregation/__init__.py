@@ -2,6 +2,7 @@
 
 - ``stopping``: adaptive-N stopping rules over a tally of votes (Bayes factor, budgeted, fixed)
 - ``confidence``: DeepConf trace confidence from token log-probabilities, confident voting
+- ``brevity``: a vote that weighs shorter samples more
 - ``pruning``: DeepPrune prefix similarity and greedy clustering
 - ``ensemble``: weights for combining several sources' votes (equal, MILP, second order)
 

@@ -1,11 +1,12 @@
 """``auto``: the strategy a fitted plan chooses per question, at a mean budget.
 
 The first stage's samples are the probe (they also vote). After each stage the plan's policy
-reads the probe's signals and says what to do: answer now (by majority, or weighted by the
-verifier's scores), verify what was drawn, or sample up to the next stage. Every sample and
-every verification goes through :func:`ttscale.strategies.base.sample` / ``verify`` and the
-one Accountant, so every token is counted and a hard cap (``solve(budget=...)``) is never
-exceeded: a verification that does not fit is skipped, a stage that does not fit ends it.
+reads the probe's signals and says what to do: answer now (by majority, by the vote weighted
+toward shorter samples, or weighted by the verifier's scores), verify what was drawn, or
+sample up to the next stage. Every sample and every verification goes through
+:func:`ttscale.strategies.base.sample` / ``verify`` and the one Accountant, so every token is
+counted and a hard cap (``solve(budget=...)``) is never exceeded: a verification that does
+not fit is skipped, a stage that does not fit ends it.
 
 ``budget`` is the *mean* cost per question the plan aims at (in ``unit``: tokens by default,
 or FLOPs, or seconds): easy questions stop after the probe, the tokens go where the plan
@@ -25,7 +26,15 @@ from typing import Any
 from ttscale.answers import solve_prompt
 from ttscale.errors import ConfigError
 from ttscale.planner.effort import EFFORT_SAMPLES, backend_sha256, check_effort
-from ttscale.planner.plan import CURRENCIES, Plan, Point, check_model, load_plan, shipped_plan
+from ttscale.planner.plan import (
+    ANSWERS,
+    CURRENCIES,
+    Plan,
+    Point,
+    check_model,
+    load_plan,
+    shipped_plan,
+)
 from ttscale.planner.policy import decide, probe_of
 from ttscale.strategies.adaptive_majority import AdaptiveMajority
 from ttscale.strategies.base import Env, State, classes_of, pick, result, sample, verify
@@ -207,7 +216,7 @@ class Auto:
         if state.probe_bin is None:
             state = replace(state, probe_bin=d.difficulty)
         actions = (*state.actions, d.action)
-        if d.action in ("majority", "weighted"):
+        if d.action in ANSWERS:
             return replace(state, done=True, answer_by=d.action, actions=actions)
         if d.action == "verify":
             if not self._verify_fits(state, env, len(state.traces)):
@@ -230,19 +239,19 @@ class Auto:
             forced = decide(plan, state.point, state.track, min(state.stage + 1,
                             len(plan.stages) - 1), probe_of(state.traces, prompt_tokens,
                             verified=state.track == "V"), can_sample=False)
-            by = forced.action if forced.action in ("majority", "weighted") else "majority"
+            by = forced.action if forced.action in ANSWERS else "majority"
             return replace(state, done=True, answer_by=by)
         return replace(state, stage=state.stage + 1)
 
     def finish(self, state: State, env: Env) -> Result:
         assert isinstance(state, AutoState)
-        weighted = state.answer_by == "weighted"
-        classes = classes_of(state.traces, "sum" if weighted else "count")
+        weight = {"weighted": "sum", "brevity": "brevity"}.get(state.answer_by, "count")
+        classes = classes_of(state.traces, weight)
         notes = state.notes
         if state.plan is not None:
             notes += (f"auto: predicted difficulty bin {state.probe_bin} of "
                       f"{len(state.plan.predictor('U', 0).edges) + 1} (0 hardest) after the "
                       f"probe; {' -> '.join(state.actions) or 'answered'}; "
                       f"{len(state.traces)} samples, answered by {state.answer_by}",)
-        return replace(result(state, env, self.name, classes,
-                              pick(classes, "score" if weighted else "votes")), notes=notes)
+        by = "votes" if state.answer_by == "majority" else "score"
+        return replace(result(state, env, self.name, classes, pick(classes, by)), notes=notes)

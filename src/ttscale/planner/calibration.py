@@ -4,7 +4,8 @@ A :class:`CalQuestion` is one question's stored samples, already merged into ans
 (by the caller, with math-verify) and labelled only per class. :func:`trajectories` draws
 ``orders`` random orders of each question's samples (without replacement, as an online
 sampler would see them) and, at every stage (``k`` samples drawn), computes the probe's
-signals, whether the majority and the verifier-weighted answer are right, and the
+signals, whether the majority, the brevity-weighted vote and the verifier-weighted answer
+are right, and the
 cumulative cost of sampling and of verifying, in every currency. Everything the fit needs is
 then numpy arrays indexed ``[question, order, stage]``.
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ttscale.aggregation.brevity import brevity_winner
 from ttscale.errors import ConfigError
 from ttscale.planner.signals import Probe, features, signal_names
 
@@ -88,6 +90,7 @@ class Trajectories:
     fu: np.ndarray             # (Q, R, S, dU) unverified signals
     fv: np.ndarray | None      # (Q, R, S, dV) verified signals (None without scores)
     maj: np.ndarray            # (Q, R, S) bool: the majority is right
+    bok: np.ndarray            # (Q, R, S) bool: the brevity-weighted vote is right
     wok: np.ndarray            # (Q, R, S) bool: the verifier-weighted answer is right
     ptok: np.ndarray           # (Q, R, S) cumulative sampling tokens
     vtok: np.ndarray           # (Q, R, S) cumulative verification tokens
@@ -136,6 +139,11 @@ def _winner_ok(q: CalQuestion, drawn: Sequence[int], weighted: bool) -> bool:
     return bool(q.correct[winner])
 
 
+def _brevity_ok(q: CalQuestion, drawn: Sequence[int]) -> bool:
+    winner = brevity_winner([q.classes[i] for i in drawn], [q.lengths[i] for i in drawn])
+    return winner is not None and bool(q.correct[winner])
+
+
 def trajectories(questions: Sequence[CalQuestion], stages: Sequence[int], *,
                  orders: int = 32, seed: int = 0) -> Trajectories:
     """Replay every question in ``orders`` random orders and record each stage's probe.
@@ -159,6 +167,7 @@ def trajectories(questions: Sequence[CalQuestion], stages: Sequence[int], *,
     fu = np.zeros((qn, r, s, len(u_names)))
     fv = np.zeros((qn, r, s, len(v_names))) if verified else None
     maj = np.zeros((qn, r, s), dtype=bool)
+    bok = np.zeros((qn, r, s), dtype=bool)
     wok = np.zeros((qn, r, s), dtype=bool)
     ptok = np.zeros((qn, r, s))
     vtok = np.zeros((qn, r, s))
@@ -176,8 +185,9 @@ def trajectories(questions: Sequence[CalQuestion], stages: Sequence[int], *,
                 if fv is not None:
                     fv[qi, o, si] = features(q.probe(drawn, True), "V", confidence=confidence)
                 maj[qi, o, si] = _winner_ok(q, drawn, False)
+                bok[qi, o, si] = _brevity_ok(q, drawn)
                 wok[qi, o, si] = _winner_ok(q, drawn, True) if verified else maj[qi, o, si]
                 ptok[qi, o, si] = sum(q.tokens[i] for i in drawn)
                 vtok[qi, o, si] = sum(vt[i] for i in drawn)
-    return Trajectories(tuple(stages), avail, fu, fv, maj, wok, ptok, vtok, u_names, v_names,
+    return Trajectories(tuple(stages), avail, fu, fv, maj, bok, wok, ptok, vtok, u_names, v_names,
                         confidence)

@@ -28,7 +28,6 @@ import numpy as np
 from ttscale.planner.calibration import CURRENCY_UNITS, Costs, Trajectories
 from ttscale.planner.fit import (
     LAMBDAS,
-    MAJ,
     SAM,
     Fitted,
     Outcome,
@@ -75,10 +74,12 @@ class Candidate:
 
 
 def agreement_policies(stages: Sequence[int], cells: int,
-                       agree: int = len(AGREEMENT_EDGES) + 1) -> list[tuple[Policy, str]]:
+                       agree: int = len(AGREEMENT_EDGES) + 1,
+                       answer: str = "majority") -> list[tuple[Policy, str]]:
     """Adaptive majority as policy tables over the sample counts ``stages``: sample on while
     the agreement bin is below ``t`` (stop once the Bayes factor passes edge ``t``; for
-    ``t = agree`` never stop early), up to ``stages[cap]`` samples; answer by majority.
+    ``t = agree`` never stop early), up to ``stages[cap]`` samples; answer by ``answer``
+    (``majority``, or ``brevity``: the same rules answering by the brevity-weighted vote).
 
     Example:
         >>> rules = agreement_policies((1, 2, 4), 10)
@@ -86,18 +87,23 @@ def agreement_policies(stages: Sequence[int], cells: int,
         (11, 'majority@1', 'bayes factor > 3, at most 2 samples', 'majority@4')
         >>> rules[2][0].tu[0].tolist()  # t = 2: sample on in agreement bins 0 and 1
         [3, 3, 0, 0, 0, 3, 3, 0, 0, 0]
+        >>> agreement_policies((1, 2, 4), 10, answer="brevity")[-1][1]
+        'brevity vote@4'
     """
     edges = (*AGREEMENT_EDGES, None)
-    out = [(Policy(0.0, np.full((len(stages), cells), MAJ), np.full((len(stages), cells), MAJ),
-                   None, None), f"majority@{stages[0]}")]
+    end = ACTIONS.index(answer)
+    fixed, suffix = ("majority", "") if answer == "majority" else ("brevity vote",
+                                                                   ", brevity vote")
+    out = [(Policy(0.0, np.full((len(stages), cells), end), np.full((len(stages), cells), end),
+                   None, None), f"{fixed}@{stages[0]}")]
     for cap in range(1, len(stages)):
         for t in range(1, agree + 1):
-            tu = np.full((len(stages), cells), MAJ)
-            tu[:cap] = np.where((np.arange(cells) % agree) < t, SAM, MAJ)
+            tu = np.full((len(stages), cells), end)
+            tu[:cap] = np.where((np.arange(cells) % agree) < t, SAM, end)
             edge = edges[t - 1]
-            label = (f"majority@{stages[cap]}" if edge is None else
-                     f"bayes factor > {edge:g}, at most {stages[cap]} samples")
-            out.append((Policy(0.0, tu, np.full((len(stages), cells), MAJ), None, None),
+            label = (f"{fixed}@{stages[cap]}" if edge is None else
+                     f"bayes factor > {edge:g}, at most {stages[cap]} samples{suffix}")
+            out.append((Policy(0.0, tu, np.full((len(stages), cells), end), None, None),
                         label))
     return out
 
@@ -161,9 +167,10 @@ def candidates(tr: Trajectories, fitted: Fitted, train: np.ndarray, costs: Costs
     for li, (pol, out) in enumerate(fitted_points):
         _a, spent, rse = _summary(out, unit)
         found.append(Candidate(pol, float(acc[li].mean()), spent, "", rse))
-    for pol, label in agreement_policies(tr.stages, fitted.bins, fitted.agree):
-        a, c, rse = _summary(play(tr, fitted, pol, rows, costs), unit)
-        found.append(Candidate(pol, a, c, label, rse))
+    for answer in ("majority", "brevity"):
+        for pol, label in agreement_policies(tr.stages, fitted.bins, fitted.agree, answer):
+            a, c, rse = _summary(play(tr, fitted, pol, rows, costs), unit)
+            found.append(Candidate(pol, a, c, label, rse))
     return found
 
 

@@ -3,10 +3,13 @@ difficulty at each budget (``ttscale plan show``)."""
 
 from __future__ import annotations
 
-from ttscale.planner.plan import Plan, Point
+from ttscale.planner.plan import ANSWERS, Plan, Point
 
 WORDS = {"majority": "answer now by majority", "weighted": "answer now, weighted by the "
-         "verifier", "verify": "have the verifier read the samples", "sample": "sample more"}
+         "verifier", "verify": "have the verifier read the samples", "sample": "sample more",
+         "brevity": "answer now by a vote weighted toward shorter samples"}
+BY = {"majority": "majority", "weighted": "the verifier's weights",
+      "brevity": "the brevity vote"}
 
 
 def _bin_names(count: int) -> list[str]:
@@ -32,8 +35,11 @@ def _probe_actions(plan: Plan, point: Point) -> list[str]:
                     * agree] if a == "sample"), default=-1)
         reach = plan.stages[min(last + 1, len(plan.stages) - 1)] if last >= 0 else \
             plan.stages[0]
+        tables = (*point.u, *point.answer_u, *point.v, *point.answer_v)
+        used = {a for stage in tables for a in stage[d * agree:(d + 1) * agree]}
+        by = " or ".join(BY[a] for a in ANSWERS if a in used)
         out.append(f"{names[d]}: {' or '.join(WORDS[a] for a in shown)} (at most {reach} "
-                   "samples)")
+                   f"samples; answers by {by})")
     return out
 
 

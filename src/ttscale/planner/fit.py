@@ -8,8 +8,9 @@
 2. **Allocation.** The states ``(track, stage, bin)`` form a small decision process whose
    values and transitions are read off the calibration trajectories. For a price ``lambda``
    of compute (accuracy per sample's worth), backward induction picks in each state the
-   action with the best expected ``accuracy - lambda * cost``: answer by majority, answer by
-   weighted vote, verify what was drawn, or sample to the next stage. This is the Lagrangian
+   action with the best expected ``accuracy - lambda * cost``: answer by majority, by the
+   brevity-weighted vote or by the verifier-weighted vote, verify what was drawn, or sample
+   to the next stage. This is the Lagrangian
    form of the knapsack "spend a mean budget on the actions with the highest expected gain
    per unit of cost": every state continues exactly while its marginal gain per cost beats
    ``lambda``. Sweeping ``lambda`` gives the operating points; a budget picks the most
@@ -30,7 +31,8 @@ from ttscale.errors import ConfigError
 from ttscale.planner.calibration import CURRENCY_UNITS, Costs, Trajectories
 from ttscale.planner.plan import ACTIONS, AGREEMENT_EDGES, Point, Predictor
 
-MAJ, WEI, VER, SAM = (ACTIONS.index(a) for a in ("majority", "weighted", "verify", "sample"))
+MAJ, WEI, VER, SAM, BRE = (ACTIONS.index(a) for a in ("majority", "weighted", "verify",
+                                                      "sample", "brevity"))
 LAMBDAS = (*tuple(float(x) for x in np.geomspace(0.0001, 1.0, 56)), 10.0)
 EPS = 1e-9
 
@@ -243,8 +245,12 @@ def allocate(tr: Trajectories, fitted: Fitted, train: np.ndarray, cost_p: np.nda
             val_v[qq, oo, si] = np.where(go[b] & can, gain, row_term)
         b = fitted.bu[qq, oo, si]
         term, count = _cell_means(b, maj, nb)
+        brev = tr.bok[qq, oo, si].astype(float)
+        tb, _ = _cell_means(b, brev, nb)
+        ans_u = np.where(tb > term + EPS, BRE, MAJ)
+        term = np.where(ans_u == BRE, tb, term)
         seen_u[si] = count > 0
-        act = np.full(nb, MAJ)
+        act = ans_u.copy()
         value = term.copy()
         if verified:
             ver, _ = _cell_means(b, val_v[qq, oo, si] - lam * cost_v[qq, oo, si], nb)
@@ -261,11 +267,13 @@ def allocate(tr: Trajectories, fitted: Fitted, train: np.ndarray, cost_p: np.nda
         act = np.where(go, SAM, act)
         value = np.where(go, cont, value)
         tu[si] = act
-        row = np.where(go[b] & can, gain, maj)
+        au[si] = ans_u
+        row = np.where(go[b] & can, gain, np.where(ans_u[b] == BRE, brev, maj))
         if verified:
             row = np.where(act[b] == VER, val_v[qq, oo, si] - lam * cost_v[qq, oo, si], row)
         val_u[qq, oo, si] = row
     _fill_empty(tu, seen_u)
+    _fill_empty(au, seen_u)
     if not verified:
         return Policy(lam, tu, au, None, None)
     _fill_empty(tv, seen_v)
@@ -326,8 +334,10 @@ def play(tr: Trajectories, fitted: Fitted, policy: Policy, rows: np.ndarray,
             forced = np.where(va, policy.av[sa, b_v], forced)
         can = (sa + 1 < s_max) & tr.avail[qa, np.minimum(sa + 1, s_max - 1)]
         act = np.where((act == SAM) & ~can, forced, act)
-        fin = (act == MAJ) | (act == WEI)
-        ok[a[fin]] = np.where(act == WEI, tr.wok[qa, oa, sa], tr.maj[qa, oa, sa])[fin]
+        fin = (act == MAJ) | (act == WEI) | (act == BRE)
+        right = np.select([act == WEI, act == BRE], [tr.wok[qa, oa, sa], tr.bok[qa, oa, sa]],
+                          tr.maj[qa, oa, sa])
+        ok[a[fin]] = right[fin]
         done[a[fin]] = True
         ver[a[act == VER]] = True
         st[a[act == SAM]] += 1

@@ -8,8 +8,9 @@ signals and one logistic predictor per track and stage (standardisation, coeffic
 edges that cut its predicted probability into difficulty bins), and the policy: one
 *operating point* per price of compute ``lambda``, each a table ``[stage][bin] -> action``
 for the unverified track ``U`` and the verified track ``V``, with its expected accuracy and
-cost on the calibration questions. Actions: ``majority`` / ``weighted`` (answer now, by votes
-or by summed verifier scores), ``verify`` (score the samples drawn so far: from ``U`` to
+cost on the calibration questions. Actions: ``majority`` / ``weighted`` / ``brevity`` (answer
+now, by votes, by summed verifier scores, or by votes weighted toward shorter samples:
+:mod:`ttscale.aggregation.brevity`), ``verify`` (score the samples drawn so far: from ``U`` to
 ``V``), ``sample`` (draw up to the next stage). ``answer_u`` / ``answer_v`` say how to answer
 when sampling cannot go on (the budget or the most samples reached).
 """
@@ -28,8 +29,10 @@ from ttscale.errors import ConfigError
 from ttscale.files import output_file
 
 PLAN_FORMAT = "ttscale-plan"
-PLAN_VERSION = 1
-ACTIONS = ("majority", "weighted", "verify", "sample")
+# version 2 added the ``brevity`` answer; a version-1 plan reads unchanged
+PLAN_VERSION = 2
+ACTIONS = ("majority", "weighted", "verify", "sample", "brevity")
+ANSWERS = ("majority", "weighted", "brevity")
 CURRENCIES = ("flops", "tokens", "seconds")
 PLANS_DIR = Path(__file__).resolve().parents[1] / "plans"
 # Bayes-factor edges of the agreement axis: how settled the vote is. One axis is not
@@ -219,7 +222,7 @@ def plan_from_dict(data: Any, source: str = "the plan") -> Plan:
         Traceback (most recent call last):
         ...
         ttscale.errors.ConfigError: x.json is a plan of format version 99, newer than this \
-ttscale reads (1): upgrade ttscale or refit the plan
+ttscale reads (2): upgrade ttscale or refit the plan
     """
     if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
         raise ConfigError(f"{source} is not a ttscale plan: fit one with ttscale plan fit")

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from ttscale.aggregation.brevity import brevity_weights
 from ttscale.answers import extract_answer, group_answers, solve_prompt
 from ttscale.backends.base import Backend
 from ttscale.backends.streaming import generate_streamed
@@ -157,20 +158,27 @@ def verify(env: Env, state: State) -> State:
 
 def classes_of(traces: Sequence[Trace], weight: str = "count") -> list[AnswerClass]:
     """Merge equivalent answers. ``weight``: ``count`` (no score), ``sum`` or ``max`` of
-    the trace scores. Classes keep the order of their first trace.
+    the trace scores, or ``brevity`` (the summed brevity weights of the class's traces,
+    :mod:`ttscale.aggregation.brevity`). Classes keep the order of their first trace.
 
     Example:
         >>> ts = [Trace("a", "4", 5, "stop", score=0.9), Trace("b", "5", 5, "stop", score=0.8),
         ...       Trace("c", "4.0", 5, "stop", score=0.3)]
         >>> [(c.answer, c.votes, c.score, c.traces) for c in classes_of(ts, "max")]
         [('4', 2, 0.9, (0, 2)), ('5', 1, 0.8, (1,))]
+        >>> [round(c.score or 0, 3) for c in classes_of(ts, "brevity")]
+        [0.736, 0.368]
     """
     groups = group_answers([t.answer for t in traces])
+    brevity = brevity_weights([t.completion_tokens for t in traces]) \
+        if weight == "brevity" else ()
     out = []
     for idx in groups:
         scores = [s for i in idx if (s := traces[i].score) is not None]
         score: float | None = None
-        if weight == "sum" and scores:
+        if weight == "brevity":
+            score = float(sum(brevity[i] for i in idx))
+        elif weight == "sum" and scores:
             score = float(sum(scores))
         elif weight == "max" and scores:
             score = float(max(scores))
