@@ -45,8 +45,21 @@ def brevity_winner(classes: Sequence[int], lengths: Sequence[int]) -> int | None
         >>> brevity_winner([-1, -1], [5, 5]) is None
         True
     """
+    return weighted_winner(classes, brevity_weights(lengths))
+
+
+def weighted_winner(classes: Sequence[int], weights: Sequence[float]) -> int | None:
+    """The class id (``-1``: no answer, never chosen) with the largest summed weight; ties
+    go to the class drawn first. ``None`` when no sample answered.
+
+    Example:
+        >>> weighted_winner([0, 1, 1, -1], [0.9, 0.5, 0.3, 5.0])
+        0
+        >>> weighted_winner([2, 0], [1.0, 1.0])   # a tie: the first drawn
+        2
+    """
     total: dict[int, float] = {}
-    for c, w in zip(classes, brevity_weights(lengths), strict=True):
+    for c, w in zip(classes, weights, strict=True):
         if c >= 0:
             total[c] = total.get(c, 0.0) + w
     if not total:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ttscale.aggregation.brevity import brevity_winner
+from ttscale.aggregation.brevity import brevity_winner, weighted_winner
 from ttscale.errors import ConfigError
 from ttscale.planner.signals import Probe, features, signal_names
 
@@ -126,17 +126,11 @@ def default_stages(n_max: int) -> tuple[int, ...]:
 
 
 def _winner_ok(q: CalQuestion, drawn: Sequence[int], weighted: bool) -> bool:
-    weight: dict[int, float] = {}
-    for i in drawn:
-        c = q.classes[i]
-        if c >= 0:
-            w = (q.scores[i] if weighted and q.scores is not None else 1.0)
-            weight[c] = weight.get(c, 0.0) + w
-    if not weight:
-        return False
-    best = max(weight.values())
-    winner = next(c for c, w in weight.items() if w == best)  # ties: the first drawn
-    return bool(q.correct[winner])
+    """Whether the vote of the samples ``drawn`` (by count, or by verifier score) is right;
+    ties go to the class drawn first."""
+    weights = [q.scores[i] if weighted and q.scores is not None else 1.0 for i in drawn]
+    winner = weighted_winner([q.classes[i] for i in drawn], weights)
+    return winner is not None and bool(q.correct[winner])
 
 
 def _brevity_ok(q: CalQuestion, drawn: Sequence[int]) -> bool:

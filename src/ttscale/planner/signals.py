@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ttscale.aggregation.brevity import weighted_winner
 from ttscale.aggregation.stopping import bayes_factor
 
 U_SIGNALS = ("leader_share", "margin", "distinct", "entropy", "no_answer", "log_bf",
@@ -69,14 +70,7 @@ class Probe:
         """The class with the largest summed score (ties to the first seen)."""
         if self.scores is None:
             return self.leader
-        total: dict[int, float] = {}
-        for c, s in zip(self.classes, self.scores, strict=True):
-            if c >= 0:
-                total[c] = total.get(c, 0.0) + s
-        if not total:
-            return None
-        best = max(total.values())
-        return min(c for c, w in total.items() if w == best)
+        return weighted_winner(self.classes, self.scores)
 
 
 def u_features(p: Probe, *, confidence: bool = False) -> tuple[float, ...]:
