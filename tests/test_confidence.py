@@ -189,7 +189,8 @@ def test_bad_strategy_options_fail_before_sampling() -> None:
     fb = FakeBackend()
     with pytest.raises(ConfigError, match="DeepConf has no option 'x'"):
         solve(QUESTION, backend=fb, strategy="deepconf_online:x=1")
-    with pytest.raises(ConfigError, match="strategy majority takes no options"):
+    with pytest.raises(ConfigError, match="strategy majority has no option eta: its options "
+                                          "are vote"):
         solve(QUESTION, backend=fb, strategy="majority:eta=0.1")
     assert fb.calls == []
 

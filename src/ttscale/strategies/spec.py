@@ -136,10 +136,10 @@ def check_strategy(text: str) -> StrategySpec:
     Example:
         >>> check_strategy("adaptive_majority:batch=4").options
         (('batch', 4),)
-        >>> check_strategy("majority:width=4")
+        >>> check_strategy("greedy:width=4")
         Traceback (most recent call last):
         ...
-        ttscale.errors.ConfigError: strategy majority takes no options, got width
+        ttscale.errors.ConfigError: strategy greedy takes no options, got width
         >>> check_strategy("adaptive_majority:colour=red")
         Traceback (most recent call last):
         ...
