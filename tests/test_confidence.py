@@ -209,7 +209,7 @@ def test_streamed_chunks_error_and_usage() -> None:
     assert bad.feed({"error": {"message": "context full"}}) and bad.error == "context full"
 
 
-def test_generate_watched_streams_the_fake_per_sample() -> None:
+def test_generate_watched_streams_the_fake_side_by_side() -> None:
     fb = FakeBackend(responses=["a b c d", "e f"])
     seen: list[tuple[int, str]] = []
 
@@ -221,7 +221,8 @@ def test_generate_watched_streams_the_fake_per_sample() -> None:
     assert streamed
     assert [g.text for g in out.generations[0]] == ["a b", "e f"]
     assert out.usage.completion_tokens == 4 and out.usage.prompt_tokens == 2
-    assert seen == [(0, "a"), (0, " b"), (1, "e"), (1, " f")]
+    # a token of each sample in turn, as a batched server streams them
+    assert seen == [(0, "a"), (1, "e"), (0, " b"), (1, " f")]
 
 
 # -- replay ------------------------------------------------------------------------------------

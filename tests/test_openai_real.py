@@ -118,3 +118,19 @@ def test_real_streamed_samples_match_and_abort(real: OpenAIBackend) -> None:
     assert aborted.finish_reason == "aborted" and aborted.completion_tokens == 1
     assert aborted.prompt_tokens == real.count_tokens(chat) == kept.prompt_tokens
     assert cut.usage.completion_tokens == kept.completion_tokens + 1
+
+
+@pytest.mark.slow
+def test_real_stream_tells_a_race_which_samples_ended(real: OpenAIBackend) -> None:
+    from ttscale.strategies.short import Race
+
+    race = Race(1)
+    out = real.generate_watched(Chat.user("Name one colour, in one word."),
+                                SamplingParams(n=3, temperature=1.0, max_tokens=64, seed=5),
+                                race)
+    gens = out.generations[0]
+    ended = {i for i, g in enumerate(gens) if g.finish_reason != "aborted"}
+    # every sample that ended on its own was reported; every other one was stopped
+    assert ended and ended <= race.done
+    assert all(g.finish_reason == "aborted" for i, g in enumerate(gens) if i not in race.done)
+    assert out.usage.completion_tokens == sum(g.completion_tokens for g in gens)

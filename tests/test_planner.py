@@ -57,7 +57,7 @@ def test_plan_json_round_trip(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("data", "message"), [
     ([1, 2], "is not a ttscale plan"),
-    ({"format": "ttscale-plan", "version": 3}, "newer than this ttscale reads"),
+    ({"format": "ttscale-plan", "version": 4}, "newer than this ttscale reads"),
     ({"format": "ttscale-plan", "version": 1}, "is not a valid ttscale plan"),
 ])
 def test_a_file_that_is_not_a_plan_is_refused(tmp_path: Path, data: object,

@@ -114,6 +114,7 @@ strategies: Registry[Any] = Registry(
         "greedy": "ttscale.strategies.greedy:Greedy",
         "majority": "ttscale.strategies.majority:Majority",
         "adaptive_majority": "ttscale.strategies.adaptive_majority:AdaptiveMajority",
+        "short": "ttscale.strategies.short:Short",
         "deepconf": "ttscale.strategies.deepconf:DeepConf",
         "deepconf_online": "ttscale.strategies.deepconf:DeepConfOnline",
         "deepprune": "ttscale.strategies.deepprune:DeepPrune",

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from ttscale.backends.streaming import OnText, Watch, usage_of, watch_generation
+from ttscale.backends.streaming import OnText, Watch, usage_of, watch_generations
 from ttscale.cancel import current
 from ttscale.errors import Cancelled, ConfigError
 from ttscale.params import SamplingParams
@@ -158,10 +158,9 @@ class FakeBackend:
         self._sleep(self.delay)
         full = self.generate([prompt], params.with_(logprobs=True)).generations[0]
         self.calls.pop()  # the call above is this one
-        gens = []
-        for i, g in enumerate(full):
-            cut = watch_generation(g, i, watch)
-            gens.append(cut if params.logprobs else replace(cut, logprobs=None))
+        # the samples stream side by side, a word of each in turn, as a batched server's do
+        gens = [cut if params.logprobs else replace(cut, logprobs=None)
+                for cut in watch_generations(full, watch)]
         return GenerateOutput((tuple(gens),), usage_of(tuple(gens), self.params_count,
                                                       time.perf_counter() - start, params.n))
 

@@ -5,11 +5,14 @@ its top log-probabilities; returning True aborts that sample only. Backends that
 (llama.cpp in-process, OpenAI-compatible servers, the fake) implement
 ``generate_watched(prompt, params, watch)``; each sample is its own streamed request with seed
 ``seed + i``, so one abort never stops the others. An aborted sample keeps the tokens it had,
-finishes with ``"aborted"`` and is charged exactly those tokens plus its prompt.
+finishes with ``"aborted"`` and is charged exactly those tokens plus its prompt. A watch
+may also have a ``finished(index)`` method: it is then told when a sample ends on its own
+(a race that keeps the first samples to finish, :mod:`ttscale.strategies.short`, needs it).
 
 :func:`generate_watched` is what callers use: it streams where the backend can, and otherwise
 generates whole samples and applies the watch afterwards (every generated token is then still
-charged, since it was spent).
+charged, since it was spent): :func:`watch_generations` plays whole samples as if they had
+streamed side by side, a token of each in turn.
 """
 
 from __future__ import annotations
@@ -60,6 +63,53 @@ def watch_generation(gen: Generation, index: int, watch: Watch) -> Generation:
     return gen
 
 
+def watch_generations(gens: tuple[Generation, ...] | list[Generation], watch: Watch,
+                      first: int = 0) -> tuple[Generation, ...]:
+    """Whole samples played to ``watch`` as if streamed side by side: the first token of
+    each, then the second of each, ...; a sample that ends is reported to the watch's
+    ``finished`` (if it has one) before the others' next tokens. Indices start at ``first``.
+    A sample without log-probabilities is kept whole (nothing to watch), and still reported
+    ended at its length.
+
+    Example (a race: once one sample has finished, the others are cut):
+        >>> class FirstOne:
+        ...     done = False
+        ...     def __call__(self, _i, _t): return self.done
+        ...     def finished(self, _i): self.done = True
+        >>> def g(words): return Generation(words, 5, len(words.split()), "stop",
+        ...     tuple(TokenLogprob(w, -0.1) for w in words.split()))
+        >>> [(x.text, x.finish_reason) for x in watch_generations([g("a b c"), g("d e")],
+        ...                                                           FirstOne())]
+        [('abc', 'aborted'), ('d e', 'stop')]
+    """
+    done = getattr(watch, "finished", None)
+    tokens = [g.logprobs or () for g in gens]
+    # a sample without log-probabilities is not watched, but still ends at its length
+    ends = [len(t) if g.logprobs else g.completion_tokens for g, t in zip(gens, tokens,
+                                                                            strict=True)]
+    cut: list[int | None] = [None] * len(gens)
+    ended = [False] * len(gens)
+    for pos in range(max(ends, default=0) + 1):
+        for i, end in enumerate(ends):  # those that end here, before the others go on
+            if not ended[i] and cut[i] is None and pos == end:
+                ended[i] = True
+                if done is not None:
+                    done(first + i)
+        for i, toks in enumerate(tokens):
+            if not ended[i] and cut[i] is None and pos < len(toks) and \
+                    watch(first + i, toks[pos]):
+                cut[i] = pos + 1
+    out = []
+    for g, toks, c in zip(gens, tokens, cut, strict=True):
+        if c is None:
+            out.append(g)
+        else:
+            kept = tuple(toks[:c])
+            out.append(replace(g, text="".join(x.token for x in kept), completion_tokens=c,
+                               finish_reason="aborted", logprobs=kept))
+    return tuple(out)
+
+
 def generate_watched(backend: Any, prompt: Prompt, params: SamplingParams,
                      watch: Watch) -> tuple[GenerateOutput, bool]:
     """``params.n`` samples of ``prompt`` with every token shown to ``watch``; also whether
@@ -76,7 +126,7 @@ def generate_watched(backend: Any, prompt: Prompt, params: SamplingParams,
         result: GenerateOutput = backend.generate_watched(prompt, params, watch)
         return result, True
     out = backend.generate([prompt], params.with_(logprobs=True))
-    gens = tuple(watch_generation(g, i, watch) for i, g in enumerate(out.generations[0]))
+    gens = watch_generations(out.generations[0], watch)
     return GenerateOutput((gens,), out.usage), False
 
 
@@ -175,6 +225,7 @@ class StreamedSample:
                 self.parts.append(choice.get("text") or "")
             if choice.get("finish_reason") == "length":
                 self.finish = "length"
+            ended = bool(choice.get("finish_reason"))
             for t in (choice.get("logprobs") or {}).get("content") or ():
                 token = TokenLogprob(
                     str(t.get("token", "")), float(t.get("logprob", 0.0)),
@@ -184,6 +235,8 @@ class StreamedSample:
                 if self.watch(self.index, token):
                     self.finish = "aborted"
                     return True
+            if ended and (done := getattr(self.watch, "finished", None)) is not None:
+                done(self.index)
         return False
 
     def generation(self, prompt_tokens: int) -> Generation:

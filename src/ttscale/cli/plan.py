@@ -39,6 +39,10 @@ def fit_command(
     folds: Annotated[int, typer.Option(help="Cross-fitting folds over questions.")] = 10,
     orders: Annotated[int, typer.Option(help="Random sample orders per question.")] = 32,
     seed: Annotated[int, typer.Option(help="Seed of the orders and folds.")] = 0,
+    races: Annotated[bool, typer.Option(
+        "--races", help="Also weigh races: k samples started together, the first half to "
+                        "finish vote and the rest are stopped (pays on long, varied traces; "
+                        "needs many questions to be chosen reliably).")] = False,
 ) -> None:
     """Fit a plan and print the accuracy it expects at each budget (cross-fitted).
 
@@ -53,7 +57,7 @@ def fit_command(
         with shown() as progress:
             plan = fit_from_runs([str(d) for d in run_dirs], verifier=verifier, unit=currency,
                                  verifier_fraction=verifier_fraction, folds=folds,
-                                 orders=orders, seed=seed, progress=progress)
+                                 orders=orders, seed=seed, races=races, progress=progress)
         plan.save(out)
         console = Console()
         table = Table(title=f"auto for {plan.model}, cross-fitted over {folds} folds "

@@ -3,7 +3,9 @@
 The first stage's samples are the probe (they also vote). After each stage the plan's policy
 reads the probe's signals and says what to do: answer now (by majority, by the vote weighted
 toward shorter samples, or weighted by the verifier's scores), verify what was drawn, or
-sample up to the next stage. Every sample and every verification goes through
+sample up to the next stage. A plan's point may instead be a race: ``k`` samples start
+together and the first ``m`` to finish vote (:mod:`ttscale.strategies.short`). Every sample
+and every verification goes through
 :func:`ttscale.strategies.base.sample` / ``verify`` and the one Accountant, so every token is
 counted and a hard cap (``solve(budget=...)``) is never exceeded: a verification that does
 not fit is skipped, a stage that does not fit ends it.
@@ -38,6 +40,7 @@ from ttscale.planner.plan import (
 from ttscale.planner.policy import decide, probe_of
 from ttscale.strategies.adaptive_majority import AdaptiveMajority
 from ttscale.strategies.base import Env, State, classes_of, pick, result, sample, verify
+from ttscale.strategies.short import race, race_classes
 from ttscale.types import Result
 
 FALLBACK_RULE = "budgeted"
@@ -64,6 +67,7 @@ class AutoState(State):
     answer_by: str = "majority"
     actions: tuple[str, ...] = ()
     probe_bin: int | None = None
+    race_m: int = 0  # a race's voters (0: no race)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -157,10 +161,21 @@ class Auto:
             return self._fallback_step(state, env)
         assert state.plan is not None and state.point is not None
         plan = state.plan
+        if state.point.race:
+            return self._race(state, env)
         if state.stage < 0:  # the probe
             state = replace(_auto(sample(env, state, plan.stages[0])), stage=0)
             return state if state.done else self._decide(state, env)
         return self._decide(state, env)
+
+    def _race(self, state: AutoState, env: Env) -> State:
+        assert state.point is not None
+        k, m = state.point.race
+        k = min(k, self.n_max or k)
+        m = min(m, k)
+        state = _auto(race(env, state, k, m))
+        return replace(state, done=True, race_m=m, answer_by="race",
+                       actions=(f"race {k}, first {m} to finish vote",))
 
     def _fallback_step(self, state: AutoState, env: Env) -> State:
         n = state.fallback_n
@@ -246,12 +261,17 @@ class Auto:
     def finish(self, state: State, env: Env) -> Result:
         assert isinstance(state, AutoState)
         weight = {"weighted": "sum", "brevity": "brevity"}.get(state.answer_by, "count")
-        classes = classes_of(state.traces, weight)
+        classes = race_classes(state.traces, state.race_m) if state.race_m else \
+            classes_of(state.traces, weight)
         notes = state.notes
-        if state.plan is not None:
+        if state.race_m:
+            stopped = sum(t.finish_reason == "aborted" for t in state.traces)
+            notes += (f"auto: {state.actions[0]}; {stopped} of {len(state.traces)} samples "
+                      "stopped early",)
+        elif state.plan is not None:
             notes += (f"auto: predicted difficulty bin {state.probe_bin} of "
                       f"{len(state.plan.predictor('U', 0).edges) + 1} (0 hardest) after the "
                       f"probe; {' -> '.join(state.actions) or 'answered'}; "
                       f"{len(state.traces)} samples, answered by {state.answer_by}",)
-        by = "votes" if state.answer_by == "majority" else "score"
+        by = "votes" if state.answer_by in ("majority", "race") else "score"
         return replace(result(state, env, self.name, classes, pick(classes, by)), notes=notes)

@@ -52,6 +52,7 @@ class Candidate:
     costs: dict[str, float]
     rule: str = ""
     rse: float = 0.0  # the mean cost's standard error over questions, relative to it
+    race: tuple[int, int] | None = None  # (k, m): k samples race, the first m vote
 
     def cost(self, unit: str) -> float:
         return self.costs[unit]
@@ -70,7 +71,8 @@ class Candidate:
         p = self.policy
         return Point(p.lam, self.accuracy, self.costs["tokens"], self.costs["flops"],
                      self.costs["seconds"], self.costs["samples"], names(p.tu),
-                     names(p.au), names(p.tv), names(p.av), self.rule, self.rse)
+                     names(p.au), names(p.tv), names(p.av), self.rule, self.rse,
+                     self.race or ())
 
 
 def agreement_policies(stages: Sequence[int], cells: int,
@@ -171,7 +173,41 @@ def candidates(tr: Trajectories, fitted: Fitted, train: np.ndarray, costs: Costs
         for pol, label in agreement_policies(tr.stages, fitted.bins, fitted.agree, answer):
             a, c, rse = _summary(play(tr, fitted, pol, rows, costs), unit)
             found.append(Candidate(pol, a, c, label, rse))
+    # races fit nothing either; one needs its k samples on every question, train or not
+    usable = [tr.ravail is not None and bool(tr.ravail[:, c].all())
+              for c in range(len(tr.races))]
+    # a race's tables are never read (auto runs the race); they answer after the probe
+    answer_now = agreement_policies(tr.stages, fitted.bins, fitted.agree)[0][0]
+    for race, ok in zip(tr.races, usable, strict=True):
+        if ok:
+            a, c, rse = _summary(play_race(tr, fitted, race, rows, costs), unit)
+            found.append(Candidate(answer_now, a, c, f"first {race[1]} of {race[0]} to finish",
+                                   rse, race))
     return found
+
+
+def play_race(tr: Trajectories, fitted: Fitted, race: tuple[int, int], rows: np.ndarray,
+              costs: Costs) -> Outcome:
+    """A race (``k`` samples, the first ``m`` to finish vote) played on the questions
+    ``rows`` over all their orders, as :func:`ttscale.planner.fit.play` plays a policy.
+
+    Example:
+        >>> from ttscale.planner.calibration import CalQuestion, trajectories
+        >>> qs = [CalQuestion(str(i), (0, 1, 0, 1), (True, False), (10, 30, 12, 40),
+        ...                   (6, 26, 8, 36), (False,) * 4, 4) for i in range(4)]
+        >>> tr = trajectories(qs, (1, 2, 4), orders=2, races=True)
+        >>> every = np.ones(4, dtype=bool)
+        >>> out = play_race(tr, fit_predictors(tr, every, 1), (4, 2), np.arange(4), Costs())
+        >>> out.accuracy, out.mean("tokens"), out.mean("samples")
+        (1.0, 48.0, 4.0)
+    """
+    ci = tr.races.index(race)
+    assert tr.rok is not None and tr.rtok is not None
+    ok = tr.rok[rows, :, ci]
+    out = {"samples": np.full(ok.shape, float(race[0]))}
+    for unit in CURRENCY_UNITS:
+        out[unit] = tr.rtok[rows, :, ci] * costs.per_token(unit)[0]
+    return Outcome(ok, out, fitted.bu[rows, :, 0] // fitted.agree)
 
 
 def choose(found: Sequence[Candidate], budget: float, unit: str) -> Candidate:

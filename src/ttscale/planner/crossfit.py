@@ -25,7 +25,13 @@ from ttscale.planner.calibration import (
     default_stages,
     trajectories,
 )
-from ttscale.planner.candidates import Candidate, candidates, choose, effort_choice
+from ttscale.planner.candidates import (
+    Candidate,
+    candidates,
+    choose,
+    effort_choice,
+    play_race,
+)
 from ttscale.planner.fit import fit_predictors, play, sample_worth
 from ttscale.planner.plan import CURRENCIES, Plan, Point
 from ttscale.planner.signals import auroc_table
@@ -82,12 +88,13 @@ def cross_fit(questions: Sequence[CalQuestion], costs: Costs,
               budgets: Sequence[float | str], *,
               unit: str = "flops", stages: Sequence[int] | None = None, folds: int = 10,
               orders: int = 32, seed: int = 0, bins: int = 5,
-              tr: Trajectories | None = None,
+              tr: Trajectories | None = None, races: bool = False,
               on_fold: Callable[[int, int], None] | None = None) -> list[HeldOut]:
     """``auto`` replayed at each budget (in ``unit``, mean per question; or an effort level,
     ``low`` / ``medium`` / ``high``, chosen per fold from its training questions only),
     cross-fitted: each fold's operating point is the one with the best held-out accuracy on
     the training questions (:mod:`ttscale.planner.candidates`) within the budget.
+    ``races``: races (:mod:`ttscale.strategies.short`) are candidates too.
     ``on_fold(done, folds)`` is called as each fold is fitted (a fit takes minutes).
 
     Example:
@@ -102,7 +109,7 @@ def cross_fit(questions: Sequence[CalQuestion], costs: Costs,
     if wrong:
         raise ConfigError(f"unknown effort {wrong[0]!r}: choose one of {', '.join(EFFORTS)}")
     stages = tuple(stages or default_stages(max(q.n for q in questions)))
-    tr = tr or trajectories(questions, stages, orders=orders, seed=seed)
+    tr = tr or trajectories(questions, stages, orders=orders, seed=seed, races=races)
     fold = _folds(len(questions), folds, seed)
     qn = len(questions)
     acc = np.zeros((len(budgets), qn))
@@ -123,7 +130,8 @@ def cross_fit(questions: Sequence[CalQuestion], costs: Costs,
             pick: Candidate = levels[budget] if isinstance(budget, str) else \
                 choose(found, budget, unit)
             spend[bi] += len(test) * (pick.cost(unit) if isinstance(budget, str) else budget)
-            out = play(tr, fitted, pick.policy, test, costs)
+            out = play_race(tr, fitted, pick.race, test, costs) if pick.race else \
+                play(tr, fitted, pick.policy, test, costs)
             acc[bi, test] = out.correct.mean(axis=1)
             for u in cost:
                 cost[u][bi, test] = out.costs[u].mean(axis=1)
@@ -186,9 +194,12 @@ def fit_plan(questions: Sequence[CalQuestion], costs: Costs, *, model: str,
              stages: Sequence[int] | None = None, folds: int = 10, orders: int = 32,
              seed: int = 0, bins: int = 5, runs: Sequence[str] = (),
              effort_samples: tuple[float, float, float] | None = None,
+             races: bool = False,
              on_step: Callable[[int, int], None] | None = None) -> Plan:
     """The plan fitted on every question, with the cross-fitted frontier and signal report;
-    ``on_step(done, steps)`` follows the fit on all questions and then each fold's.
+    ``races``: races are candidates too (off by default: on AIME's 27 training questions
+    a model they made the choice noisier). ``on_step(done, steps)`` follows the fit on all
+    questions and then each fold's.
 
     Example:
         >>> qs = [CalQuestion(str(i), (0, 1, 0, 0), (True, False), (10,) * 4, (8,) * 4,
@@ -203,7 +214,7 @@ def fit_plan(questions: Sequence[CalQuestion], costs: Costs, *, model: str,
         raise ConfigError("no labelled calibration questions: give runs with gold answers")
     n_max = max(q.n for q in questions)
     stages = tuple(stages or default_stages(n_max))
-    tr = trajectories(questions, stages, orders=orders, seed=seed)
+    tr = trajectories(questions, stages, orders=orders, seed=seed, races=races)
     every = np.ones(len(questions), dtype=bool)
     fitted = fit_predictors(tr, every, bins)
     found = candidates(tr, fitted, every, costs, unit, bins=bins, seed=seed)
@@ -239,7 +250,7 @@ def fit_plan(questions: Sequence[CalQuestion], costs: Costs, *, model: str,
         signals=signal_report(tr, folds=folds, seed=seed, bins=bins),
         calibration={
             "runs": list(runs), "questions": len(questions), "folds": folds,
-            "orders": orders, "seed": seed, "bins": bins,
+            "orders": orders, "seed": seed, "bins": bins, "races": races,
             "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "frontier": [{"budget_samples": round(h.budget / worth[unit], 3),
                           "accuracy": round(sum(h.accuracy) / len(h.accuracy), 4),

@@ -93,6 +93,13 @@ def explain(plan: Plan, source: str = "the plan") -> str:
     for effort, budget in plan.efforts.items():
         point = plan.select(budget, plan.currency)
         how = f"the agreement rule {point.rule}" if point.rule else "the fitted policy"
+        if point.race:
+            k, m = point.race
+            lines.append(f"  {effort}: a mean budget of {budget:.4g} {plan.currency}: a race, "
+                         f"{k} samples started together, the first {m} to finish vote (the "
+                         f"rest are stopped); expects {point.accuracy:.1%} at "
+                         f"{point.tokens:,.0f} tokens (held out).")
+            continue
         lines.append(f"  {effort}: a mean budget of {budget:.4g} {plan.currency}: {how}, "
                      f"expects {point.accuracy:.1%} at {point.tokens:,.0f} tokens (held out). "
                      "After the probe:")

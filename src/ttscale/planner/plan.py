@@ -12,7 +12,9 @@ cost on the calibration questions. Actions: ``majority`` / ``weighted`` / ``brev
 now, by votes, by summed verifier scores, or by votes weighted toward shorter samples:
 :mod:`ttscale.aggregation.brevity`), ``verify`` (score the samples drawn so far: from ``U`` to
 ``V``), ``sample`` (draw up to the next stage). ``answer_u`` / ``answer_v`` say how to answer
-when sampling cannot go on (the budget or the most samples reached).
+when sampling cannot go on (the budget or the most samples reached). A point may instead be
+a *race* (``race: [k, m]``): ``k`` samples start together and the first ``m`` to finish vote
+(:mod:`ttscale.strategies.short`); its tables are unused.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ from ttscale.errors import ConfigError
 from ttscale.files import output_file
 
 PLAN_FORMAT = "ttscale-plan"
-# version 2 added the ``brevity`` answer; a version-1 plan reads unchanged
-PLAN_VERSION = 2
+# version 2 added the ``brevity`` answer, version 3 races; older plans read unchanged
+PLAN_VERSION = 3
 ACTIONS = ("majority", "weighted", "verify", "sample", "brevity")
 ANSWERS = ("majority", "weighted", "brevity")
 CURRENCIES = ("flops", "tokens", "seconds")
@@ -107,6 +109,7 @@ class Point:
     # the standard error of the mean cost over calibration questions, relative to it: a
     # budget is checked against the cost BUDGET_SE standard errors up
     cost_rse: float = 0.0
+    race: tuple[int, ...] = ()  # (k, m): k samples race, the first m to finish vote
 
     def cost(self, unit: str) -> float:
         return float(getattr(self, unit))
@@ -222,7 +225,7 @@ def plan_from_dict(data: Any, source: str = "the plan") -> Plan:
         Traceback (most recent call last):
         ...
         ttscale.errors.ConfigError: x.json is a plan of format version 99, newer than this \
-ttscale reads (2): upgrade ttscale or refit the plan
+ttscale reads (3): upgrade ttscale or refit the plan
     """
     if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
         raise ConfigError(f"{source} is not a ttscale plan: fit one with ttscale plan fit")
@@ -239,7 +242,8 @@ ttscale reads (2): upgrade ttscale or refit the plan
                              float(p["flops"]), float(p["seconds"]), float(p["samples"]),
                              _tuples(p["u"]), _tuples(p["answer_u"]), _tuples(p.get("v", ())),
                              _tuples(p.get("answer_v", ())), str(p.get("rule", "")),
-                             float(p.get("cost_rse", 0.0)))
+                             float(p.get("cost_rse", 0.0)),
+                             tuple(int(x) for x in p.get("race", ())))
                        for p in data["points"])
         plan = Plan(str(data["model"]), data.get("model_sha256"), data.get("verifier"),
                     str(data["currency"]), tuple(int(s) for s in data["stages"]),
@@ -253,6 +257,9 @@ ttscale reads (2): upgrade ttscale or refit the plan
         raise ConfigError(f"{source} is not a valid ttscale plan ({exc!s}): refit it with "
                           "ttscale plan fit") from None
     for point in plan.points:
+        if point.race and not (len(point.race) == 2 and 1 <= point.race[1] <= point.race[0]):
+            raise ConfigError(f"{source} has a race {list(point.race)} that is not [k, m] "
+                              "with 1 <= m <= k: refit it with ttscale plan fit")
         for table in (point.u, point.answer_u, point.v, point.answer_v):
             bad = {a for row in table for a in row if a not in ACTIONS}
             if bad:

@@ -180,9 +180,11 @@ def auto_curve(records: Sequence[QuestionRecord], ns: Sequence[int], *,
 def fit_from_runs(run_dirs: Sequence[str], *, verifier: str | None = None,
                   unit: str = "flops", verifier_fraction: float | None = None,
                   folds: int = 10, orders: int = 32, seed: int = 0,
-                  bins: int = PLAN_BINS, progress: ProgressFn | None = None) -> Plan:
+                  bins: int = PLAN_BINS, races: bool = False,
+                  progress: ProgressFn | None = None) -> Plan:
     """A plan fitted from stored runs of one model (eval runs and imported sample sets);
-    several runs are merged by question id and must share questions.
+    several runs are merged by question id and must share questions. ``races``: races
+    (the first half of ``k`` samples to finish vote) are candidates too.
 
     Example:
         >>> fit_from_runs([])
@@ -243,7 +245,7 @@ def fit_from_runs(run_dirs: Sequence[str], *, verifier: str | None = None,
     return fit_plan(questions, costs, model=model, model_sha256=next(iter(shas), None),
                     verifier=used_verifier if scored else None, unit=unit, folds=folds,
                     orders=orders, seed=seed, bins=bins, runs=[str(d) for d in run_dirs],
-                    on_step=step)
+                    races=races, on_step=step)
 
 
 def _run_verifier(run_dir: str, settings: dict[str, Any]) -> str | None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from ttscale.answers import extract_answer
 from ttscale.backends.base import Backend
-from ttscale.backends.streaming import Watch, can_stream, usage_of, watch_generation
+from ttscale.backends.streaming import Watch, can_stream, usage_of, watch_generations
 from ttscale.errors import BackendError
 from ttscale.evaluation.runs.store import NewGeneration, Store, prompt_json
 from ttscale.params import SamplingParams
@@ -181,13 +182,16 @@ class CachedBackend:
         """
         first, stop = params.seed, params.seed + params.n
         stored = self.store.get_generations(self.model_sha256, prompt, params, first, stop)
-        found: dict[int, Generation] = {}
+        # Stored samples play first, side by side as they streamed: they ran to their end
+        # once, so a race (which stores only the samples that ended) sees the same ones end
+        # first again and stops the missing ones at once, answering as it did.
+        replayed = watch_generations([stored[i].generation for i in sorted(stored)],
+                                     Renumbered(watch, [i - first for i in sorted(stored)]))
+        found: dict[int, Generation] = dict(zip(sorted(stored), replayed, strict=True))
         new_usage = Usage()
         for start, length in missing_runs(set(stored), first, stop):
             asked = params.with_(n=length, seed=start)
-
-            def shifted(j: int, token: TokenLogprob, start: int = start) -> bool:
-                return watch(start - first + j, token)
+            shifted = Renumbered(watch, list(range(start - first, start - first + length)))
 
             if can_stream(self.backend):
                 out = self.backend.generate_watched(prompt, asked,  # type: ignore[attr-defined]
@@ -195,16 +199,37 @@ class CachedBackend:
                 gens = list(out.generations[0])
             else:
                 out = self.backend.generate([prompt], asked)
-                gens = [watch_generation(g, j, shifted) for j, g in enumerate(out.generations[0])]
+                gens = list(watch_generations(out.generations[0], shifted))
             new_usage = new_usage + out.usage
             whole = [(start + j, g) for j, g in enumerate(gens)
                      if g.finish_reason not in ("aborted", "error")]
             self.store.put_generations([NewGeneration(self.model_sha256, prompt, params, i, g,
                                                       extract_answer(g.text)) for i, g in whole])
             found.update({start + j: g for j, g in enumerate(gens)})
-        replayed = tuple(watch_generation(stored[i].generation, i - first, watch)
-                         for i in sorted(stored))
-        found.update({g_index: g for g_index, g in zip(sorted(stored), replayed, strict=True)})
         self._count_replayed(usage_of(replayed, self.params_count, 0.0, 0), len(replayed),
                              params.n - len(replayed))
         return GenerateOutput((tuple(found[i] for i in range(first, stop)),), new_usage)
+
+
+@dataclass(frozen=True)
+class Renumbered:
+    """A watch seen through other sample numbers: sample ``j`` here is ``index[j]`` to the
+    wrapped watch, whose ``finished`` (if any) is passed on too.
+
+    Example:
+        >>> seen = []
+        >>> w = Renumbered(lambda i, _t: seen.append(i) or False, [3, 5])
+        >>> w(1, TokenLogprob("a", -0.1)), seen
+        (False, [5])
+    """
+
+    watch: Watch
+    index: list[int]
+
+    def __call__(self, j: int, token: TokenLogprob) -> bool:
+        return self.watch(self.index[j], token)
+
+    def finished(self, j: int) -> None:
+        done = getattr(self.watch, "finished", None)
+        if done is not None:
+            done(self.index[j])
