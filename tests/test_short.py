@@ -189,3 +189,25 @@ def test_plan_fit_weighs_races_only_when_asked(tmp_path: Path) -> None:
                                    str(out), *flag])
         assert done.exit_code == 0, done.output
         assert json.loads(out.read_text())["calibration"]["races"] is races
+
+
+def test_eval_replay_draws_races_as_the_planner_replays_them(tmp_path: Path) -> None:
+    import random
+
+    from ttscale.evaluation.api import evaluate, replay
+    from ttscale.evaluation.replay.metrics import prepare, race
+
+    samples = [("4", 300, None), ("5", 120, None), ("4", 90, None), ("5", 400, None),
+               ("6", 150, None), ("4", 200, None)]
+    p = prepare(samples, "4")
+    q = CalQuestion("q", p.classes, p.correct, p.tokens, p.tokens, (False,) * 6)
+    rng = random.Random(1)
+    for _ in range(50):  # the curve's race and the plan's race are the same race
+        drawn = rng.sample(range(6), rng.randint(1, 6))
+        assert race(p, drawn) == race_ok_cost(q, drawn, (len(drawn) + 1) // 2)
+    evaluate("svamp", tmp_path / "run", ids="0-5", ns=[4], backend="fake",
+             report_files=False)
+    points = {(x.strategy, x.n): x for x in replay(tmp_path / "run", "majority,short",
+                                                   [2, 4], resamples=8, report_files=False)}
+    assert {("short", 2), ("short", 4)} <= set(points)
+    assert points["short", 4].mean_tokens <= points["majority", 4].mean_tokens

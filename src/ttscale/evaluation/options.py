@@ -21,7 +21,7 @@ from ttscale.evaluation.datasets import Problem, load_dataset
 from ttscale.evaluation.runs.records import QuestionRecord
 
 STRATEGIES = ("majority", "best_of_n", "weighted_best_of_n", "pass@k", "adaptive_majority",
-              "deepconf", "deepconf_online", "deepprune", "auto")
+              "deepconf", "deepconf_online", "deepprune", "auto", "short")
 ADAPTIVE = "adaptive_majority"  # replayed per stopping rule (rules), n = its n_max
 
 

@@ -25,10 +25,11 @@ Sample = tuple[str | None, int, float | None] | tuple[str | None, int, float | N
 """One stored sample: its answer (``None``: none given), tokens, verifier score or ``None``,
 and optionally the tokens its verification cost (counted only by aggregates that use scores)."""
 
-AGGREGATES = ("majority", "weighted", "best", "pass")
+AGGREGATES = ("majority", "weighted", "best", "pass", "short")
 # strategy names a curve accepts -> the aggregate that replays them
 STRATEGY_AGGREGATES = {"majority": "majority", "weighted": "weighted",
-                       "weighted_best_of_n": "weighted", "best_of_n": "best", "pass@k": "pass"}
+                       "weighted_best_of_n": "weighted", "best_of_n": "best", "pass@k": "pass",
+                       "short": "short"}
 BINS = (("easy", 0.5, 1.0), ("medium", 0.1, 0.5), ("hard", 0.0, 0.1))
 Z95 = 1.959963984540054
 
@@ -160,10 +161,34 @@ def replay(p: Prepared, k: int, resamples: int, rng: random.Random,
         # exact, no draws: the unbiased estimator, with the mean tokens of k samples
         c = sum(cl >= 0 and p.correct[cl] for cl in p.classes)
         return pass_at_k(n, c, k), k * sum(p.tokens) / n
+    if aggregate == "short":
+        draws = [range(n)] if k == n else [rng.sample(range(n), k) for _ in range(resamples)]
+        races = [race(p, d) for d in draws]
+        return (sum(ok for ok, _t in races) / len(races),
+                sum(t for _ok, t in races) / len(races))
     if k == n:
         return float(_vote(p, range(n), aggregate)), float(sum(p.cost(i, aggregate)
                                                                for i in range(n)))
     return _replay_subsets(p, k, resamples, rng, aggregate)
+
+
+def race(p: Prepared, drawn: Sequence[int]) -> tuple[bool, float]:
+    """A race among the samples ``drawn`` (:mod:`ttscale.strategies.short`): whether the
+    vote of the first half to finish (the shortest; ties to the shortest's class) is right,
+    and its tokens: each sample cut one token past the last voter's length. A question's
+    samples share its prompt, so ordering and cutting their total tokens cuts their
+    completions.
+
+    Example:
+        >>> p = prepare([("4", 50, None), ("5", 20, None), ("4", 90, None), ("5", 30, None)],
+        ...             "4")
+        >>> race(p, [0, 1, 2, 3])  # 20 and 30 finish first: 5; the others stop at 31
+        (False, 112.0)
+    """
+    ranked = sorted(enumerate(drawn), key=lambda x: (p.tokens[x[1]], x[0]))
+    voters = [i for _j, i in ranked[: (len(ranked) + 1) // 2]]
+    cut = p.tokens[voters[-1]] + 1
+    return _vote(p, voters, "majority"), float(sum(min(p.tokens[i], cut) for i in drawn))
 
 
 def _replay_subsets(p: Prepared, k: int, resamples: int, rng: random.Random,
@@ -323,8 +348,9 @@ def curve(questions: Sequence[QuestionSamples], ks: Sequence[int], strategy: str
           resamples: int = 200, seed: int = 0) -> list[CurvePoint]:
     """Accuracy and tokens against the number of samples, one point per ``k``.
 
-    ``strategy``: ``majority``, ``weighted`` (also ``weighted_best_of_n``), ``best_of_n`` or
-    ``pass@k`` (unbiased, exact). One ``random.Random(seed)`` draws every subset, so a curve
+    ``strategy``: ``majority``, ``weighted`` (also ``weighted_best_of_n``), ``best_of_n``,
+    ``pass@k`` (unbiased, exact) or ``short`` (a race of ``k``, the first half to finish
+    voting). One ``random.Random(seed)`` draws every subset, so a curve
     is reproducible.
 
     Example:
