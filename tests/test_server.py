@@ -241,6 +241,10 @@ def test_errors_are_openai_shaped_with_one_clear_sentence(
     ("POST", "/embeddings", b"{}", 404, "ttscale does not serve embeddings: it answers "
                                         "/v1/chat/completions, /v1/completions and /v1/models"),
     ("GET", "/../chat", b"", 404, "there is no /chat here: ttscale answers /v1/chat/"),
+    # a client that writes NaN (Python's json does): refused, also in an ignored field
+    ("POST", "/chat/completions", b'{"model": "fake", "messages": [{"role": "user", '
+     b'"content": "2+2?"}], "presence_penalty": NaN}', 400,
+     "presence_penalty: input should be a finite number"),
 ])
 def test_http_level_errors(srv: Background, method: str, path: str, content: bytes,
                            status: int, says: str) -> None:

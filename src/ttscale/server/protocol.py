@@ -97,7 +97,8 @@ class StreamOptions(BaseModel):
 class _Common(BaseModel):
     """Fields the chat and the completions requests share."""
 
-    model_config = ConfigDict(extra="forbid")
+    # NaN or infinity is refused in every number, also in the fields ttscale ignores
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     model: str = Field(description="MODEL, or STRATEGY[@N]/MODEL, or STRATEGY[@N] for the "
                                    "served model, e.g. majority@8/qwen2.5-coder-1.5b.")
@@ -134,8 +135,9 @@ class ChatCompletionRequest(_Common):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, description="Same as max_tokens.")
     reasoning_effort: Effort | None = Field(
-        None, description="none/minimal: greedy; low: majority@2; medium: majority@8; "
-                          "high: majority@32.")
+        None, description="none/minimal: greedy; low / medium / high: three budgets of "
+                          "the plan fitted for the model (auto), or adaptive majority over "
+                          "at most 2 / 8 / 32 samples for a model without one.")
     response_format: dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
