@@ -141,3 +141,16 @@ def test_the_readme_evaluate_and_replay_examples_run(tmp_path: Path) -> None:
     majority16 = [line for line in printed if line.startswith("majority 16 ")]
     assert majority16 and majority16[0].split()[2] == "70.0%"  # the stored run's figure
     assert any(line.startswith("majority 2 ") for line in printed)  # the 135M model's run
+
+
+def test_solve_says_when_a_strategy_did_not_use_the_sample_count() -> None:
+    from ttscale.backends.fake import FakeBackend
+
+    greedy = ttscale.solve("2+2?", backend=FakeBackend(), strategy="greedy", n=8)
+    assert greedy.notes == ("greedy takes no sample count: n=8 was not used",)
+    auto = ttscale.solve("2+2?", backend=FakeBackend(), strategy="auto", n=8)
+    assert auto.notes[-1].endswith("n=8 was not used (its plan picks the samples: cap them "
+                                   "with auto:n_max=N)")
+    # not given, or used: nothing to say
+    assert ttscale.solve("2+2?", backend=FakeBackend(), strategy="greedy").notes == ()
+    assert ttscale.solve("2+2?", backend=FakeBackend(), strategy="majority", n=3).notes == ()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from ttscale.backends.base import Backend, load_backend
@@ -133,10 +134,12 @@ def solve(
                               "itself: give effort alone, or strategy and n without effort")
         strategy = spec
     strategy = strategy or "majority"
+    given = n is not None
     n = 8 if n is None else n
     params, strat = check(question, strategy=strategy, verifier=verifier, n=n,
                           temperature=temperature, max_tokens=max_tokens, seed=seed,
                           top_p=top_p, stop=stop)
+    unused = given and effort is None and not hasattr(strat, "n")
     if isinstance(budget, int) and not isinstance(budget, bool):
         budget = Budget(max_tokens=budget)
     elif budget is not None and not isinstance(budget, Budget):
@@ -159,7 +162,14 @@ def solve(
         env = Env(backend, Accountant(budget or Budget()), params,
                   make_verifier(verifier, backend), phase, on_text)
         with token.scope():
-            return run(strat, question, env)
+            result = run(strat, question, env)
+        if unused:  # said, not refused: a caller looping over strategies passes one n
+            name = getattr(strat, "name", strategy)
+            hint = " (its plan picks the samples: cap them with auto:n_max=N)" \
+                if name == "auto" else ""
+            result = replace(result, notes=(*result.notes, f"{name} takes no sample count: "
+                                            f"n={n} was not used{hint}"))
+        return result
     finally:
         if owned:
             backend.close()
