@@ -215,6 +215,8 @@ class StreamedSample:
             self.error = str(err.get("message", err) if isinstance(err, dict) else err)
             self.finish = "error"
             return True
+        if self.finish in ("aborted", "error"):
+            return True  # a chunk decoded after the stop: the sample is over
         usage = chunk.get("usage")
         if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
             self.prompt_tokens = int(usage["prompt_tokens"])
