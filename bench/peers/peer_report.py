@@ -139,6 +139,7 @@ def plot(rs: list[Row], questions: int, title: str, out: Path) -> None:
         ax.plot([r.total_tokens for r in pts], [100 * r.accuracy for r in pts],
                 "-o" if len(pts) > 1 else "o", color=colour, label=f"ttscale {fam}", lw=2)
     style = {"optillm": ("s", "tab:orange"), "its_hub": ("^", "tab:green")}
+    placed: list[tuple[float, float]] = []
     for system, (marker, colour) in style.items():
         pts = [r for r in rs if r.system == system]
         if not pts:
@@ -149,8 +150,14 @@ def plot(rs: list[Row], questions: int, title: str, out: Path) -> None:
                     fmt=marker, color=colour, alpha=0.8, capsize=2, elinewidth=0.6,
                     label=f"{system} (95% CI)")
         for r in pts:
+            # a label next to one already placed (about the same accuracy, a label's width
+            # of tokens apart) goes below its point, so the two stay readable
+            at = (math.log10(r.total_tokens), 100 * r.accuracy)
+            near = any(abs(at[0] - x) < 0.15 and abs(at[1] - y) < 2.5 for x, y in placed)
+            placed.append(at)
             ax.annotate(r.approach, (r.total_tokens, 100 * r.accuracy), fontsize=7,
-                        color=colour, xytext=(4, 3), textcoords="offset points")
+                        color=colour, xytext=(4, -10 if near else 3),
+                        textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("mean tokens per question (server meter + offloaded verifier tokens)")
     ax.set_ylabel(f"accuracy, % ({questions} questions)")
