@@ -101,6 +101,12 @@ def test_the_fit_chooses_a_race_where_the_first_to_finish_are_right(tmp_path: Pa
     no_races = fit_plan(qs, Costs(), model="fake", model_sha256=None, verifier=None,
                         unit="tokens", folds=2, orders=32, bins=1)
     assert not any(p.race for p in no_races.points)
+    # a plan is written in the oldest format that holds it: one without races stays
+    # readable by a ttscale that knows none
+    written = no_races.save(tmp_path / "plain.plan.json")
+    assert json.loads(path.read_text())["version"] == 3
+    assert json.loads(written.read_text())["version"] == 2
+    assert load_plan(written).points == no_races.points
 
 
 def _race_plan(tmp_path: Path, race: list[int]) -> Path:

@@ -31,7 +31,8 @@ from ttscale.errors import ConfigError
 from ttscale.files import output_file
 
 PLAN_FORMAT = "ttscale-plan"
-# version 2 added the ``brevity`` answer, version 3 races; older plans read unchanged
+# version 2 added the ``brevity`` answer, version 3 races; older plans read unchanged, and a
+# plan is written in the oldest version that holds it (Plan.format_version)
 PLAN_VERSION = 3
 ACTIONS = ("majority", "weighted", "verify", "sample", "brevity")
 ANSWERS = ("majority", "weighted", "brevity")
@@ -190,9 +191,24 @@ class Plan:
                               f"{', '.join(self.efforts)}")
         return self.efforts[effort]
 
+    def format_version(self) -> int:
+        """The oldest plan format that holds this plan: 3 with a race point, else 2. A
+        plan without races stays readable by a ttscale that knows no races (format 2,
+        whose reader ignores the empty ``race`` fields).
+
+        Example:
+            >>> from dataclasses import replace
+            >>> plan = example_plan()
+            >>> plan.format_version()
+            2
+            >>> replace(plan, points=(replace(plan.points[0], race=(4, 2)),)).format_version()
+            3
+        """
+        return 3 if any(p.race for p in self.points) else 2
+
     def to_json(self) -> str:
         out = asdict(self)
-        out = {"format": PLAN_FORMAT, **out}
+        out = {"format": PLAN_FORMAT, **out, "version": self.format_version()}
         text = json.dumps(out, indent=1, sort_keys=False)
         # a flat array (a policy table's row, a predictor's coefficients) on one line: the
         # file stays readable and a tenth of the size
